@@ -1,0 +1,19 @@
+# Thin targets over scripts/. Everything heavy is cached under $IMAGESEARCH_HOME
+# (default ~/.cache/imagesearch): the Python venv, the exported encoders, cargo's target dir
+# and the vector cache.
+.PHONY: setup demo test eval build
+
+setup:
+	bash scripts/setup.sh
+
+demo:
+	bash scripts/demo.sh
+
+test:
+	bash scripts/test.sh
+
+eval:
+	bash scripts/eval.sh
+
+build: setup
+	cargo build --workspace

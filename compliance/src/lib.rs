@@ -1,0 +1,32 @@
+//! Compliance rules shared by the trainer, the server and the client, so that all
+//! three apply exactly the same rules.
+//!
+//! In some countries the law forbids showing any description or image of a child
+//! (anyone under 16). The [`lexicon`] decides whether a text describes a child; the
+//! [`region`] policy decides where that matters. The trainer drops training pairs
+//! whose caption [`describes_child`]; the server and the client call
+//! [`RegionPolicy::check_query`] and show [`DISCLAIMER`] in place of restricted images.
+//!
+//! ```
+//! use imagesearch_compliance::{RegionPolicy, Verdict};
+//!
+//! # fn main() -> Result<(), imagesearch_compliance::RegionError> {
+//! let policy = RegionPolicy::parse_list("DE, fr")?;
+//! assert!(policy.check_query(Some("de"), "a boy on a bike")?.is_blocked());
+//! assert!(policy.check_query(None, "two kids")?.is_blocked()); // no region: fail closed
+//! assert_eq!(policy.check_query(Some("US"), "a boy on a bike")?, Verdict::Allowed);
+//! assert_eq!(policy.check_query(Some("DE"), "a young woman")?, Verdict::Allowed);
+//! assert!(policy.check_query(Some("DEU"), "a dog").is_err());
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod lexicon;
+pub mod region;
+
+pub use lexicon::{child_matches, describes_child, AgeUnit, ChildMatch, Rule, CHILD_AGE_LIMIT};
+pub use region::{RegionCode, RegionError, RegionPolicy, Verdict};
+
+/// Shown in place of an image that may not be shown in the requester's region.
+pub const DISCLAIMER: &str =
+    "This image is unavailable in your country in compliance with local laws";

@@ -1,0 +1,162 @@
+//! TorchScript encoders and their manifests. The manifest is the encoder's contract (input
+//! size, normalisation, output dimension, files and their sha256), so another encoder can be
+//! dropped in without code changes.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tch::{CModule, Device, Kind, Tensor};
+
+use crate::hashing::verify_files;
+use crate::tokenize::TextTokenizer;
+use crate::ModelError;
+
+/// Which side an encoder serves.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum EncoderKind {
+    Image,
+    Text,
+}
+
+/// `manifest.json` of an encoder, as written by `scripts/export_encoders.py`.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct EncoderManifest {
+    pub name: String,
+    pub kind: EncoderKind,
+    /// The TorchScript file, relative to the encoder's directory.
+    pub file: String,
+    #[serde(default)]
+    pub source: String,
+    /// Input contract (image: height, width, range; text: tokenizer, max_length).
+    pub input: serde_json::Value,
+    #[serde(default)]
+    pub normalisation: String,
+    pub output_dim: i64,
+    /// Every file of the encoder and its sha256.
+    pub files: BTreeMap<String, String>,
+    #[serde(default)]
+    pub torch: Option<String>,
+}
+
+impl EncoderManifest {
+    /// Reads `dir/manifest.json`.
+    pub fn load(dir: &Path) -> Result<Self, ModelError> {
+        let path = dir.join("manifest.json");
+        let text = std::fs::read_to_string(&path).map_err(|e| ModelError::io(&path, e))?;
+        serde_json::from_str(&text).map_err(|source| ModelError::Manifest { path, source })
+    }
+
+    /// The sha256 of the TorchScript file: what scorers record to name the encoder they need.
+    pub fn sha256(&self) -> &str {
+        self.files.get(&self.file).map(String::as_str).unwrap_or("")
+    }
+
+    fn input_usize(&self, key: &str) -> Result<usize, ModelError> {
+        self.input
+            .get(key)
+            .and_then(serde_json::Value::as_u64)
+            .map(|v| v as usize)
+            .ok_or_else(|| {
+                ModelError::Incompatible(format!("encoder {}: manifest input lacks '{key}'", self.name))
+            })
+    }
+}
+
+fn load_module(dir: &Path, kind: EncoderKind, device: Device) -> Result<(EncoderManifest, CModule), ModelError> {
+    let manifest = EncoderManifest::load(dir)?;
+    if manifest.kind != kind {
+        return Err(ModelError::Incompatible(format!(
+            "{}: encoder '{}' is a {:?} encoder, expected {kind:?}",
+            dir.display(),
+            manifest.name,
+            manifest.kind
+        )));
+    }
+    verify_files(dir, &manifest.files)?;
+    let mut module = CModule::load_on_device(dir.join(&manifest.file), device)?;
+    module.set_eval();
+    Ok((manifest, module))
+}
+
+/// The image encoder: CHW f32 photos in, `[B, output_dim]` vectors out.
+pub struct ImageEncoder {
+    pub manifest: EncoderManifest,
+    pub dir: PathBuf,
+    module: CModule,
+    device: Device,
+    width: u32,
+    height: u32,
+}
+
+impl ImageEncoder {
+    /// Loads and verifies an image encoder directory.
+    pub fn load(dir: &Path, device: Device) -> Result<Self, ModelError> {
+        let (manifest, module) = load_module(dir, EncoderKind::Image, device)?;
+        let width = manifest.input_usize("width")? as u32;
+        let height = manifest.input_usize("height")? as u32;
+        Ok(ImageEncoder { manifest, dir: dir.to_path_buf(), module, device, width, height })
+    }
+
+    /// Input size (width, height) the encoder expects.
+    pub fn input_size(&self) -> (u32, u32) {
+        (self.width, self.height)
+    }
+
+    /// Encodes a batch of preprocessed photos (each `3*height*width` floats); returns f32 on CPU.
+    pub fn encode(&self, photos: &[&[f32]]) -> Result<Tensor, ModelError> {
+        let plane = (self.width * self.height) as usize * 3;
+        if let Some(bad) = photos.iter().find(|p| p.len() != plane) {
+            return Err(ModelError::Incompatible(format!(
+                "photo input has {} values, the encoder wants {plane}",
+                bad.len()
+            )));
+        }
+        let flat: Vec<f32> = photos.iter().flat_map(|p| p.iter().copied()).collect();
+        let input = Tensor::from_slice(&flat)
+            .view([photos.len() as i64, 3, self.height as i64, self.width as i64])
+            .to_device(self.device);
+        let out = tch::no_grad(|| self.module.forward_ts(&[input]))?;
+        Ok(out.to_kind(Kind::Float).to_device(Device::Cpu))
+    }
+}
+
+/// The text encoder with its tokenizer: texts in, `[B, output_dim]` vectors out.
+pub struct TextEncoder {
+    pub manifest: EncoderManifest,
+    pub dir: PathBuf,
+    module: CModule,
+    tokenizer: TextTokenizer,
+    device: Device,
+}
+
+impl TextEncoder {
+    /// Loads and verifies a text encoder directory (module and tokenizer).
+    pub fn load(dir: &Path, device: Device) -> Result<Self, ModelError> {
+        let (manifest, module) = load_module(dir, EncoderKind::Text, device)?;
+        let tokenizer_file = manifest
+            .input
+            .get("tokenizer")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("tokenizer.json")
+            .to_string();
+        let max_len = manifest.input_usize("max_length").unwrap_or(128);
+        let tokenizer = TextTokenizer::from_file(&dir.join(tokenizer_file), max_len)?;
+        Ok(TextEncoder { manifest, dir: dir.to_path_buf(), module, tokenizer, device })
+    }
+
+    /// The tokenizer (for length sorting and limits).
+    pub fn tokenizer(&self) -> &TextTokenizer {
+        &self.tokenizer
+    }
+
+    /// Encodes a batch of texts; returns f32 on CPU. Callers sort long lists by length first.
+    pub fn encode(&self, texts: &[&str]) -> Result<Tensor, ModelError> {
+        let (ids, mask) = self.tokenizer.encode_batch(texts)?;
+        let out = tch::no_grad(|| {
+            self.module.forward_ts(&[ids.to_device(self.device), mask.to_device(self.device)])
+        })?;
+        Ok(out.to_kind(Kind::Float).to_device(Device::Cpu))
+    }
+}

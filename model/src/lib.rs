@@ -1,0 +1,18 @@
+//! What the trainer and the server share: image decoding and preprocessing, the tokenizer,
+//! the TorchScript encoders, the scorer artifact and the on-disk model repository.
+
+pub mod device;
+pub mod encoder;
+pub mod error;
+pub mod hashing;
+pub mod preprocess;
+pub mod repository;
+pub mod scorer;
+pub mod tokenize;
+
+pub use encoder::{EncoderKind, EncoderManifest, ImageEncoder, TextEncoder};
+pub use error::ModelError;
+pub use preprocess::{ImageError, ImageLimits};
+pub use repository::{ModelRepository, StagedVersion};
+pub use scorer::{Calibration, EncoderRef, Scorer, ScorerManifest};
+pub use tokenize::{TextError, TextTokenizer};

@@ -1,0 +1,139 @@
+//! Image decoding and preprocessing: bytes in, a checked RGB image, then the encoder's input
+//! (CHW f32 in [0, 1], whole photo resized to the encoder's size with a triangle filter).
+//!
+//! Decoding is guarded: the header is read first and a photo whose claimed size exceeds the
+//! pixel limit is refused before any pixel buffer is allocated (decompression bombs).
+
+use std::io::Cursor;
+
+use image::{imageops, DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
+
+/// Limits on what a photo may be.
+#[derive(Clone, Copy, Debug)]
+pub struct ImageLimits {
+    /// Largest encoded size in bytes.
+    pub max_bytes: usize,
+    /// Largest width × height.
+    pub max_pixels: u64,
+}
+
+impl Default for ImageLimits {
+    fn default() -> Self {
+        ImageLimits { max_bytes: 20 << 20, max_pixels: 40_000_000 }
+    }
+}
+
+/// Why a photo was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("image is empty (0 bytes)")]
+    Empty,
+    #[error("image is {bytes} bytes, more than the limit of {max} bytes")]
+    TooLarge { bytes: usize, max: usize },
+    #[error("image format not recognised (JPEG, PNG or WebP expected)")]
+    UnknownFormat,
+    #[error("image format {0:?} is not accepted (JPEG, PNG or WebP expected)")]
+    UnsupportedFormat(ImageFormat),
+    #[error("image claims {width}x{height} pixels, more than the limit of {max} pixels")]
+    TooManyPixels { width: u32, height: u32, max: u64 },
+    #[error("image has a zero dimension ({width}x{height})")]
+    ZeroSize { width: u32, height: u32 },
+    #[error("image is corrupt or truncated: {0}")]
+    Corrupt(String),
+}
+
+/// Decodes JPEG, PNG or WebP bytes into RGB, applying the EXIF orientation, within `limits`.
+pub fn decode(bytes: &[u8], limits: ImageLimits) -> Result<RgbImage, ImageError> {
+    if bytes.is_empty() {
+        return Err(ImageError::Empty);
+    }
+    if bytes.len() > limits.max_bytes {
+        return Err(ImageError::TooLarge { bytes: bytes.len(), max: limits.max_bytes });
+    }
+    let reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| ImageError::Corrupt(e.to_string()))?;
+    let format = reader.format().ok_or(ImageError::UnknownFormat)?;
+    if !matches!(format, ImageFormat::Jpeg | ImageFormat::Png | ImageFormat::WebP) {
+        return Err(ImageError::UnsupportedFormat(format));
+    }
+    let mut decoder = reader.into_decoder().map_err(|e| ImageError::Corrupt(e.to_string()))?;
+    let (width, height) = decoder.dimensions();
+    if width == 0 || height == 0 {
+        return Err(ImageError::ZeroSize { width, height });
+    }
+    if u64::from(width) * u64::from(height) > limits.max_pixels {
+        return Err(ImageError::TooManyPixels { width, height, max: limits.max_pixels });
+    }
+    let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut img =
+        DynamicImage::from_decoder(decoder).map_err(|e| ImageError::Corrupt(e.to_string()))?;
+    img.apply_orientation(orientation);
+    Ok(img.into_rgb8())
+}
+
+/// Resizes the whole photo to `width`×`height` (aspect not kept, triangle filter), optionally
+/// mirrored left-right, and lays it out as CHW f32 in [0, 1].
+pub fn to_input(img: &RgbImage, width: u32, height: u32, mirror: bool) -> Vec<f32> {
+    let mut resized = imageops::resize(img, width, height, imageops::FilterType::Triangle);
+    if mirror {
+        imageops::flip_horizontal_in_place(&mut resized);
+    }
+    let plane = (width * height) as usize;
+    let mut out = vec![0f32; 3 * plane];
+    for (i, px) in resized.pixels().enumerate() {
+        for c in 0..3 {
+            out[c * plane + i] = f32::from(px[c]) / 255.0;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn png(width: u32, height: u32) -> Vec<u8> {
+        let img = RgbImage::from_fn(width, height, |x, y| image::Rgb([x as u8, y as u8, 7]));
+        let mut out = Cursor::new(Vec::new());
+        img.write_to(&mut out, ImageFormat::Png).unwrap();
+        out.into_inner()
+    }
+
+    #[test]
+    fn decodes_and_lays_out_chw() {
+        let img = decode(&png(4, 2), ImageLimits::default()).unwrap();
+        assert_eq!(img.dimensions(), (4, 2));
+        let input = to_input(&img, 4, 2, false);
+        assert_eq!(input.len(), 3 * 8);
+        assert_eq!(input[1], 1.0 / 255.0); // red channel = x
+        assert_eq!(input[16], 7.0 / 255.0); // blue plane
+        let mirrored = to_input(&img, 4, 2, true);
+        assert_eq!(mirrored[0], input[3]);
+    }
+
+    #[test]
+    fn refuses_bad_input_with_reasons() {
+        let limits = ImageLimits::default();
+        assert!(matches!(decode(&[], limits), Err(ImageError::Empty)));
+        assert!(matches!(decode(b"not an image at all", limits), Err(ImageError::UnknownFormat)));
+        let mut truncated = png(64, 64);
+        truncated.truncate(truncated.len() / 2);
+        assert!(matches!(decode(&truncated, limits), Err(ImageError::Corrupt(_))));
+        let small = ImageLimits { max_bytes: 10, ..limits };
+        assert!(matches!(decode(&png(4, 4), small), Err(ImageError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn refuses_decompression_bomb_from_header() {
+        // A PNG header claiming 50000x50000 pixels: refused before any pixel is allocated.
+        let mut bytes = png(1, 1);
+        bytes[16..20].copy_from_slice(&50_000u32.to_be_bytes());
+        bytes[20..24].copy_from_slice(&50_000u32.to_be_bytes());
+        let err = decode(&bytes, ImageLimits::default()).unwrap_err();
+        assert!(
+            matches!(err, ImageError::TooManyPixels { width: 50_000, height: 50_000, .. }),
+            "{err}"
+        );
+    }
+}

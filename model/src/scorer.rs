@@ -1,0 +1,193 @@
+//! The scorer artifact: one version of the learned (image, text) scorer.
+//!
+//! A traced TorchScript module has exactly one method, so a version holds one file per entry
+//! point, all listed with their sha256 in `manifest.json`:
+//! - `image_tower.pt`: image encoder vectors `[B, Di]` → joint embeddings `[B, E]` (unit length);
+//! - `text_tower.pt`: text encoder vectors `[B, Dt]` → joint embeddings `[B, E]` (unit length);
+//! - `scorer.pt`: `forward(image_vec [B, Di], text_vec [B, Dt]) -> score [B]` in [0, 1].
+//!
+//! The score is `sigmoid(a * cos + b)` of the joint-space cosine, with `a, b` in the manifest,
+//! so a search can rank a whole gallery by one matrix product and calibrate only the top k.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tch::{CModule, Device, Kind, Tensor};
+
+use crate::hashing::verify_files;
+use crate::{EncoderManifest, ModelError};
+
+/// File names of the three entry points.
+pub const SCORE_FILE: &str = "scorer.pt";
+pub const IMAGE_TOWER_FILE: &str = "image_tower.pt";
+pub const TEXT_TOWER_FILE: &str = "text_tower.pt";
+pub const MANIFEST_FILE: &str = "manifest.json";
+
+/// Which encoder a scorer was trained on.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct EncoderRef {
+    pub name: String,
+    pub sha256: String,
+    pub output_dim: i64,
+}
+
+impl From<&EncoderManifest> for EncoderRef {
+    fn from(m: &EncoderManifest) -> Self {
+        EncoderRef { name: m.name.clone(), sha256: m.sha256().to_string(), output_dim: m.output_dim }
+    }
+}
+
+/// The monotone map from joint-space cosine to a score in [0, 1]: `sigmoid(a * cos + b)`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
+pub struct Calibration {
+    pub a: f64,
+    pub b: f64,
+}
+
+impl Calibration {
+    /// Score of one cosine.
+    pub fn apply(&self, cos: f64) -> f64 {
+        1.0 / (1.0 + (-(self.a * cos + self.b)).exp())
+    }
+}
+
+/// `manifest.json` of a scorer version.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct ScorerManifest {
+    pub version: u32,
+    /// RFC 3339 creation time.
+    pub created: String,
+    /// Git commit of the code that trained it, when known.
+    pub git_commit: Option<String>,
+    pub image_encoder: EncoderRef,
+    pub text_encoder: EncoderRef,
+    /// Joint embedding dimension E.
+    pub embedding_dim: i64,
+    /// How a photo's image vector is formed from encoder outputs (e.g. mirror averaging).
+    pub image_views: String,
+    pub calibration: Calibration,
+    /// Every file of the version and its sha256.
+    pub files: BTreeMap<String, String>,
+    /// Training data files and their sha256.
+    pub data: BTreeMap<String, String>,
+    /// Label aggregation method.
+    pub aggregation: String,
+    pub hyperparameters: serde_json::Value,
+    /// Data counts (pairs, exclusions, splits) and wall times.
+    pub training: serde_json::Value,
+    /// Evaluation metrics.
+    pub metrics: serde_json::Value,
+}
+
+impl ScorerManifest {
+    /// Reads `dir/manifest.json`.
+    pub fn load(dir: &Path) -> Result<Self, ModelError> {
+        let path = dir.join(MANIFEST_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|e| ModelError::io(&path, e))?;
+        serde_json::from_str(&text).map_err(|source| ModelError::Manifest { path, source })
+    }
+
+    /// Writes `dir/manifest.json` (pretty JSON).
+    pub fn save(&self, dir: &Path) -> Result<(), ModelError> {
+        let path = dir.join(MANIFEST_FILE);
+        let text = serde_json::to_string_pretty(self)
+            .map_err(|source| ModelError::Manifest { path: path.clone(), source })?;
+        std::fs::write(&path, text).map_err(|e| ModelError::io(&path, e))
+    }
+
+    /// Refuses encoders other than the ones this version was trained on.
+    pub fn check_encoders(&self, image: &EncoderManifest, text: &EncoderManifest) -> Result<(), ModelError> {
+        for (side, want, have) in [("image", &self.image_encoder, image), ("text", &self.text_encoder, text)] {
+            if want.sha256 != have.sha256() || want.output_dim != have.output_dim {
+                return Err(ModelError::Incompatible(format!(
+                    "scorer version {} was trained on {side} encoder {} ({}), but {} ({}) is loaded",
+                    self.version,
+                    want.name,
+                    short(&want.sha256),
+                    have.name,
+                    short(have.sha256())
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn short(sha: &str) -> &str {
+    &sha[..sha.len().min(12)]
+}
+
+/// A loaded, verified scorer version.
+pub struct Scorer {
+    pub manifest: ScorerManifest,
+    pub dir: PathBuf,
+    score: CModule,
+    image_tower: CModule,
+    text_tower: CModule,
+    device: Device,
+}
+
+impl Scorer {
+    /// Loads a version directory, verifying every file against the manifest's sha256.
+    pub fn load(dir: &Path, device: Device) -> Result<Self, ModelError> {
+        let manifest = ScorerManifest::load(dir)?;
+        for needed in [SCORE_FILE, IMAGE_TOWER_FILE, TEXT_TOWER_FILE] {
+            if !manifest.files.contains_key(needed) {
+                return Err(ModelError::Incompatible(format!(
+                    "{}: manifest does not list {needed}",
+                    dir.display()
+                )));
+            }
+        }
+        verify_files(dir, &manifest.files)?;
+        let load = |file: &str| -> Result<CModule, ModelError> {
+            let mut m = CModule::load_on_device(dir.join(file), device)?;
+            m.set_eval();
+            Ok(m)
+        };
+        Ok(Scorer {
+            score: load(SCORE_FILE)?,
+            image_tower: load(IMAGE_TOWER_FILE)?,
+            text_tower: load(TEXT_TOWER_FILE)?,
+            manifest,
+            dir: dir.to_path_buf(),
+            device,
+        })
+    }
+
+    /// Joint embeddings of image encoder vectors `[B, Di]` (f32 on CPU out).
+    pub fn embed_images(&self, image_vecs: &Tensor) -> Result<Tensor, ModelError> {
+        self.run(&self.image_tower, &[image_vecs])
+    }
+
+    /// Joint embeddings of text encoder vectors `[B, Dt]` (f32 on CPU out).
+    pub fn embed_texts(&self, text_vecs: &Tensor) -> Result<Tensor, ModelError> {
+        self.run(&self.text_tower, &[text_vecs])
+    }
+
+    /// Calibrated scores in [0, 1] of aligned pairs `[B, Di]` × `[B, Dt]` → `[B]`.
+    pub fn score(&self, image_vecs: &Tensor, text_vecs: &Tensor) -> Result<Tensor, ModelError> {
+        self.run(&self.score, &[image_vecs, text_vecs])
+    }
+
+    fn run(&self, module: &CModule, inputs: &[&Tensor]) -> Result<Tensor, ModelError> {
+        let inputs: Vec<Tensor> =
+            inputs.iter().map(|t| t.to_kind(Kind::Float).to_device(self.device)).collect();
+        let out = tch::no_grad(|| module.forward_ts(&inputs))?;
+        Ok(out.to_kind(Kind::Float).to_device(Device::Cpu))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calibration_is_a_monotone_sigmoid() {
+        let c = Calibration { a: 10.0, b: -3.0 };
+        assert!((c.apply(0.3) - 0.5).abs() < 1e-12);
+        assert!(c.apply(0.1) < c.apply(0.2));
+        assert!(c.apply(-1.0) > 0.0 && c.apply(1.0) < 1.0);
+    }
+}

@@ -1,0 +1,90 @@
+//! The text side's tokenizer: `tokenizer.json` read by the `tokenizers` crate, with the file's
+//! fixed 128-token padding replaced by batch-longest padding (DESIGN.md: fixed padding makes
+//! text encoding several times slower), and truncation at the encoder's maximum length.
+
+use std::path::Path;
+
+use tch::Tensor;
+use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
+
+use crate::ModelError;
+
+/// Why a text was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum TextError {
+    #[error("text is empty")]
+    Empty,
+    #[error("text is {chars} characters, more than the limit of {max}")]
+    TooLong { chars: usize, max: usize },
+}
+
+/// Checks a text against the product's limits: not blank, at most `max_chars` characters.
+pub fn validate_text(text: &str, max_chars: usize) -> Result<&str, TextError> {
+    let trimmed = text.trim();
+    if trimmed.is_empty() {
+        return Err(TextError::Empty);
+    }
+    let chars = trimmed.chars().count();
+    if chars > max_chars {
+        return Err(TextError::TooLong { chars, max: max_chars });
+    }
+    Ok(trimmed)
+}
+
+/// Tokenizer with batch-longest padding and truncation.
+pub struct TextTokenizer {
+    inner: Tokenizer,
+}
+
+impl TextTokenizer {
+    /// Loads `tokenizer.json`, overriding its padding and truncation.
+    pub fn from_file(path: &Path, max_len: usize) -> Result<Self, ModelError> {
+        let mut inner = Tokenizer::from_file(path)
+            .map_err(|e| ModelError::Tokenizer(format!("{}: {e}", path.display())))?;
+        let pad = inner.get_padding().cloned().unwrap_or_default();
+        inner.with_padding(Some(PaddingParams {
+            strategy: PaddingStrategy::BatchLongest,
+            pad_to_multiple_of: None,
+            ..pad
+        }));
+        inner
+            .with_truncation(Some(TruncationParams { max_length: max_len, ..Default::default() }))
+            .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+        Ok(TextTokenizer { inner })
+    }
+
+    /// Token ids and attention mask, both i64 `[B, L]` with L the longest text of the batch.
+    pub fn encode_batch(&self, texts: &[&str]) -> Result<(Tensor, Tensor), ModelError> {
+        let encodings = self
+            .inner
+            .encode_batch(texts.to_vec(), true)
+            .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+        let len = encodings.iter().map(|e| e.get_ids().len()).max().unwrap_or(0);
+        let mut ids = Vec::with_capacity(texts.len() * len);
+        let mut mask = Vec::with_capacity(texts.len() * len);
+        for e in &encodings {
+            ids.extend(e.get_ids().iter().map(|&x| i64::from(x)));
+            mask.extend(e.get_attention_mask().iter().map(|&x| i64::from(x)));
+        }
+        let shape = [texts.len() as i64, len as i64];
+        Ok((Tensor::from_slice(&ids).view(shape), Tensor::from_slice(&mask).view(shape)))
+    }
+
+    /// Number of tokens of one text (with special tokens, after truncation).
+    pub fn token_count(&self, text: &str) -> Result<usize, ModelError> {
+        let e = self.inner.encode(text, true).map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+        Ok(e.get_ids().len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validates_text() {
+        assert!(matches!(validate_text("  \n", 10), Err(TextError::Empty)));
+        assert!(matches!(validate_text("abcdefghijk", 10), Err(TextError::TooLong { chars: 11, max: 10 })));
+        assert_eq!(validate_text("  a dog ", 10).unwrap(), "a dog");
+    }
+}

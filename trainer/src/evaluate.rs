@@ -1,0 +1,243 @@
+//! Honest evaluation of a scorer version, through the saved artifact:
+//! - text→image retrieval of the test queries over the test photos (R@1/5/10, MRR, median rank)
+//!   next to the chance baseline;
+//! - Kendall τ against the human judgments, as the published protocols compute them:
+//!   Flickr8K-Expert τc over the individual expert ratings, Flickr8K-CF τb over the crowd share,
+//!   own-caption pairs dropped, on held-out photos (and, for comparison, on all judged photos),
+//!   with a 95% cluster-bootstrap interval (photos resampled whole);
+//! - RMSE of the calibrated score against the held-out aggregated targets, next to the RMSE of
+//!   predicting the training mean.
+
+use std::collections::{HashMap, HashSet};
+
+use imagesearch_model::{ModelError, Scorer};
+use serde::{Deserialize, Serialize};
+use tch::Tensor;
+
+use crate::labels::JudgedPair;
+use crate::metrics::{self, Interval, Retrieval};
+use crate::tables::TestQuery;
+
+/// Bootstrap replicates for the τ intervals.
+const BOOTSTRAP_REPS: usize = 1000;
+
+/// A τ with its interval and the number of items it was computed on.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Tau {
+    #[serde(flatten)]
+    pub interval: Interval,
+    pub items: usize,
+    pub photos: usize,
+}
+
+/// All metrics of one version.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Metrics {
+    pub retrieval: Retrieval,
+    pub retrieval_chance: Retrieval,
+    pub expert_tau_c: Option<Tau>,
+    pub crowd_tau_b: Option<Tau>,
+    pub expert_tau_c_all_judged: Option<Tau>,
+    pub crowd_tau_b_all_judged: Option<Tau>,
+    pub rmse: Option<f64>,
+    pub rmse_predict_mean: Option<f64>,
+    pub heldout_pairs: usize,
+    pub heldout_photos: usize,
+}
+
+/// Metrics plus the per-query rankings the report shows.
+pub struct Evaluation {
+    pub metrics: Metrics,
+    /// Per test query: (photo index into the candidate list, calibrated score), best first.
+    pub rankings: Vec<Vec<(usize, f64)>>,
+    /// Held-out judged pairs: (calibrated score, target).
+    pub heldout_scores: Vec<(f64, f64)>,
+}
+
+fn stack(rows: &[&[f32]]) -> Tensor {
+    let dim = rows.first().map_or(0, |r| r.len()) as i64;
+    let flat: Vec<f32> = rows.iter().flat_map(|r| r.iter().copied()).collect();
+    Tensor::from_slice(&flat).view([rows.len() as i64, dim])
+}
+
+fn to_vec(t: &Tensor) -> Result<Vec<f32>, ModelError> {
+    Ok(Vec::<f32>::try_from(t.contiguous().view([-1]))?)
+}
+
+/// Calibrated scores of many aligned (photo, text) pairs through `scorer.pt`, in batches.
+pub fn score_pairs(
+    scorer: &Scorer,
+    photos: &HashMap<String, Vec<f32>>,
+    texts: &HashMap<String, Vec<f32>>,
+    pairs: &[(&str, &str)],
+) -> Result<Vec<Option<f64>>, ModelError> {
+    let mut out = vec![None; pairs.len()];
+    let known: Vec<usize> =
+        (0..pairs.len()).filter(|&i| photos.contains_key(pairs[i].0) && texts.contains_key(pairs[i].1)).collect();
+    for chunk in known.chunks(1024) {
+        let iv: Vec<&[f32]> = chunk.iter().map(|&i| photos[pairs[i].0].as_slice()).collect();
+        let tv: Vec<&[f32]> = chunk.iter().map(|&i| texts[pairs[i].1].as_slice()).collect();
+        let scores = to_vec(&scorer.score(&stack(&iv), &stack(&tv))?)?;
+        for (&i, s) in chunk.iter().zip(scores) {
+            out[i] = Some(f64::from(s));
+        }
+    }
+    Ok(out)
+}
+
+/// Ranks every query over the candidate photos; returns ranks of each query's own photo and
+/// the full rankings.
+pub fn rank_queries(
+    scorer: &Scorer,
+    photos: &HashMap<String, Vec<f32>>,
+    texts: &HashMap<String, Vec<f32>>,
+    candidates: &[String],
+    queries: &[TestQuery],
+) -> Result<(Vec<usize>, Vec<Vec<(usize, f64)>>), ModelError> {
+    let cand: Vec<&[f32]> = candidates.iter().filter_map(|c| photos.get(c).map(Vec::as_slice)).collect();
+    if cand.len() != candidates.len() {
+        return Err(ModelError::Incompatible("some candidate photos have no vectors".into()));
+    }
+    let qv: Vec<&[f32]> = queries.iter().filter_map(|q| texts.get(&q.text).map(Vec::as_slice)).collect();
+    if qv.len() != queries.len() {
+        return Err(ModelError::Incompatible("some queries have no vectors".into()));
+    }
+    let img = scorer.embed_images(&stack(&cand))?;
+    let txt = scorer.embed_texts(&stack(&qv))?;
+    let sims = to_vec(&txt.matmul(&img.tr()))?;
+    let n = candidates.len();
+    let index: HashMap<&str, usize> = candidates.iter().enumerate().map(|(i, c)| (c.as_str(), i)).collect();
+    let cal = scorer.manifest.calibration;
+    let mut ranks = Vec::with_capacity(queries.len());
+    let mut rankings = Vec::with_capacity(queries.len());
+    for (qi, q) in queries.iter().enumerate() {
+        let row = &sims[qi * n..(qi + 1) * n];
+        let rank = index.get(q.image.as_str()).map(|&own| metrics::rank_of(row, own)).unwrap_or(n + 1);
+        ranks.push(rank);
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
+        rankings.push(order.into_iter().map(|i| (i, cal.apply(f64::from(row[i])))).collect());
+    }
+    Ok((ranks, rankings))
+}
+
+fn tau(
+    items: &[(f64, f64, &str)],
+    stat: fn(&[f64], &[f64]) -> Option<f64>,
+    seed: u64,
+) -> Option<Tau> {
+    let photos: Vec<&str> = items.iter().map(|i| i.2).collect();
+    let clusters = metrics::clusters_by(&photos);
+    let interval = metrics::bootstrap(&clusters, BOOTSTRAP_REPS, seed, |idx| {
+        let x: Vec<f64> = idx.iter().map(|&i| items[i].0).collect();
+        let y: Vec<f64> = idx.iter().map(|&i| items[i].1).collect();
+        stat(&x, &y)
+    })?;
+    Some(Tau { interval, items: items.len(), photos: clusters.len() })
+}
+
+/// Kendall τc (expert, individual ratings) and τb (crowd share) of scores against judgments,
+/// own-caption pairs dropped, over the pairs whose photo passes `keep`.
+fn judgment_taus(
+    judged: &[JudgedPair],
+    scores: &[Option<f64>],
+    keep: impl Fn(&str) -> bool,
+    seed: u64,
+) -> (Option<Tau>, Option<Tau>) {
+    let mut expert = Vec::new();
+    let mut crowd = Vec::new();
+    for (p, s) in judged.iter().zip(scores) {
+        let Some(s) = *s else { continue };
+        if p.is_own_caption() || !keep(&p.image) {
+            continue;
+        }
+        if let Some(r) = p.judgments.expert {
+            expert.extend(r.iter().map(|&x| (s, f64::from(x), p.image.as_str())));
+        }
+        if let Some(share) = p.judgments.crowd_share() {
+            crowd.push((s, share, p.image.as_str()));
+        }
+    }
+    (tau(&expert, metrics::kendall_tau_c, seed), tau(&crowd, metrics::kendall_tau_b, seed))
+}
+
+/// Evaluates a loaded version.
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate(
+    scorer: &Scorer,
+    photos: &HashMap<String, Vec<f32>>,
+    texts: &HashMap<String, Vec<f32>>,
+    test_images: &[String],
+    queries: &[TestQuery],
+    judged: &[JudgedPair],
+    heldout: &HashSet<String>,
+    train_target_mean: f64,
+    seed: u64,
+) -> Result<Evaluation, ModelError> {
+    let (ranks, rankings) = rank_queries(scorer, photos, texts, test_images, queries)?;
+    let pairs: Vec<(&str, &str)> = judged.iter().map(|p| (p.image.as_str(), p.text.as_str())).collect();
+    let scores = score_pairs(scorer, photos, texts, &pairs)?;
+    let (expert_tau_c, crowd_tau_b) = judgment_taus(judged, &scores, |img| heldout.contains(img), seed);
+    let (expert_all, crowd_all) = judgment_taus(judged, &scores, |_| true, seed);
+    let heldout_scores: Vec<(f64, f64)> = judged
+        .iter()
+        .zip(&scores)
+        .filter(|(p, _)| heldout.contains(&p.image))
+        .filter_map(|(p, s)| s.map(|s| (s, p.target)))
+        .collect();
+    let (pred, target): (Vec<f64>, Vec<f64>) = heldout_scores.iter().copied().unzip();
+    let has_heldout = !target.is_empty();
+    let metrics = Metrics {
+        retrieval: metrics::retrieval(&ranks, test_images.len()),
+        retrieval_chance: metrics::chance_retrieval(ranks.len(), test_images.len()),
+        expert_tau_c,
+        crowd_tau_b,
+        expert_tau_c_all_judged: expert_all,
+        crowd_tau_b_all_judged: crowd_all,
+        rmse: has_heldout.then(|| metrics::rmse(&pred, &target)),
+        rmse_predict_mean: has_heldout.then(|| metrics::rmse(&vec![train_target_mean; target.len()], &target)),
+        heldout_pairs: target.len(),
+        heldout_photos: heldout.len(),
+    };
+    Ok(Evaluation { metrics, rankings, heldout_scores })
+}
+
+/// A plain-text table of the metrics (what `make eval` prints).
+pub fn metrics_table(m: &Metrics) -> String {
+    let mut s = String::new();
+    let r = &m.retrieval;
+    let c = &m.retrieval_chance;
+    s.push_str(&format!(
+        "retrieval: {} queries x {} photos\n  {:<22}{:>8}{:>10}\n",
+        r.queries, r.candidates, "metric", "model", "chance"
+    ));
+    for (name, v, ch) in [
+        ("R@1", r.r_at_1, c.r_at_1),
+        ("R@5", r.r_at_5, c.r_at_5),
+        ("R@10", r.r_at_10, c.r_at_10),
+        ("MRR", r.mrr, c.mrr),
+        ("median rank", r.median_rank, c.median_rank),
+        ("mean rank", r.mean_rank, c.mean_rank),
+    ] {
+        s.push_str(&format!("  {name:<22}{v:>8.3}{ch:>10.3}\n"));
+    }
+    s.push_str("judgments (own-caption pairs dropped, 95% cluster bootstrap):\n");
+    let line = |name: &str, t: &Option<Tau>| match t {
+        Some(t) => format!(
+            "  {name:<34}{:>7.3}  [{:.3}, {:.3}]  ({} items, {} photos)\n",
+            t.interval.estimate, t.interval.lo, t.interval.hi, t.items, t.photos
+        ),
+        None => format!("  {name:<34}    n/a\n"),
+    };
+    s.push_str(&line("expert tau_c (held-out photos)", &m.expert_tau_c));
+    s.push_str(&line("crowd tau_b (held-out photos)", &m.crowd_tau_b));
+    s.push_str(&line("expert tau_c (all judged photos)", &m.expert_tau_c_all_judged));
+    s.push_str(&line("crowd tau_b (all judged photos)", &m.crowd_tau_b_all_judged));
+    if let (Some(rmse), Some(base)) = (m.rmse, m.rmse_predict_mean) {
+        s.push_str(&format!(
+            "calibrated score vs held-out targets: RMSE {rmse:.4} (predicting the mean: {base:.4}; {} pairs, {} photos)\n",
+            m.heldout_pairs, m.heldout_photos
+        ));
+    }
+    s
+}

@@ -1,0 +1,340 @@
+//! The scorer head: two towers that project image and text encoder vectors into one joint
+//! space, trained contrastively (symmetric InfoNCE) on captioned photos, as an ensemble of
+//! independently seeded members.
+//!
+//! Each tower: standardise → input dropout → MLP (Linear, GELU, dropout, Linear) plus a linear
+//! skip → L2 norm. The ensemble's embedding is the members' unit embeddings concatenated and
+//! scaled by 1/√M, so one dot product equals the members' mean cosine.
+
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use tch::nn::{self, Module, OptimizerConfig};
+use tch::{Device, Kind, Tensor};
+
+/// Hyper-parameters of the head.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct HeadConfig {
+    pub dim: i64,
+    pub hidden: i64,
+    pub input_dropout: f64,
+    pub dropout: f64,
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub batch_size: usize,
+    pub max_epochs: usize,
+    pub patience: usize,
+    pub label_smoothing: f64,
+    pub members: usize,
+    pub seed: u64,
+}
+
+impl Default for HeadConfig {
+    fn default() -> Self {
+        HeadConfig {
+            dim: 512,
+            hidden: 1024,
+            input_dropout: 0.4,
+            dropout: 0.3,
+            lr: 1e-4,
+            weight_decay: 0.05,
+            batch_size: 256,
+            max_epochs: 30,
+            patience: 3,
+            label_smoothing: 0.1,
+            members: 5,
+            seed: 42,
+        }
+    }
+}
+
+/// One tower.
+struct Tower {
+    mean: Tensor,
+    std: Tensor,
+    l1: nn::Linear,
+    l2: nn::Linear,
+    skip: nn::Linear,
+    input_dropout: f64,
+    dropout: f64,
+}
+
+impl Tower {
+    fn new(p: nn::Path, din: i64, cfg: &HeadConfig, stats: (&Tensor, &Tensor)) -> Self {
+        let mut mean = p.zeros_no_train("mean", &[din]);
+        let mut std = p.ones_no_train("std", &[din]);
+        tch::no_grad(|| {
+            mean.copy_(stats.0);
+            std.copy_(stats.1);
+        });
+        Tower {
+            mean,
+            std,
+            l1: nn::linear(&p / "l1", din, cfg.hidden, Default::default()),
+            l2: nn::linear(&p / "l2", cfg.hidden, cfg.dim, Default::default()),
+            skip: nn::linear(&p / "skip", din, cfg.dim, Default::default()),
+            input_dropout: cfg.input_dropout,
+            dropout: cfg.dropout,
+        }
+    }
+
+    fn forward(&self, x: &Tensor, train: bool) -> Tensor {
+        let x = ((x - &self.mean) / &self.std).dropout(self.input_dropout, train);
+        let h = self.l1.forward(&x).gelu("none").dropout(self.dropout, train);
+        l2_normalize(&(self.l2.forward(&h) + self.skip.forward(&x)))
+    }
+}
+
+/// Rows scaled to unit L2 norm.
+pub fn l2_normalize(x: &Tensor) -> Tensor {
+    x / x.norm_scalaropt_dim(2, [-1], true).clamp_min(1e-12)
+}
+
+/// One trained member: its variables and towers.
+pub struct Member {
+    _vs: nn::VarStore,
+    image: Tower,
+    text: Tower,
+}
+
+/// What training needs: encoder vectors and (photo, caption) positives.
+pub struct TrainSet<'a> {
+    /// Original and mirrored encoder vectors of each photo, `[P, Di]` each.
+    pub photos_original: &'a Tensor,
+    pub photos_mirrored: &'a Tensor,
+    /// Caption vectors `[C, Dt]`.
+    pub captions: &'a Tensor,
+    /// (photo row, caption row) positives.
+    pub pairs: &'a [(i64, i64)],
+}
+
+/// Validation data: photos (mean view) and captions with the row of their photo.
+pub struct ValSet<'a> {
+    pub photos: &'a Tensor,
+    pub captions: &'a Tensor,
+    pub caption_photo: &'a [i64],
+}
+
+/// Per-epoch numbers of one member, for the report.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EpochLog {
+    pub member: usize,
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub val_loss: f64,
+    pub val_r1: f64,
+    pub val_mean_recall: f64,
+}
+
+fn column_stats(x: &Tensor) -> (Tensor, Tensor) {
+    let mean = x.mean_dim([0i64].as_slice(), false, Kind::Float);
+    let std = x.std_dim([0i64].as_slice(), false, false).clamp_min(1e-6);
+    (mean, std)
+}
+
+/// Symmetric InfoNCE with label smoothing; `same` marks off-diagonal pairs that share a photo
+/// (not negatives: masked out).
+fn contrastive_loss(img: &Tensor, txt: &Tensor, scale: &Tensor, same: &Tensor, smoothing: f64) -> Tensor {
+    let b = img.size()[0];
+    let logits = img.matmul(&txt.tr()) * scale.exp().clamp_max(100.0);
+    let eye = Tensor::eye(b, (Kind::Bool, img.device()));
+    let masked = same.logical_and(&eye.logical_not());
+    let logits = logits.masked_fill(&masked, -1e4);
+    let valid = masked.logical_not().to_kind(Kind::Float);
+    let spread = &valid / valid.sum_dim_intlist([1i64].as_slice(), true, Kind::Float);
+    let target = eye.to_kind(Kind::Float) * (1.0 - smoothing) + spread * smoothing;
+    let rows = -(logits.log_softmax(1, Kind::Float) * &target).sum_dim_intlist([1i64].as_slice(), false, Kind::Float);
+    let cols = -(logits.log_softmax(0, Kind::Float) * target.tr()).sum_dim_intlist([0i64].as_slice(), false, Kind::Float);
+    (rows.mean(Kind::Float) + cols.mean(Kind::Float)) * 0.5
+}
+
+/// Text→image recall on the validation set: (loss, R@1, mean of R@1/5/10).
+fn validate(member: &Member, val: &ValSet, scale: &Tensor) -> (f64, f64, f64) {
+    tch::no_grad(|| {
+        let img = member.image.forward(val.photos, false);
+        let txt = member.text.forward(val.captions, false);
+        let sims = txt.matmul(&img.tr()); // [C, P]
+        let target = Tensor::from_slice(val.caption_photo).to_device(sims.device());
+        let loss = (&sims * scale.exp().clamp_max(100.0)).cross_entropy_for_logits(&target).double_value(&[]);
+        let own = sims.gather(1, &target.unsqueeze(1), false);
+        let rank = sims.gt_tensor(&own).sum_dim_intlist([1i64].as_slice(), false, Kind::Float) + 1.0;
+        let recall = |k: f64| rank.le(k).to_kind(Kind::Float).mean(Kind::Float).double_value(&[]);
+        let (r1, r5, r10) = (recall(1.0), recall(5.0), recall(10.0));
+        (loss, r1, (r1 + r5 + r10) / 3.0)
+    })
+}
+
+/// Trains one member with early stopping on the validation mean recall; returns the member at
+/// its best epoch and the epoch log.
+pub fn train_member(
+    cfg: &HeadConfig,
+    index: usize,
+    data: &TrainSet,
+    val: &ValSet,
+    device: Device,
+    on_epoch: &mut dyn FnMut(&EpochLog),
+) -> Result<(Member, Vec<EpochLog>), tch::TchError> {
+    let seed = cfg.seed.wrapping_add(1000 * index as u64);
+    tch::manual_seed(seed as i64);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let vs = nn::VarStore::new(device);
+    let root = vs.root();
+    let all_photos = Tensor::cat(&[data.photos_original, data.photos_mirrored], 0);
+    let image = Tower::new(&root / "image", all_photos.size()[1], cfg, {
+        let s = column_stats(&all_photos);
+        (&s.0.shallow_clone(), &s.1.shallow_clone())
+    });
+    let ts = column_stats(data.captions);
+    let text = Tower::new(&root / "text", data.captions.size()[1], cfg, (&ts.0, &ts.1));
+    let scale = root.var("logit_scale", &[1], nn::Init::Const((1.0f64 / 0.07).ln()));
+    let mut opt = nn::AdamW { wd: cfg.weight_decay, ..Default::default() }.build(&vs, cfg.lr)?;
+    let member = Member { _vs: vs, image, text };
+
+    let photos_o = data.photos_original.to_device(device);
+    let photos_m = data.photos_mirrored.to_device(device);
+    let captions = data.captions.to_device(device);
+    let mut order: Vec<usize> = (0..data.pairs.len()).collect();
+    let mut best: Option<(f64, Vec<(String, Tensor)>)> = None;
+    let mut since_best = 0;
+    let mut log = Vec::new();
+    for epoch in 1..=cfg.max_epochs {
+        order.shuffle(&mut rng);
+        let (mut sum, mut steps) = (0.0, 0usize);
+        for chunk in order.chunks(cfg.batch_size) {
+            if chunk.len() < 2 {
+                continue;
+            }
+            let photo_idx: Vec<i64> = chunk.iter().map(|&i| data.pairs[i].0).collect();
+            let caption_idx: Vec<i64> = chunk.iter().map(|&i| data.pairs[i].1).collect();
+            let pi = Tensor::from_slice(&photo_idx).to_device(device);
+            let ci = Tensor::from_slice(&caption_idx).to_device(device);
+            // Augmentation: each sample sees its photo as is or mirrored.
+            let flip = Tensor::rand([chunk.len() as i64, 1], (Kind::Float, device)).lt(0.5);
+            let x = photos_o.index_select(0, &pi).where_self(&flip, &photos_m.index_select(0, &pi));
+            let same = pi.unsqueeze(1).eq_tensor(&pi.unsqueeze(0));
+            let img = member.image.forward(&x, true);
+            let txt = member.text.forward(&captions.index_select(0, &ci), true);
+            let loss = contrastive_loss(&img, &txt, &scale, &same, cfg.label_smoothing);
+            opt.backward_step(&loss);
+            sum += loss.double_value(&[]);
+            steps += 1;
+        }
+        let (val_loss, val_r1, val_mean_recall) = validate(&member, val, &scale);
+        let entry = EpochLog {
+            member: index,
+            epoch,
+            train_loss: sum / steps.max(1) as f64,
+            val_loss,
+            val_r1,
+            val_mean_recall,
+        };
+        on_epoch(&entry);
+        log.push(entry);
+        if best.as_ref().is_none_or(|(b, _)| val_mean_recall > *b) {
+            let snapshot =
+                member._vs.variables().into_iter().map(|(k, v)| (k, v.detach().copy())).collect();
+            best = Some((val_mean_recall, snapshot));
+            since_best = 0;
+        } else {
+            since_best += 1;
+            if since_best >= cfg.patience {
+                break;
+            }
+        }
+    }
+    if let Some((_, snapshot)) = best {
+        let mut vars = member._vs.variables();
+        tch::no_grad(|| {
+            for (name, value) in snapshot {
+                if let Some(v) = vars.get_mut(&name) {
+                    v.copy_(&value);
+                }
+            }
+        });
+    }
+    Ok((member, log))
+}
+
+/// The trained ensemble.
+pub struct Ensemble {
+    pub members: Vec<Member>,
+}
+
+impl Ensemble {
+    /// Joint image embeddings `[B, M·dim]`, unit length (inference mode).
+    pub fn embed_images(&self, x: &Tensor) -> Tensor {
+        self.concat(|m| m.image.forward(x, false))
+    }
+
+    /// Joint text embeddings `[B, M·dim]`, unit length (inference mode).
+    pub fn embed_texts(&self, x: &Tensor) -> Tensor {
+        self.concat(|m| m.text.forward(x, false))
+    }
+
+    fn concat(&self, f: impl Fn(&Member) -> Tensor) -> Tensor {
+        let parts: Vec<Tensor> = self.members.iter().map(f).collect();
+        Tensor::cat(&parts, 1) / (self.members.len() as f64).sqrt()
+    }
+
+    /// Freezes every member's variables (needed before tracing).
+    pub fn freeze(&mut self) {
+        for m in &mut self.members {
+            m._vs.freeze();
+        }
+    }
+}
+
+/// Fits `sigmoid(a·cos + b)` to soft targets in [0, 1] (logistic regression, Newton's method).
+pub fn fit_calibration(cos: &[f64], target: &[f64]) -> imagesearch_model::Calibration {
+    let (mut a, mut b) = (10.0f64, -3.0f64);
+    for _ in 0..100 {
+        let (mut ga, mut gb, mut haa, mut hab, mut hbb) = (0.0, 0.0, 0.0, 0.0, 0.0);
+        for (&x, &y) in cos.iter().zip(target) {
+            let p = 1.0 / (1.0 + (-(a * x + b)).exp());
+            let w = (p * (1.0 - p)).max(1e-9);
+            ga += (p - y) * x;
+            gb += p - y;
+            haa += w * x * x;
+            hab += w * x;
+            hbb += w;
+        }
+        let det = haa * hbb - hab * hab;
+        if det.abs() < 1e-12 {
+            break;
+        }
+        let da = (hbb * ga - hab * gb) / det;
+        let db = (haa * gb - hab * ga) / det;
+        a -= da;
+        b -= db;
+        if da.abs() + db.abs() < 1e-10 {
+            break;
+        }
+    }
+    imagesearch_model::Calibration { a, b }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calibration_recovers_a_known_sigmoid() {
+        let truth = imagesearch_model::Calibration { a: 8.0, b: -2.0 };
+        let cos: Vec<f64> = (0..200).map(|i| -0.2 + i as f64 * 0.005).collect();
+        let target: Vec<f64> = cos.iter().map(|&c| truth.apply(c)).collect();
+        let fit = fit_calibration(&cos, &target);
+        assert!((fit.a - 8.0).abs() < 1e-3 && (fit.b + 2.0).abs() < 1e-3, "{fit:?}");
+    }
+
+    #[test]
+    fn loss_prefers_aligned_embeddings() {
+        let a = l2_normalize(&Tensor::randn([8, 4], (Kind::Float, Device::Cpu)));
+        let b = l2_normalize(&Tensor::randn([8, 4], (Kind::Float, Device::Cpu)));
+        let same = Tensor::eye(8, (Kind::Bool, Device::Cpu));
+        let scale = Tensor::from_slice(&[(1.0f32 / 0.07).ln()]);
+        let aligned = contrastive_loss(&a, &a, &scale, &same, 0.1).double_value(&[]);
+        let random = contrastive_loss(&a, &b, &scale, &same, 0.1).double_value(&[]);
+        assert!(aligned < random, "{aligned} vs {random}");
+    }
+}

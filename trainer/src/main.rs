@@ -1,0 +1,218 @@
+//! `imagesearch-train`: trains, evaluates and writes versioned scorer artifacts.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use imagesearch_trainer::dataset::DataPaths;
+use imagesearch_trainer::evaluate::metrics_table;
+use imagesearch_trainer::head::HeadConfig;
+use imagesearch_trainer::labels::Aggregation;
+use imagesearch_trainer::pipeline::{self, CommonConfig, TrainConfig};
+
+#[derive(Parser)]
+#[command(name = "imagesearch-train", version, about = "Train and evaluate imagesearch scorer versions")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log as JSON lines instead of text.
+    #[arg(long, env = "IMAGESEARCH_LOG_JSON", global = true)]
+    log_json: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a new scorer version, evaluate it and write its report.
+    Train(TrainArgs),
+    /// Print the metrics of a scorer version (default: the newest).
+    Eval(EvalArgs),
+}
+
+#[derive(Args)]
+struct CommonArgs {
+    /// Data root holding image_search/ and flickr8k_train/.
+    #[arg(long, env = "IMAGESEARCH_DATA", default_value = "../shared/data")]
+    data_dir: PathBuf,
+    /// The judged set (default: <data-dir>/image_search).
+    #[arg(long, env = "IMAGESEARCH_JUDGED_DIR")]
+    judged_dir: Option<PathBuf>,
+    /// The captioned photos (default: <data-dir>/flickr8k_train).
+    #[arg(long, env = "IMAGESEARCH_FLICKR_DIR")]
+    flickr_dir: Option<PathBuf>,
+    /// Model repository (scorer versions are written to <models>/scorer/<n>).
+    #[arg(long, env = "IMAGESEARCH_MODELS", default_value = "models")]
+    models: PathBuf,
+    /// Encoder directory (default: <models>/encoders).
+    #[arg(long, env = "IMAGESEARCH_ENCODERS")]
+    encoders: Option<PathBuf>,
+    /// Image encoder name (a directory under the encoders).
+    #[arg(long, env = "IMAGESEARCH_IMAGE_ENCODER", default_value = "efficientnet-lite0")]
+    image_encoder: String,
+    /// Text encoder name (a directory under the encoders).
+    #[arg(long, env = "IMAGESEARCH_TEXT_ENCODER", default_value = "minilm-l6-v2")]
+    text_encoder: String,
+    /// Vector cache directory (default: $IMAGESEARCH_HOME/vectors, ~/.cache/imagesearch/vectors).
+    #[arg(long, env = "IMAGESEARCH_CACHE")]
+    cache_dir: Option<PathBuf>,
+    /// auto (CUDA when available), cpu, cuda or cuda:N.
+    #[arg(long, env = "IMAGESEARCH_DEVICE", default_value = "auto")]
+    device: String,
+    /// libtorch intra-op threads (default: libtorch's choice).
+    #[arg(long, env = "IMAGESEARCH_THREADS")]
+    threads: Option<i32>,
+    /// Skip bad rows and photos (reported and counted) instead of stopping.
+    #[arg(long, env = "IMAGESEARCH_SKIP_BAD_ROWS")]
+    skip_bad_rows: bool,
+    /// Photos per image-encoder batch (each photo is encoded as is and mirrored).
+    #[arg(long, env = "IMAGESEARCH_IMAGE_BATCH", default_value_t = 8)]
+    image_batch: usize,
+    /// Texts per text-encoder batch (length-sorted).
+    #[arg(long, env = "IMAGESEARCH_TEXT_BATCH", default_value_t = 64)]
+    text_batch: usize,
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// How expert and crowd judgments become one target.
+    #[arg(long, env = "IMAGESEARCH_AGGREGATION", value_enum, default_value_t = Aggregation::Pooled)]
+    aggregation: Aggregation,
+    /// Fraction of judged photos held out for evaluation.
+    #[arg(long, env = "IMAGESEARCH_HOLDOUT_FRACTION", default_value_t = 0.2)]
+    holdout_fraction: f64,
+    /// Captioned photos held out for early stopping.
+    #[arg(long, env = "IMAGESEARCH_VAL_PHOTOS", default_value_t = 300)]
+    val_photos: usize,
+    /// Use only the first N captioned photos (quick runs and tests).
+    #[arg(long, env = "IMAGESEARCH_LIMIT_FLICKR_PHOTOS")]
+    limit_flickr_photos: Option<usize>,
+    /// Test queries shown in the HTML report.
+    #[arg(long, env = "IMAGESEARCH_REPORT_QUERIES", default_value_t = 10)]
+    report_queries: usize,
+    /// Random seed (splits, initialisation, shuffling, dropout).
+    #[arg(long, env = "IMAGESEARCH_SEED", default_value_t = 42)]
+    seed: u64,
+    /// Ensemble members.
+    #[arg(long, env = "IMAGESEARCH_MEMBERS", default_value_t = 5)]
+    members: usize,
+    /// Maximum epochs per member (early stopping on validation recall).
+    #[arg(long, env = "IMAGESEARCH_MAX_EPOCHS", default_value_t = 30)]
+    max_epochs: usize,
+    /// Epochs without validation improvement before stopping.
+    #[arg(long, env = "IMAGESEARCH_PATIENCE", default_value_t = 3)]
+    patience: usize,
+    #[arg(long, env = "IMAGESEARCH_BATCH_SIZE", default_value_t = 256)]
+    batch_size: usize,
+    #[arg(long, env = "IMAGESEARCH_LR", default_value_t = 1e-4)]
+    lr: f64,
+    #[arg(long, env = "IMAGESEARCH_WEIGHT_DECAY", default_value_t = 0.05)]
+    weight_decay: f64,
+    /// Joint embedding dimension per member.
+    #[arg(long, env = "IMAGESEARCH_DIM", default_value_t = 512)]
+    dim: i64,
+    /// Hidden width of the tower MLPs.
+    #[arg(long, env = "IMAGESEARCH_HIDDEN", default_value_t = 1024)]
+    hidden: i64,
+    #[arg(long, env = "IMAGESEARCH_INPUT_DROPOUT", default_value_t = 0.4)]
+    input_dropout: f64,
+    #[arg(long, env = "IMAGESEARCH_DROPOUT", default_value_t = 0.3)]
+    dropout: f64,
+    #[arg(long, env = "IMAGESEARCH_LABEL_SMOOTHING", default_value_t = 0.1)]
+    label_smoothing: f64,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Version to evaluate (default: the newest).
+    #[arg(long, env = "IMAGESEARCH_VERSION")]
+    version: Option<u32>,
+    /// Queries to rank against the test photos (the test_queries.csv format).
+    #[arg(long)]
+    queries: Option<PathBuf>,
+    /// Print the metrics as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn common(a: &CommonArgs) -> anyhow::Result<CommonConfig> {
+    let device = imagesearch_model::device::parse_device(&a.device).map_err(anyhow::Error::msg)?;
+    if let Some(n) = a.threads {
+        tch::set_num_threads(n);
+    }
+    let home = std::env::var_os("IMAGESEARCH_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/imagesearch")))
+        .unwrap_or_else(|| PathBuf::from(".cache/imagesearch"));
+    Ok(CommonConfig {
+        paths: DataPaths {
+            judged_dir: a.judged_dir.clone().unwrap_or_else(|| a.data_dir.join("image_search")),
+            flickr_dir: a.flickr_dir.clone().unwrap_or_else(|| a.data_dir.join("flickr8k_train")),
+        },
+        encoders: a.encoders.clone().unwrap_or_else(|| a.models.join("encoders")),
+        models: a.models.clone(),
+        image_encoder: a.image_encoder.clone(),
+        text_encoder: a.text_encoder.clone(),
+        cache_dir: a.cache_dir.clone().unwrap_or_else(|| home.join("vectors")),
+        device,
+        skip_bad_rows: a.skip_bad_rows,
+        image_batch: a.image_batch,
+        text_batch: a.text_batch,
+    })
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if cli.log_json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+    match cli.command {
+        Command::Train(a) => {
+            let cfg = TrainConfig {
+                common: common(&a.common)?,
+                aggregation: a.aggregation,
+                holdout_fraction: a.holdout_fraction,
+                val_photos: a.val_photos,
+                limit_flickr_photos: a.limit_flickr_photos,
+                report_queries: a.report_queries,
+                head: HeadConfig {
+                    dim: a.dim,
+                    hidden: a.hidden,
+                    input_dropout: a.input_dropout,
+                    dropout: a.dropout,
+                    lr: a.lr,
+                    weight_decay: a.weight_decay,
+                    batch_size: a.batch_size,
+                    max_epochs: a.max_epochs,
+                    patience: a.patience,
+                    label_smoothing: a.label_smoothing,
+                    members: a.members.max(1),
+                    seed: a.seed,
+                },
+            };
+            let out = pipeline::train(&cfg).context("training failed")?;
+            println!("{}", metrics_table(&out.metrics));
+            println!("scorer version {} written to {}", out.version, out.dir.display());
+            println!("report: {}", out.dir.join("report.html").display());
+        }
+        Command::Eval(a) => {
+            let cfg = common(&a.common)?;
+            let (version, metrics) = pipeline::eval(&cfg, a.version, a.queries).context("evaluation failed")?;
+            if a.json {
+                let out = serde_json::json!({ "version": version, "metrics": metrics });
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            } else {
+                println!("scorer version {version}");
+                println!("{}", metrics_table(&metrics));
+            }
+        }
+    }
+    Ok(())
+}

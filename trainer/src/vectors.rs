@@ -1,0 +1,292 @@
+//! Encoder vectors of photos and texts, cached on disk.
+//!
+//! The cache is one append-only file per encoder (named by the encoder's sha256): records of
+//! `[32-byte key][u32 dim][dim × f32]`, where the key is the sha256 of the content (photo bytes
+//! plus view, or text). A torn record at the end (a crash mid-write) is cut off on open, so a
+//! re-run resumes where encoding stopped and a second run encodes nothing.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use imagesearch_model::preprocess::{self, ImageLimits};
+use imagesearch_model::{ImageEncoder, TextEncoder};
+use indicatif::{ProgressBar, ProgressStyle};
+use sha2::{Digest, Sha256};
+use tch::Tensor;
+
+use crate::tables::Problem;
+
+/// A cache key: sha256 of the content.
+pub type Key = [u8; 32];
+
+/// Errors of the vector cache and the encoding passes.
+#[derive(Debug, thiserror::Error)]
+pub enum VectorError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Model(#[from] imagesearch_model::ModelError),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> VectorError + '_ {
+    move |source| VectorError::Io { path: path.to_path_buf(), source }
+}
+
+/// The two views of a photo: as is and mirrored left-right.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum View {
+    Original,
+    Mirrored,
+}
+
+/// Key of a photo view: sha256(photo bytes ‖ view tag).
+pub fn image_key(bytes_sha: &[u8; 32], view: View) -> Key {
+    let mut h = Sha256::new();
+    h.update(bytes_sha);
+    h.update(match view {
+        View::Original => b"original".as_slice(),
+        View::Mirrored => b"mirrored".as_slice(),
+    });
+    h.finalize().into()
+}
+
+/// Key of a text: sha256("text:" ‖ text).
+pub fn text_key(text: &str) -> Key {
+    let mut h = Sha256::new();
+    h.update(b"text:");
+    h.update(text.as_bytes());
+    h.finalize().into()
+}
+
+/// Append-only on-disk map from content key to vector, for one encoder.
+pub struct VectorCache {
+    path: PathBuf,
+    dim: usize,
+    map: HashMap<Key, Vec<f32>>,
+    writer: BufWriter<File>,
+}
+
+impl VectorCache {
+    /// Opens (or creates) the cache of an encoder under `dir`.
+    pub fn open(dir: &Path, encoder_sha: &str, dim: usize) -> Result<Self, VectorError> {
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let path = dir.join(format!("vectors-{}.bin", &encoder_sha[..encoder_sha.len().min(16)]));
+        let mut map = HashMap::new();
+        let mut good_len = 0u64;
+        if let Ok(mut f) = File::open(&path) {
+            let mut bytes = Vec::new();
+            f.read_to_end(&mut bytes).map_err(io_err(&path))?;
+            let mut pos = 0usize;
+            while pos + 36 <= bytes.len() {
+                let key: Key = bytes[pos..pos + 32].try_into().unwrap_or([0; 32]);
+                let d = u32::from_le_bytes(bytes[pos + 32..pos + 36].try_into().unwrap_or([0; 4])) as usize;
+                let end = pos + 36 + 4 * d;
+                if d != dim || end > bytes.len() {
+                    break;
+                }
+                let v = bytes[pos + 36..end]
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect();
+                map.insert(key, v);
+                pos = end;
+                good_len = pos as u64;
+            }
+        }
+        let file = OpenOptions::new().create(true).append(true).open(&path).map_err(io_err(&path))?;
+        // Cut a torn tail so new records start on a record boundary.
+        file.set_len(good_len).map_err(io_err(&path))?;
+        Ok(VectorCache { path, dim, map, writer: BufWriter::new(file) })
+    }
+
+    pub fn get(&self, key: &Key) -> Option<&[f32]> {
+        self.map.get(key).map(Vec::as_slice)
+    }
+
+    pub fn contains(&self, key: &Key) -> bool {
+        self.map.contains_key(key)
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Adds vectors and flushes them to disk.
+    pub fn insert_batch(&mut self, entries: Vec<(Key, Vec<f32>)>) -> Result<(), VectorError> {
+        for (key, v) in entries {
+            debug_assert_eq!(v.len(), self.dim);
+            self.writer.write_all(&key).map_err(io_err(&self.path))?;
+            self.writer.write_all(&(v.len() as u32).to_le_bytes()).map_err(io_err(&self.path))?;
+            for x in &v {
+                self.writer.write_all(&x.to_le_bytes()).map_err(io_err(&self.path))?;
+            }
+            self.map.insert(key, v);
+        }
+        self.writer.flush().map_err(io_err(&self.path))
+    }
+}
+
+fn progress(len: usize, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{msg:>14} [{elapsed_precise}] {wide_bar} {pos}/{len} ({per_sec}, eta {eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_message(what.to_string());
+    bar
+}
+
+fn rows_of(t: &Tensor) -> Result<Vec<Vec<f32>>, VectorError> {
+    let rows = t.size()[0];
+    let dim = t.size()[1] as usize;
+    let flat: Vec<f32> = Vec::<f32>::try_from(t.contiguous().view([-1]))
+        .map_err(imagesearch_model::ModelError::from)?;
+    Ok((0..rows as usize).map(|i| flat[i * dim..(i + 1) * dim].to_vec()).collect())
+}
+
+/// Photo vectors: the mean of the original and mirrored views' encoder vectors, plus each view.
+#[derive(Clone, Debug)]
+pub struct PhotoVectors {
+    pub original: Vec<f32>,
+    pub mirrored: Vec<f32>,
+}
+
+impl PhotoVectors {
+    /// The serving vector of a photo: mean of both views.
+    pub fn mean(&self) -> Vec<f32> {
+        self.original.iter().zip(&self.mirrored).map(|(a, b)| 0.5 * (a + b)).collect()
+    }
+}
+
+/// Encodes photos (both views), reusing cached vectors. Photos that cannot be read or decoded
+/// are reported as problems and left out of the result.
+pub fn encode_photos(
+    encoder: &ImageEncoder,
+    cache: &mut VectorCache,
+    photos: &[(String, PathBuf)],
+    batch_size: usize,
+    problems: &mut Vec<Problem>,
+) -> Result<HashMap<String, PhotoVectors>, VectorError> {
+    let limits = ImageLimits::default();
+    let (w, h) = encoder.input_size();
+    let mut keys: Vec<(String, Key, Key, PathBuf)> = Vec::with_capacity(photos.len());
+    for (name, path) in photos {
+        match std::fs::read(path) {
+            Ok(bytes) => {
+                let sha: [u8; 32] = Sha256::digest(&bytes).into();
+                keys.push((name.clone(), image_key(&sha, View::Original), image_key(&sha, View::Mirrored), path.clone()));
+            }
+            Err(e) => problems.push(Problem {
+                file: path.display().to_string(),
+                line: 0,
+                reason: format!("photo cannot be read: {e}"),
+            }),
+        }
+    }
+    let todo: Vec<&(String, Key, Key, PathBuf)> =
+        keys.iter().filter(|(_, o, m, _)| !cache.contains(o) || !cache.contains(m)).collect();
+    let mut bad = std::collections::HashSet::new();
+    if !todo.is_empty() {
+        let bar = progress(todo.len(), "photos");
+        for chunk in todo.chunks(batch_size.max(1)) {
+            let mut inputs = Vec::with_capacity(2 * chunk.len());
+            let mut batch_keys = Vec::with_capacity(2 * chunk.len());
+            for (name, ko, km, path) in chunk {
+                let decoded = std::fs::read(path)
+                    .map_err(|e| e.to_string())
+                    .and_then(|b| preprocess::decode(&b, limits).map_err(|e| e.to_string()));
+                match decoded {
+                    Ok(img) => {
+                        inputs.push(preprocess::to_input(&img, w, h, false));
+                        inputs.push(preprocess::to_input(&img, w, h, true));
+                        batch_keys.push(*ko);
+                        batch_keys.push(*km);
+                    }
+                    Err(reason) => {
+                        bad.insert(name.clone());
+                        problems.push(Problem {
+                            file: path.display().to_string(),
+                            line: 0,
+                            reason: format!("photo does not decode: {reason}"),
+                        });
+                    }
+                }
+            }
+            if !inputs.is_empty() {
+                let refs: Vec<&[f32]> = inputs.iter().map(Vec::as_slice).collect();
+                let out = encoder.encode(&refs)?;
+                cache.insert_batch(batch_keys.into_iter().zip(rows_of(&out)?).collect())?;
+            }
+            bar.inc(chunk.len() as u64);
+        }
+        bar.finish();
+    }
+    let mut out = HashMap::with_capacity(keys.len());
+    for (name, ko, km, _) in &keys {
+        if let (Some(o), Some(m)) = (cache.get(ko), cache.get(km)) {
+            out.insert(name.clone(), PhotoVectors { original: o.to_vec(), mirrored: m.to_vec() });
+        }
+    }
+    Ok(out)
+}
+
+/// Encodes texts in length-sorted batches, reusing cached vectors.
+pub fn encode_texts(
+    encoder: &TextEncoder,
+    cache: &mut VectorCache,
+    texts: &[String],
+    batch_size: usize,
+) -> Result<HashMap<String, Vec<f32>>, VectorError> {
+    let mut todo: Vec<&String> = texts.iter().filter(|t| !cache.contains(&text_key(t))).collect();
+    todo.sort_by_key(|t| t.len());
+    todo.dedup();
+    if !todo.is_empty() {
+        let bar = progress(todo.len(), "texts");
+        for chunk in todo.chunks(batch_size.max(1)) {
+            let refs: Vec<&str> = chunk.iter().map(|s| s.as_str()).collect();
+            let out = encoder.encode(&refs)?;
+            cache.insert_batch(chunk.iter().map(|t| text_key(t)).zip(rows_of(&out)?).collect())?;
+            bar.inc(chunk.len() as u64);
+        }
+        bar.finish();
+    }
+    Ok(texts
+        .iter()
+        .filter_map(|t| cache.get(&text_key(t)).map(|v| (t.clone(), v.to_vec())))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_round_trip_and_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let sha = "0123456789abcdef0123";
+        {
+            let mut c = VectorCache::open(dir.path(), sha, 3).unwrap();
+            c.insert_batch(vec![(text_key("a"), vec![1.0, 2.0, 3.0]), (text_key("b"), vec![4.0, 5.0, 6.0])])
+                .unwrap();
+        }
+        let path = dir.path().join("vectors-0123456789abcdef.bin");
+        // Simulate a crash in the middle of a third record.
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(&[7u8; 40]).unwrap();
+        drop(f);
+        let mut c = VectorCache::open(dir.path(), sha, 3).unwrap();
+        assert_eq!(c.len(), 2);
+        assert_eq!(c.get(&text_key("b")).unwrap(), &[4.0, 5.0, 6.0]);
+        c.insert_batch(vec![(text_key("c"), vec![7.0, 8.0, 9.0])]).unwrap();
+        drop(c);
+        let c = VectorCache::open(dir.path(), sha, 3).unwrap();
+        assert_eq!(c.len(), 3);
+        assert_eq!(c.get(&text_key("c")).unwrap(), &[7.0, 8.0, 9.0]);
+    }
+}

@@ -1,0 +1,229 @@
+//! End to end: train a tiny scorer on a small subset of the real data with the real encoders,
+//! load the artifact back and check it gives the same scores; a second run reuses the vector
+//! cache and gets the next version number; `eval` reproduces the manifest's metrics.
+
+use std::collections::HashSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use imagesearch_model::{ModelRepository, Scorer, ScorerManifest};
+use tch::{Device, Kind, Tensor};
+
+fn shared_data() -> PathBuf {
+    std::env::var_os("IMAGESEARCH_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"))
+}
+
+fn encoders() -> PathBuf {
+    let dir = std::env::var_os("IMAGESEARCH_ENCODERS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/encoders"));
+    assert!(dir.join("minilm-l6-v2/manifest.json").is_file(), "encoders missing in {}: run scripts/setup.sh", dir.display());
+    dir
+}
+
+fn link(from: &Path, to: &Path) {
+    std::os::unix::fs::symlink(from, to).unwrap();
+}
+
+/// A small copy of the data layout: 12 judged photos, 8 test photos, 40 captioned photos.
+fn subset(root: &Path) {
+    let src = shared_data();
+    let js = src.join("image_search");
+    let jd = root.join("image_search");
+    fs::create_dir_all(jd.join("train_images")).unwrap();
+    fs::create_dir_all(jd.join("test_images")).unwrap();
+
+    let expert = fs::read_to_string(js.join("ExpertAnnotations.tsv")).unwrap();
+    let mut photos: Vec<&str> = Vec::new();
+    for line in expert.lines() {
+        let img = line.split('\t').next().unwrap();
+        if !photos.contains(&img) {
+            photos.push(img);
+        }
+        if photos.len() == 12 {
+            break;
+        }
+    }
+    let keep: HashSet<&str> = photos.iter().copied().collect();
+    let pick = |text: &str, sep: char| -> String {
+        text.lines().filter(|l| keep.contains(l.split(sep).next().unwrap())).map(|l| format!("{l}\n")).collect()
+    };
+    fs::write(jd.join("ExpertAnnotations.tsv"), pick(&expert, '\t')).unwrap();
+    fs::write(jd.join("CrowdAnnotations.tsv"), pick(&fs::read_to_string(js.join("CrowdAnnotations.tsv")).unwrap(), '\t')).unwrap();
+    let train = fs::read_to_string(js.join("train_dataset.csv")).unwrap();
+    let mut train_out = String::from("image,query_id,query_text\n");
+    train_out.push_str(&pick(&train, ','));
+    fs::write(jd.join("train_dataset.csv"), train_out).unwrap();
+    for p in &photos {
+        link(&js.join("train_images").join(p), &jd.join("train_images").join(p));
+    }
+
+    let tests: Vec<String> = fs::read_to_string(js.join("test_images.csv")).unwrap().lines().skip(1).take(8).map(String::from).collect();
+    fs::write(jd.join("test_images.csv"), format!("image\n{}\n", tests.join("\n"))).unwrap();
+    for p in &tests {
+        link(&js.join("test_images").join(p), &jd.join("test_images").join(p));
+    }
+    let queries = fs::read_to_string(js.join("test_queries.csv")).unwrap();
+    let mut q_out = String::from("|query_id|query_text|image\n");
+    for l in queries.lines().skip(1) {
+        if tests.iter().any(|t| l.ends_with(&format!("|{t}"))) {
+            q_out.push_str(l);
+            q_out.push('\n');
+        }
+    }
+    fs::write(jd.join("test_queries.csv"), q_out).unwrap();
+
+    let fs_src = src.join("flickr8k_train");
+    let fd = root.join("flickr8k_train");
+    fs::create_dir_all(fd.join("images")).unwrap();
+    let tokens = fs::read_to_string(fs_src.join("Flickr8k.token.txt")).unwrap();
+    let mut flickr: Vec<&str> = Vec::new();
+    let mut out = String::new();
+    for l in tokens.lines() {
+        let img = l.split('#').next().unwrap();
+        if !flickr.contains(&img) {
+            if flickr.len() == 40 {
+                break;
+            }
+            flickr.push(img);
+        }
+        out.push_str(l);
+        out.push('\n');
+    }
+    fs::write(fd.join("Flickr8k.token.txt"), out).unwrap();
+    for p in &flickr {
+        link(&fs_src.join("images").join(p), &fd.join("images").join(p));
+    }
+}
+
+fn run(args: &[&str], root: &Path) -> std::process::Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_imagesearch-train"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(root.join("data"))
+        .arg("--models")
+        .arg(root.join("models"))
+        .arg("--encoders")
+        .arg(encoders())
+        .arg("--cache-dir")
+        .arg(root.join("cache"))
+        .args(["--device", "cpu"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "imagesearch-train {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+const TRAIN: &[&str] = &[
+    "train", "--members", "2", "--max-epochs", "2", "--val-photos", "8", "--batch-size", "32",
+    "--report-queries", "3", "--holdout-fraction", "0.25",
+];
+
+#[test]
+fn trains_a_tiny_scorer_and_loads_it_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    subset(&root.join("data"));
+    run(TRAIN, root);
+
+    let repo = ModelRepository::new(root.join("models"));
+    assert_eq!(repo.versions().unwrap(), vec![1]);
+    let dir = repo.version_dir(1);
+    for f in ["scorer.pt", "image_tower.pt", "text_tower.pt", "manifest.json", "report.html"] {
+        assert!(dir.join(f).is_file(), "{f} missing");
+    }
+    let manifest = ScorerManifest::load(&dir).unwrap();
+    assert_eq!(manifest.version, 1);
+    assert_eq!(manifest.embedding_dim, 2 * 512);
+    assert!(manifest.metrics["retrieval"]["r_at_1"].is_number());
+    assert!(manifest.training["photo_encoding"]["encoded"].as_u64().unwrap() > 0);
+
+    // The artifact gives the same scores through its three entry points.
+    let scorer = Scorer::load(&dir, Device::Cpu).unwrap();
+    tch::manual_seed(1);
+    let iv = Tensor::rand([5, 1280], (Kind::Float, Device::Cpu)) * 3.0;
+    let tv = Tensor::randn([5, 384], (Kind::Float, Device::Cpu)) * 0.05;
+    let scores = scorer.score(&iv, &tv).unwrap();
+    let ie = scorer.embed_images(&iv).unwrap();
+    let te = scorer.embed_texts(&tv).unwrap();
+    let norms = ie.norm_scalaropt_dim(2, [-1i64].as_slice(), false);
+    assert!((norms - 1.0).abs().max().double_value(&[]) < 1e-4, "tower outputs are unit length");
+    let cos = (&ie * &te).sum_dim_intlist([-1i64].as_slice(), false, Kind::Float);
+    let c = manifest.calibration;
+    let expected = (cos * c.a + c.b).sigmoid();
+    assert!((&scores - &expected).abs().max().double_value(&[]) < 1e-5);
+    let s: Vec<f32> = Vec::try_from(scores).unwrap();
+    assert!(s.iter().all(|x| (0.0..=1.0).contains(x)));
+
+    // Loaded twice, the same artifact gives identical scores.
+    let again = Scorer::load(&dir, Device::Cpu).unwrap().score(&iv, &tv).unwrap();
+    let s2: Vec<f32> = Vec::try_from(again).unwrap();
+    assert_eq!(s, s2);
+
+    // eval reproduces the manifest's metrics from the saved artifact.
+    let out = run(&["eval", "--version", "1", "--json"], root);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["metrics"]["retrieval"], manifest.metrics["retrieval"]);
+    assert_eq!(json["metrics"]["expert_tau_c"], manifest.metrics["expert_tau_c"]);
+
+    // A second run encodes nothing (vector cache) and writes version 2.
+    run(TRAIN, root);
+    assert_eq!(repo.versions().unwrap(), vec![1, 2]);
+    let second = ScorerManifest::load(&repo.version_dir(2)).unwrap();
+    assert_eq!(second.training["photo_encoding"]["encoded"], 0);
+    assert_eq!(second.training["text_encoding"]["encoded"], 0);
+    // Same seed, same data: deterministic training.
+    assert_eq!(second.calibration, manifest.calibration);
+
+    // A tampered file is refused.
+    fs::write(repo.version_dir(2).join("text_tower.pt"), b"garbage").unwrap();
+    let err = Scorer::load(&repo.version_dir(2), Device::Cpu).err().expect("tampered version must not load");
+    assert!(err.to_string().contains("sha256 mismatch"), "{err}");
+}
+
+#[test]
+fn bad_rows_stop_the_run_unless_skipped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    subset(&root.join("data"));
+    let expert = root.join("data/image_search/ExpertAnnotations.tsv");
+    let mut text = fs::read_to_string(&expert).unwrap();
+    text.push_str("1056338697_4f7d7ce270.jpg\t2549968784_39bfbe44f9.jpg#2\t1\t7\t1\n");
+    text.push_str("broken line without tabs\n");
+    fs::write(&expert, &text).unwrap();
+    let lines = text.lines().count();
+
+    let out = Command::new(env!("CARGO_BIN_EXE_imagesearch-train"))
+        .args(TRAIN)
+        .arg("--data-dir")
+        .arg(root.join("data"))
+        .arg("--models")
+        .arg(root.join("models"))
+        .arg("--encoders")
+        .arg(encoders())
+        .arg("--cache-dir")
+        .arg(root.join("cache"))
+        .args(["--device", "cpu"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("ExpertAnnotations.tsv:{}: expert rating 2 is 7, expected 1..4", lines - 1)), "{stderr}");
+    assert!(stderr.contains(&format!("ExpertAnnotations.tsv:{}: expected 5 fields, found 1", lines)), "{stderr}");
+    assert!(stderr.contains("--skip-bad-rows"), "{stderr}");
+    assert!(ModelRepository::new(root.join("models")).versions().unwrap().is_empty());
+
+    let mut args: Vec<&str> = TRAIN.to_vec();
+    args.push("--skip-bad-rows");
+    run(&args, root);
+    let m = ScorerManifest::load(&ModelRepository::new(root.join("models")).version_dir(1)).unwrap();
+    assert_eq!(m.training["bad_rows_skipped"], 2);
+}
