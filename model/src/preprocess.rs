@@ -124,12 +124,26 @@ mod tests {
         assert!(matches!(decode(&png(4, 4), small), Err(ImageError::TooLarge { .. })));
     }
 
+    /// CRC-32 (IEEE) as PNG chunks use it.
+    fn crc32(data: &[u8]) -> u32 {
+        let mut crc = 0xffff_ffffu32;
+        for &b in data {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
+            }
+        }
+        !crc
+    }
+
     #[test]
     fn refuses_decompression_bomb_from_header() {
         // A PNG header claiming 50000x50000 pixels: refused before any pixel is allocated.
         let mut bytes = png(1, 1);
         bytes[16..20].copy_from_slice(&50_000u32.to_be_bytes());
         bytes[20..24].copy_from_slice(&50_000u32.to_be_bytes());
+        let crc = crc32(&bytes[12..29]);
+        bytes[29..33].copy_from_slice(&crc.to_be_bytes());
         let err = decode(&bytes, ImageLimits::default()).unwrap_err();
         assert!(
             matches!(err, ImageError::TooManyPixels { width: 50_000, height: 50_000, .. }),

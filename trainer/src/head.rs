@@ -181,10 +181,8 @@ pub fn train_member(
     let vs = nn::VarStore::new(device);
     let root = vs.root();
     let all_photos = Tensor::cat(&[data.photos_original, data.photos_mirrored], 0);
-    let image = Tower::new(&root / "image", all_photos.size()[1], cfg, {
-        let s = column_stats(&all_photos);
-        (&s.0.shallow_clone(), &s.1.shallow_clone())
-    });
+    let is = column_stats(&all_photos);
+    let image = Tower::new(&root / "image", all_photos.size()[1], cfg, (&is.0, &is.1));
     let ts = column_stats(data.captions);
     let text = Tower::new(&root / "text", data.captions.size()[1], cfg, (&ts.0, &ts.1));
     let scale = root.var("logit_scale", &[1], nn::Init::Const((1.0f64 / 0.07).ln()));

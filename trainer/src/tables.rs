@@ -140,18 +140,20 @@ impl RawTable {
     }
 }
 
-/// Splits the text into records (a quoted field may hold the separator), returning each
-/// non-blank record's first line and field count.
-fn scan_records(text: &str, sep: u8, quote: Option<u8>) -> Vec<(usize, usize)> {
+/// One physical record: its line, field count, and whether it is blank.
+struct Record {
+    line: usize,
+    fields: usize,
+    blank: bool,
+}
+
+/// Splits the text into records (a quoted field may hold the separator), with each record's
+/// line and field count. Blank lines are kept (polars reads them as empty rows) but marked.
+fn scan_records(text: &str, sep: u8, quote: Option<u8>) -> Vec<Record> {
+    let body = text.strip_suffix('\n').unwrap_or(text);
     let mut out = Vec::new();
-    let mut line = 1usize;
-    for raw in text.split('\n') {
-        let this_line = line;
-        line += 1;
+    for (i, raw) in body.split('\n').enumerate() {
         let record = raw.strip_suffix('\r').unwrap_or(raw);
-        if record.trim().is_empty() {
-            continue;
-        }
         let mut fields = 1;
         let mut in_quotes = false;
         for &b in record.as_bytes() {
@@ -161,7 +163,10 @@ fn scan_records(text: &str, sep: u8, quote: Option<u8>) -> Vec<(usize, usize)> {
                 fields += 1;
             }
         }
-        out.push((this_line, fields));
+        out.push(Record { line: i + 1, fields, blank: record.trim().is_empty() });
+    }
+    if text.is_empty() {
+        out.clear();
     }
     out
 }
@@ -195,16 +200,12 @@ fn read_raw(
             records.remove(0);
         }
     }
-    let mut keep = Vec::with_capacity(records.len());
-    for &(line, fields) in &records {
-        if fields != n_fields {
-            problems.push(Problem {
-                file: file.clone(),
-                line,
-                reason: format!("expected {n_fields} fields, found {fields}"),
-            });
-        }
-        keep.push(line);
+    for r in records.iter().filter(|r| !r.blank && r.fields != n_fields) {
+        problems.push(Problem {
+            file: file.clone(),
+            line: r.line,
+            reason: format!("expected {n_fields} fields, found {}", r.fields),
+        });
     }
     let parse = CsvParseOptions::default()
         .with_separator(sep)
@@ -217,23 +218,27 @@ fn read_raw(
         .into_reader_with_file_handle(Cursor::new(bytes.clone()))
         .finish()
         .map_err(|e| TableError::Format { path: path.into(), reason: e.to_string() })?;
-    if df.height() != keep.len() {
+    // polars reads inner blank lines as empty rows; trailing ones may or may not be rows.
+    while df.height() < records.len() && records.last().is_some_and(|r| r.blank) {
+        records.pop();
+    }
+    if df.height() != records.len() {
         return Err(TableError::Format {
             path: path.into(),
             reason: format!(
                 "polars read {} rows but the file has {} records; is the quoting broken?",
                 df.height(),
-                keep.len()
+                records.len()
             ),
         });
     }
     let mut columns = Vec::with_capacity(n_fields);
     for i in 0..n_fields {
-        let col = match df.get_columns().get(i) {
+        let col = match df.columns().get(i) {
             Some(c) => c
                 .str()
                 .map_err(|e| TableError::Format { path: path.into(), reason: e.to_string() })?
-                .into_iter()
+                .iter()
                 .map(|v| v.map(str::to_string))
                 .collect(),
             None => vec![None; df.height()],
@@ -243,11 +248,11 @@ fn read_raw(
     // Drop ragged rows: they were reported above and their fields cannot be trusted.
     let ragged: HashSet<usize> = problems.iter().filter(|p| p.file == file).map(|p| p.line).collect();
     let mut table = RawTable { file, lines: Vec::new(), columns: vec![Vec::new(); n_fields] };
-    for (i, line) in keep.into_iter().enumerate() {
-        if ragged.contains(&line) {
+    for (i, r) in records.iter().enumerate() {
+        if r.blank || ragged.contains(&r.line) {
             continue;
         }
-        table.lines.push(line);
+        table.lines.push(r.line);
         for (c, col) in columns.iter_mut().enumerate() {
             table.columns[c].push(col[i].take());
         }
