@@ -16,4 +16,4 @@ eval:
 	bash scripts/eval.sh
 
 build: setup
-	cargo build --workspace
+	cargo test --workspace --no-run

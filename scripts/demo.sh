@@ -6,7 +6,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$ROOT"
 bash scripts/setup.sh
 log "building"
-cargo build -p imagesearch-trainer -p imagesearch-server -p imagesearch-client
+# The same build as `make test` (same packages and features), so nothing compiles twice.
+cargo test --workspace --no-run
 latest=$(ls -1 "$IMAGESEARCH_MODELS/scorer" 2>/dev/null | grep -E '^[0-9]+$' | sort -n | tail -n1 || true)
 if [ -z "$latest" ] || [ ! -f "$IMAGESEARCH_MODELS/scorer/$latest/manifest.json" ]; then
   log "no scorer version yet: training one (cold: ~10 min encoding on 2 cores, then training)"

@@ -3,6 +3,6 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$ROOT"
-bash scripts/setup.sh >/dev/null 2>&1 || bash scripts/setup.sh
-cargo build -p imagesearch-trainer
+bash scripts/setup.sh >&2
+cargo test --workspace --no-run
 "$BIN_DIR/imagesearch-train" eval "$@"

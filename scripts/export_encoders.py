@@ -214,10 +214,15 @@ def write_encoder(root, name, export):
         return
     os.makedirs(root, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{name}-", dir=root)
-    manifest = export(tmp)
+    try:
+        manifest = export(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     manifest["torch"] = torch.__version__
     with open(os.path.join(tmp, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=2)
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private; servers may run as another user
     if os.path.exists(final):
         shutil.rmtree(final)
     os.rename(tmp, final)  # atomic: a crash leaves no half-exported encoder

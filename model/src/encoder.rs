@@ -74,6 +74,16 @@ fn load_module(dir: &Path, kind: EncoderKind, device: Device) -> Result<(Encoder
             manifest.kind
         )));
     }
+    let tokenizer = manifest.input.get("tokenizer").and_then(serde_json::Value::as_str);
+    for needed in std::iter::once(manifest.file.as_str()).chain(tokenizer) {
+        let listed = manifest.files.get(needed);
+        if !listed.is_some_and(|sha| sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit())) {
+            return Err(ModelError::Incompatible(format!(
+                "{}: manifest does not list a sha256 for {needed}",
+                dir.display()
+            )));
+        }
+    }
     verify_files(dir, &manifest.files)?;
     let mut module = CModule::load_on_device(dir.join(&manifest.file), device)?;
     module.set_eval();
@@ -118,8 +128,20 @@ impl ImageEncoder {
             .view([photos.len() as i64, 3, self.height as i64, self.width as i64])
             .to_device(self.device);
         let out = tch::no_grad(|| self.module.forward_ts(&[input]))?;
-        Ok(out.to_kind(Kind::Float).to_device(Device::Cpu))
+        check_output(&self.manifest, &out, photos.len())
     }
+}
+
+/// The encoder must return `[B, output_dim]`, as its manifest promises.
+fn check_output(manifest: &EncoderManifest, out: &Tensor, batch: usize) -> Result<Tensor, ModelError> {
+    let size = out.size();
+    if size != [batch as i64, manifest.output_dim] {
+        return Err(ModelError::Incompatible(format!(
+            "encoder {} returned shape {size:?}, its manifest promises [{batch}, {}]",
+            manifest.name, manifest.output_dim
+        )));
+    }
+    Ok(out.to_kind(Kind::Float).to_device(Device::Cpu))
 }
 
 /// The text encoder with its tokenizer: texts in, `[B, output_dim]` vectors out.
@@ -157,6 +179,6 @@ impl TextEncoder {
         let out = tch::no_grad(|| {
             self.module.forward_ts(&[ids.to_device(self.device), mask.to_device(self.device)])
         })?;
-        Ok(out.to_kind(Kind::Float).to_device(Device::Cpu))
+        check_output(&self.manifest, &out, texts.len())
     }
 }

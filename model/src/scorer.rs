@@ -190,4 +190,48 @@ mod tests {
         assert!(c.apply(0.1) < c.apply(0.2));
         assert!(c.apply(-1.0) > 0.0 && c.apply(1.0) < 1.0);
     }
+
+    fn encoder(name: &str, sha: &str, dim: i64) -> EncoderManifest {
+        EncoderManifest {
+            name: name.into(),
+            kind: crate::EncoderKind::Text,
+            file: "encoder.pt".into(),
+            source: String::new(),
+            input: serde_json::json!({}),
+            normalisation: String::new(),
+            output_dim: dim,
+            files: BTreeMap::from([("encoder.pt".to_string(), sha.to_string())]),
+            torch: None,
+        }
+    }
+
+    #[test]
+    fn manifest_round_trip_and_encoder_check() {
+        let image = encoder("img", "aaaa", 1280);
+        let text = encoder("txt", "bbbb", 384);
+        let manifest = ScorerManifest {
+            version: 7,
+            created: "2026-11-23T00:00:00Z".into(),
+            git_commit: Some("abc".into()),
+            image_encoder: EncoderRef::from(&image),
+            text_encoder: EncoderRef::from(&text),
+            embedding_dim: 1024,
+            image_views: "mean".into(),
+            calibration: Calibration { a: 12.5, b: -4.25 },
+            files: BTreeMap::from([(SCORE_FILE.to_string(), "00".to_string())]),
+            data: BTreeMap::from([("ExpertAnnotations.tsv".to_string(), "11".to_string())]),
+            aggregation: "pooled".into(),
+            hyperparameters: serde_json::json!({"head": {"seed": 42}}),
+            training: serde_json::json!({"train_pairs": 10}),
+            metrics: serde_json::json!({"retrieval": {"r_at_1": 0.5}}),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        manifest.save(dir.path()).unwrap();
+        let back = ScorerManifest::load(dir.path()).unwrap();
+        assert_eq!(serde_json::to_value(&back).unwrap(), serde_json::to_value(&manifest).unwrap());
+        back.check_encoders(&image, &text).unwrap();
+        let other = encoder("txt", "cccc", 384);
+        let err = back.check_encoders(&image, &other).unwrap_err();
+        assert!(err.to_string().contains("trained on text encoder txt (bbbb)"), "{err}");
+    }
 }

@@ -1,1 +1,1 @@
-//! End-to-end tests live in tests/.
+//! End-to-end tests across crates over loopback (gallery, search and rollout scenarios) come with the server and client issues; per-binary tests live next to each binary (`server/tests`, `client/tests`, `trainer/tests`).

@@ -20,7 +20,7 @@ pub fn write_modules(
     text_dim: i64,
     dir: &Path,
 ) -> Result<BTreeMap<String, String>, ModelError> {
-    ensemble.freeze();
+    ensemble.freeze_on_cpu();
     let example_img = Tensor::randn([3, image_dim], (Kind::Float, Device::Cpu));
     let example_txt = Tensor::randn([3, text_dim], (Kind::Float, Device::Cpu));
     let ens: &Ensemble = ensemble;

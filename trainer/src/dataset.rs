@@ -80,6 +80,9 @@ pub struct Dataset {
     pub captions: BTreeMap<String, Vec<Caption>>,
     /// Photos whose own captions describe a child, with the first caption that does.
     pub child_photos: HashMap<String, Exclusion>,
+    /// Photos with at least one known own caption; a photo without one cannot be cleared of
+    /// depicting a child, so it is excluded from training too (fail closed).
+    pub captioned: HashSet<String>,
     pub problems: Vec<Problem>,
 }
 
@@ -150,7 +153,9 @@ impl Dataset {
             .chain(test_queries.iter().map(|q| (q.image.as_str(), q.text.as_str())))
             .chain(captions.values().flatten().map(|c| (c.query.image.as_str(), c.text.as_str())));
         let mut child_photos = HashMap::new();
+        let mut captioned = HashSet::new();
         for (image, text) in own_captions {
+            captioned.insert(image.to_string());
             if child_photos.contains_key(image) {
                 continue;
             }
@@ -158,12 +163,17 @@ impl Dataset {
                 child_photos.insert(image.to_string(), Exclusion { text: text.to_string(), rule: m.rule.to_string() });
             }
         }
-        Ok(Dataset { paths, judged, judged_dropped, test_queries, test_images, captions, child_photos, problems })
+        Ok(Dataset { paths, judged, judged_dropped, test_queries, test_images, captions, child_photos, captioned, problems })
     }
 
-    /// True when the law excludes a judged pair from training: its text describes a child, or
-    /// its photo's own captions do.
+    /// True when the law excludes a pair from training: its text describes a child, its
+    /// photo's own captions do, or the photo has no known caption to clear it.
     pub fn excluded(&self, image: &str, text: &str) -> bool {
-        self.child_photos.contains_key(image) || describes_child(text).is_some()
+        self.photo_excluded(image) || describes_child(text).is_some()
+    }
+
+    /// True when a photo may not be used for training (see [`Dataset::excluded`]).
+    pub fn photo_excluded(&self, image: &str) -> bool {
+        self.child_photos.contains_key(image) || !self.captioned.contains(image)
     }
 }

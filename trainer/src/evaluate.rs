@@ -54,7 +54,8 @@ pub struct Evaluation {
     pub heldout_scores: Vec<(f64, f64)>,
 }
 
-fn stack(rows: &[&[f32]]) -> Tensor {
+/// Stacks equal-length rows into a `[rows, dim]` f32 tensor.
+pub fn stack(rows: &[&[f32]]) -> Tensor {
     let dim = rows.first().map_or(0, |r| r.len()) as i64;
     let flat: Vec<f32> = rows.iter().flat_map(|r| r.iter().copied()).collect();
     Tensor::from_slice(&flat).view([rows.len() as i64, dim])

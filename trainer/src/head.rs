@@ -93,7 +93,7 @@ pub fn l2_normalize(x: &Tensor) -> Tensor {
 
 /// One trained member: its variables and towers.
 pub struct Member {
-    _vs: nn::VarStore,
+    vs: nn::VarStore,
     image: Tower,
     text: Tower,
 }
@@ -158,7 +158,9 @@ fn validate(member: &Member, val: &ValSet, scale: &Tensor) -> (f64, f64, f64) {
         let target = Tensor::from_slice(val.caption_photo).to_device(sims.device());
         let loss = (&sims * scale.exp().clamp_max(100.0)).cross_entropy_for_logits(&target).double_value(&[]);
         let own = sims.gather(1, &target.unsqueeze(1), false);
-        let rank = sims.gt_tensor(&own).sum_dim_intlist([1i64].as_slice(), false, Kind::Float) + 1.0;
+        // Pessimistic on ties, like the test metric: every photo scoring at least as high as
+        // the own photo (itself included) counts.
+        let rank = sims.ge_tensor(&own).sum_dim_intlist([1i64].as_slice(), false, Kind::Float);
         let recall = |k: f64| rank.le(k).to_kind(Kind::Float).mean(Kind::Float).double_value(&[]);
         let (r1, r5, r10) = (recall(1.0), recall(5.0), recall(10.0));
         (loss, r1, (r1 + r5 + r10) / 3.0)
@@ -187,8 +189,11 @@ pub fn train_member(
     let text = Tower::new(&root / "text", data.captions.size()[1], cfg, (&ts.0, &ts.1));
     let scale = root.var("logit_scale", &[1], nn::Init::Const((1.0f64 / 0.07).ln()));
     let mut opt = nn::AdamW { wd: cfg.weight_decay, ..Default::default() }.build(&vs, cfg.lr)?;
-    let member = Member { _vs: vs, image, text };
+    let member = Member { vs, image, text };
 
+    let val_photos = val.photos.to_device(device);
+    let val_captions = val.captions.to_device(device);
+    let val = ValSet { photos: &val_photos, captions: &val_captions, caption_photo: val.caption_photo };
     let photos_o = data.photos_original.to_device(device);
     let photos_m = data.photos_mirrored.to_device(device);
     let captions = data.captions.to_device(device);
@@ -218,7 +223,7 @@ pub fn train_member(
             sum += loss.double_value(&[]);
             steps += 1;
         }
-        let (val_loss, val_r1, val_mean_recall) = validate(&member, val, &scale);
+        let (val_loss, val_r1, val_mean_recall) = validate(&member, &val, &scale);
         let entry = EpochLog {
             member: index,
             epoch,
@@ -231,7 +236,7 @@ pub fn train_member(
         log.push(entry);
         if best.as_ref().is_none_or(|(b, _)| val_mean_recall > *b) {
             let snapshot =
-                member._vs.variables().into_iter().map(|(k, v)| (k, v.detach().copy())).collect();
+                member.vs.variables().into_iter().map(|(k, v)| (k, v.detach().copy())).collect();
             best = Some((val_mean_recall, snapshot));
             since_best = 0;
         } else {
@@ -242,7 +247,7 @@ pub fn train_member(
         }
     }
     if let Some((_, snapshot)) = best {
-        let mut vars = member._vs.variables();
+        let mut vars = member.vs.variables();
         tch::no_grad(|| {
             for (name, value) in snapshot {
                 if let Some(v) = vars.get_mut(&name) {
@@ -275,10 +280,12 @@ impl Ensemble {
         Tensor::cat(&parts, 1) / (self.members.len() as f64).sqrt()
     }
 
-    /// Freezes every member's variables (needed before tracing).
-    pub fn freeze(&mut self) {
+    /// Freezes every member's variables and moves them to the CPU, so the traced artifact does
+    /// not depend on the device it was trained on (the server moves it where it runs).
+    pub fn freeze_on_cpu(&mut self) {
         for m in &mut self.members {
-            m._vs.freeze();
+            m.vs.freeze();
+            m.vs.set_device(Device::Cpu);
         }
     }
 }

@@ -176,14 +176,24 @@ mod tests {
 
     #[test]
     fn both_judged_pair() {
-        // experts 4 4 3 → (1 + 1 + 2/3) / 3 = 8/9; crowd 2 yes 1 no → 2/3
-        let j = Judgments { expert: Some([4, 4, 3]), crowd: Some((2, 1)) };
-        let pooled = (1.0 + 1.0 + 2.0 / 3.0 + 2.0) / 6.0;
-        assert!((j.target(Aggregation::Pooled).unwrap() - pooled).abs() < 1e-12);
-        let weighted = 0.6 * (8.0 / 9.0) + 0.4 * (2.0 / 3.0);
+        // Real rows: 1119015538_e8e796281e.jpg  416106657_cab2a107a5.jpg#2
+        //   experts 4 4 4 → mean 1; crowd 0.666667 (2 yes, 1 no)
+        let j = Judgments { expert: Some([4, 4, 4]), crowd: Some((2, 1)) };
+        assert!((j.target(Aggregation::Pooled).unwrap() - 5.0 / 6.0).abs() < 1e-12);
+        let weighted = 0.6 * 1.0 + 0.4 * (2.0 / 3.0);
         assert!((j.target(Aggregation::Weighted).unwrap() - weighted).abs() < 1e-12);
-        assert!((j.target(Aggregation::ExpertFirst).unwrap() - 8.0 / 9.0).abs() < 1e-12);
+        assert_eq!(j.target(Aggregation::ExpertFirst), Some(1.0));
         assert_eq!(j.target(Aggregation::ExpertMajority), Some(1.0));
+
+        // Real rows: 1084040636_97d9633581.jpg  256085101_2c2617c5d0.jpg#2
+        //   experts 2 3 3 → (1/3 + 2/3 + 2/3) / 3 = 5/9; crowd 1 yes, 2 no
+        let j = Judgments { expert: Some([2, 3, 3]), crowd: Some((1, 2)) };
+        let pooled = (1.0 / 3.0 + 2.0 / 3.0 + 2.0 / 3.0 + 1.0) / 6.0;
+        assert!((j.target(Aggregation::Pooled).unwrap() - pooled).abs() < 1e-12);
+        assert!((j.target(Aggregation::ExpertFirst).unwrap() - 5.0 / 9.0).abs() < 1e-12);
+        assert!((j.target(Aggregation::ExpertMajority).unwrap() - 2.0 / 3.0).abs() < 1e-12);
+        let weighted = 0.6 * (5.0 / 9.0) + 0.4 * (1.0 / 3.0);
+        assert!((j.target(Aggregation::Weighted).unwrap() - weighted).abs() < 1e-12);
     }
 
     #[test]

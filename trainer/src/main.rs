@@ -58,16 +58,16 @@ struct CommonArgs {
     #[arg(long, env = "IMAGESEARCH_DEVICE", default_value = "auto")]
     device: String,
     /// libtorch intra-op threads (default: libtorch's choice).
-    #[arg(long, env = "IMAGESEARCH_THREADS")]
+    #[arg(long, env = "IMAGESEARCH_THREADS", value_parser = clap::value_parser!(i32).range(1..))]
     threads: Option<i32>,
     /// Skip bad rows and photos (reported and counted) instead of stopping.
     #[arg(long, env = "IMAGESEARCH_SKIP_BAD_ROWS")]
     skip_bad_rows: bool,
     /// Photos per image-encoder batch (each photo is encoded as is and mirrored).
-    #[arg(long, env = "IMAGESEARCH_IMAGE_BATCH", default_value_t = 8)]
+    #[arg(long, env = "IMAGESEARCH_IMAGE_BATCH", default_value_t = 8, value_parser = at_least(1))]
     image_batch: usize,
     /// Texts per text-encoder batch (length-sorted).
-    #[arg(long, env = "IMAGESEARCH_TEXT_BATCH", default_value_t = 64)]
+    #[arg(long, env = "IMAGESEARCH_TEXT_BATCH", default_value_t = 64, value_parser = at_least(1))]
     text_batch: usize,
 }
 
@@ -79,40 +79,40 @@ struct TrainArgs {
     #[arg(long, env = "IMAGESEARCH_AGGREGATION", value_enum, default_value_t = Aggregation::Pooled)]
     aggregation: Aggregation,
     /// Fraction of judged photos held out for evaluation.
-    #[arg(long, env = "IMAGESEARCH_HOLDOUT_FRACTION", default_value_t = 0.2)]
+    #[arg(long, env = "IMAGESEARCH_HOLDOUT_FRACTION", default_value_t = 0.2, value_parser = fraction)]
     holdout_fraction: f64,
     /// Captioned photos held out for early stopping.
-    #[arg(long, env = "IMAGESEARCH_VAL_PHOTOS", default_value_t = 300)]
+    #[arg(long, env = "IMAGESEARCH_VAL_PHOTOS", default_value_t = 300, value_parser = at_least(1))]
     val_photos: usize,
     /// Use only the first N captioned photos (quick runs and tests).
     #[arg(long, env = "IMAGESEARCH_LIMIT_FLICKR_PHOTOS")]
     limit_flickr_photos: Option<usize>,
     /// Test queries shown in the HTML report.
-    #[arg(long, env = "IMAGESEARCH_REPORT_QUERIES", default_value_t = 10)]
+    #[arg(long, env = "IMAGESEARCH_REPORT_QUERIES", default_value_t = 10, value_parser = at_least(0))]
     report_queries: usize,
     /// Random seed (splits, initialisation, shuffling, dropout).
     #[arg(long, env = "IMAGESEARCH_SEED", default_value_t = 42)]
     seed: u64,
     /// Ensemble members.
-    #[arg(long, env = "IMAGESEARCH_MEMBERS", default_value_t = 5)]
+    #[arg(long, env = "IMAGESEARCH_MEMBERS", default_value_t = 5, value_parser = at_least(1))]
     members: usize,
     /// Maximum epochs per member (early stopping on validation recall).
-    #[arg(long, env = "IMAGESEARCH_MAX_EPOCHS", default_value_t = 30)]
+    #[arg(long, env = "IMAGESEARCH_MAX_EPOCHS", default_value_t = 30, value_parser = at_least(1))]
     max_epochs: usize,
     /// Epochs without validation improvement before stopping.
-    #[arg(long, env = "IMAGESEARCH_PATIENCE", default_value_t = 3)]
+    #[arg(long, env = "IMAGESEARCH_PATIENCE", default_value_t = 3, value_parser = at_least(1))]
     patience: usize,
-    #[arg(long, env = "IMAGESEARCH_BATCH_SIZE", default_value_t = 256)]
+    #[arg(long, env = "IMAGESEARCH_BATCH_SIZE", default_value_t = 256, value_parser = at_least(2))]
     batch_size: usize,
     #[arg(long, env = "IMAGESEARCH_LR", default_value_t = 1e-4)]
     lr: f64,
     #[arg(long, env = "IMAGESEARCH_WEIGHT_DECAY", default_value_t = 0.05)]
     weight_decay: f64,
     /// Joint embedding dimension per member.
-    #[arg(long, env = "IMAGESEARCH_DIM", default_value_t = 512)]
+    #[arg(long, env = "IMAGESEARCH_DIM", default_value_t = 512, value_parser = clap::value_parser!(i64).range(1..))]
     dim: i64,
     /// Hidden width of the tower MLPs.
-    #[arg(long, env = "IMAGESEARCH_HIDDEN", default_value_t = 1024)]
+    #[arg(long, env = "IMAGESEARCH_HIDDEN", default_value_t = 1024, value_parser = clap::value_parser!(i64).range(1..))]
     hidden: i64,
     #[arg(long, env = "IMAGESEARCH_INPUT_DROPOUT", default_value_t = 0.4)]
     input_dropout: f64,
@@ -135,6 +135,21 @@ struct EvalArgs {
     /// Print the metrics as JSON.
     #[arg(long)]
     json: bool,
+}
+
+/// A count flag with a lower bound.
+fn at_least(min: u64) -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::<usize>::new().range(min..)
+}
+
+/// A fraction strictly between 0 and 1.
+fn fraction(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("'{s}' is not a number"))?;
+    if v > 0.0 && v < 1.0 {
+        Ok(v)
+    } else {
+        Err(format!("{v} is not strictly between 0 and 1"))
+    }
 }
 
 fn common(a: &CommonArgs) -> anyhow::Result<CommonConfig> {
@@ -193,7 +208,7 @@ fn main() -> anyhow::Result<()> {
                     max_epochs: a.max_epochs,
                     patience: a.patience,
                     label_smoothing: a.label_smoothing,
-                    members: a.members.max(1),
+                    members: a.members,
                     seed: a.seed,
                 },
             };

@@ -1,7 +1,7 @@
 //! The trainer's two jobs, end to end: `train` (data → vectors → head → calibrated, traced,
 //! evaluated and reported version) and `eval` (metrics of an existing version).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -11,12 +11,12 @@ use imagesearch_model::{EncoderRef, ImageEncoder, ModelError, ModelRepository, S
 use rand::seq::index::sample;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use tch::{Device, Tensor};
+use tch::Device;
 use tracing::{info, warn};
 
 use crate::artifact;
 use crate::dataset::{DataPaths, Dataset};
-use crate::evaluate::{self, Evaluation, Metrics};
+use crate::evaluate::{self, stack, Evaluation, Metrics};
 use crate::head::{self, EpochLog, Ensemble, HeadConfig, TrainSet, ValSet};
 use crate::labels::Aggregation;
 use crate::report;
@@ -159,12 +159,6 @@ fn encode_texts(enc: &mut Encoders, c: &CommonConfig, texts: &[String]) -> Resul
     timed(todo, || Ok(vectors::encode_texts(&enc.text, &mut enc.text_cache, texts, c.text_batch)?))
 }
 
-fn matrix(rows: &[&[f32]]) -> Tensor {
-    let dim = rows.first().map_or(0, |r| r.len()) as i64;
-    let flat: Vec<f32> = rows.iter().flat_map(|r| r.iter().copied()).collect();
-    Tensor::from_slice(&flat).view([rows.len() as i64, dim])
-}
-
 fn data_hashes(paths: &DataPaths) -> Result<BTreeMap<String, String>, PipelineError> {
     let mut out = BTreeMap::new();
     for f in paths.files() {
@@ -174,6 +168,12 @@ fn data_hashes(paths: &DataPaths) -> Result<BTreeMap<String, String>, PipelineEr
         }
     }
     Ok(out)
+}
+
+/// Leaves out test photos that could not be encoded (skipped bad photos) and their queries.
+fn drop_unencoded_test_photos(data: &mut Dataset, photos: &HashMap<String, PhotoVectors>) {
+    data.test_images.retain(|p| photos.contains_key(p));
+    data.test_queries.retain(|q| photos.contains_key(&q.image));
 }
 
 /// Trains, writes, evaluates and reports a new scorer version.
@@ -197,6 +197,13 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainOutcome, PipelineError> {
     if flickr_photos.len() < 4 {
         return Err(PipelineError::NoData(format!("only {} usable captioned photos", flickr_photos.len())));
     }
+    if cfg.val_photos + 2 > flickr_photos.len() {
+        return Err(PipelineError::NoData(format!(
+            "--val-photos {} leaves too few of the {} usable captioned photos for training",
+            cfg.val_photos,
+            flickr_photos.len()
+        )));
+    }
     let val_set = split::holdout_count(flickr_photos.iter().map(String::as_str), cfg.val_photos, cfg.head.seed);
     let heldout = split::holdout(data.judged.iter().map(|p| p.image.as_str()), cfg.holdout_fraction, cfg.head.seed);
     info!(
@@ -205,13 +212,14 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainOutcome, PipelineError> {
     );
 
     // Encode (cached).
-    let judged_photos: HashSet<&str> = data.judged.iter().map(|p| p.image.as_str()).collect();
+    let judged_photos: BTreeSet<String> = data.judged.iter().map(|p| p.image.clone()).collect();
     let mut photo_list: Vec<(String, PathBuf)> =
         flickr_photos.iter().map(|p| (p.clone(), c.paths.flickr_photo(p))).collect();
     photo_list.extend(judged_photos.iter().map(|p| (p.to_string(), c.paths.train_photo(p))));
     photo_list.extend(data.test_images.iter().map(|p| (p.clone(), c.paths.test_photo(p))));
     let (photos, photo_pass) = encode_photos(&mut enc, c, &photo_list, &mut data.problems)?;
     check_problems(&data.problems, c.skip_bad_rows, &mut reported)?;
+    drop_unencoded_test_photos(&mut data, &photos);
     let mut text_list: Vec<String> = flickr_photos
         .iter()
         .flat_map(|p| data.captions[p].iter().map(|cap| cap.text.clone()))
@@ -235,9 +243,9 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainOutcome, PipelineError> {
             }
         }
     }
-    let photos_o = matrix(&train_photos.iter().map(|p| photos[*p].original.as_slice()).collect::<Vec<_>>());
-    let photos_m = matrix(&train_photos.iter().map(|p| photos[*p].mirrored.as_slice()).collect::<Vec<_>>());
-    let captions = matrix(&captions_rows);
+    let photos_o = stack(&train_photos.iter().map(|p| photos[*p].original.as_slice()).collect::<Vec<_>>());
+    let photos_m = stack(&train_photos.iter().map(|p| photos[*p].mirrored.as_slice()).collect::<Vec<_>>());
+    let captions = stack(&captions_rows);
     let val_means: Vec<Vec<f32>> = val_photos.iter().map(|p| photos[*p].mean()).collect();
     let mut val_caps: Vec<&[f32]> = Vec::new();
     let mut val_owner = Vec::new();
@@ -249,8 +257,8 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainOutcome, PipelineError> {
             }
         }
     }
-    let val_photo_t = matrix(&val_means.iter().map(Vec::as_slice).collect::<Vec<_>>());
-    let val_caption_t = matrix(&val_caps);
+    let val_photo_t = stack(&val_means.iter().map(Vec::as_slice).collect::<Vec<_>>());
+    let val_caption_t = stack(&val_caps);
     let train_set = TrainSet { photos_original: &photos_o, photos_mirrored: &photos_m, captions: &captions, pairs: &pairs };
     let val = ValSet { photos: &val_photo_t, captions: &val_caption_t, caption_photo: &val_owner };
     info!("training {} members on {} pairs ({} photos)", cfg.head.members, pairs.len(), train_photos.len());
@@ -279,8 +287,8 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainOutcome, PipelineError> {
         .collect();
     let excluded_judged = data.judged.iter().filter(|p| data.excluded(&p.image, &p.text)).count();
     let (cos, target): (Vec<f64>, Vec<f64>) = tch::no_grad(|| {
-        let iv = matrix(&calib.iter().map(|p| mean_photos[&p.image].as_slice()).collect::<Vec<_>>());
-        let tv = matrix(&calib.iter().map(|p| texts[&p.text].as_slice()).collect::<Vec<_>>());
+        let iv = stack(&calib.iter().map(|p| mean_photos[&p.image].as_slice()).collect::<Vec<_>>());
+        let tv = stack(&calib.iter().map(|p| texts[&p.text].as_slice()).collect::<Vec<_>>());
         let cos = (ensemble.embed_images(&iv.to_device(c.device)) * ensemble.embed_texts(&tv.to_device(c.device)))
             .sum_dim_intlist([-1i64].as_slice(), false, tch::Kind::Float)
             .to_device(Device::Cpu);
@@ -332,7 +340,9 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainOutcome, PipelineError> {
             "judged_pairs": data.judged.len(),
             "judged_pairs_dropped": data.judged_dropped,
             "judged_pairs_excluded_child": excluded_judged,
-            "judged_photos_child": judged_photos.iter().filter(|p| data.child_photos.contains_key(**p)).count(),
+            "judged_photos_child": judged_photos.iter().filter(|p| data.child_photos.contains_key(p.as_str())).count(),
+            "judged_photos_uncaptioned": judged_photos.iter().filter(|p| !data.captioned.contains(p.as_str())).count(),
+            "heldout_photo_list": heldout.iter().collect::<BTreeSet<_>>(),
             "calibration_pairs": calib.len(),
             "heldout_photos": heldout.len(),
             "bad_rows_skipped": data.problems.len(),
@@ -369,6 +379,10 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainOutcome, PipelineError> {
     let version = staged.version;
     let dir = staged.commit()?;
     Ok(TrainOutcome { version, dir, metrics: evaluation.metrics })
+}
+
+fn short(sha: &str) -> &str {
+    &sha[..sha.len().min(12)]
 }
 
 fn build_report(
@@ -419,7 +433,7 @@ fn build_report(
     };
     let curves = vec![
         ("Training loss".to_string(), "epoch".to_string(), "InfoNCE".to_string(), series(|e| e.train_loss)),
-        ("Validation loss".to_string(), "epoch".to_string(), "InfoNCE".to_string(), series(|e| e.val_loss)),
+        ("Validation loss".to_string(), "epoch".to_string(), "text→image cross-entropy".to_string(), series(|e| e.val_loss)),
         ("Validation R@1".to_string(), "epoch".to_string(), "R@1".to_string(), series(|e| e.val_r1)),
     ];
     let bucket = |lo: f64, hi: f64| -> Vec<f64> {
@@ -457,12 +471,14 @@ fn build_report(
                 .take(5)
                 .map(|&(pi, score)| {
                     let image = data.test_images[pi].clone();
-                    let thumbnail = if withheld.is_some() {
+                    // A photo whose own captions describe a child is never shown (fail closed).
+                    let restricted = data.photo_excluded(&image);
+                    let thumbnail = if withheld.is_some() || restricted {
                         None
                     } else {
                         report::thumbnail_data_uri(&data.paths.test_photo(&image), 200).ok()
                     };
-                    Hit { relevant: image == q.image, image, score, thumbnail }
+                    Hit { relevant: image == q.image, image, score, thumbnail, withheld: restricted }
                 })
                 .collect();
             QueryResult { query: q.text.clone(), withheld_reason: withheld, hits }
@@ -470,8 +486,8 @@ fn build_report(
         .collect();
     let t = &manifest.training;
     let summary = vec![
-        ("image encoder".to_string(), format!("{} ({})", manifest.image_encoder.name, &manifest.image_encoder.sha256[..12])),
-        ("text encoder".to_string(), format!("{} ({})", manifest.text_encoder.name, &manifest.text_encoder.sha256[..12])),
+        ("image encoder".to_string(), format!("{} ({})", manifest.image_encoder.name, short(&manifest.image_encoder.sha256))),
+        ("text encoder".to_string(), format!("{} ({})", manifest.text_encoder.name, short(&manifest.text_encoder.sha256))),
         ("aggregation".to_string(), manifest.aggregation.clone()),
         ("calibration".to_string(), format!("sigmoid({:.3} · cos {:+.3})", manifest.calibration.a, manifest.calibration.b)),
         ("training pairs".to_string(), format!("{} captions of {} photos", t["train_pairs"], t["train_photos"])),
@@ -499,7 +515,7 @@ fn build_report(
             "Retrieval: each test query ranks the test photos; its own photo is the relevant one (ties count against it).".into(),
             "Kendall τ: own-caption pairs dropped; expert τc over individual ratings, crowd τb over the share of yes votes; 95% interval from 1000 bootstrap resamples of whole photos.".into(),
             "The head never trains on the judged pairs; only the two calibration parameters are fitted on the judged pairs of the training photos, so 'all judged photos' τ is nearly as honest as the held-out one (calibration is monotone and cannot change τ).".into(),
-            format!("Queries that describe a child show the disclaimer instead of photos: “{DISCLAIMER}”."),
+            format!("Queries that describe a child show the disclaimer instead of photos, and so does the slot of every photo whose own captions describe a child (or that has no caption to clear it): “{DISCLAIMER}”."),
         ],
     })
 }
@@ -540,12 +556,21 @@ pub fn eval(c: &CommonConfig, version: Option<u32>, queries: Option<PathBuf>) ->
     }
     let mut reported = 0;
     check_problems(&data.problems, c.skip_bad_rows, &mut reported)?;
-    let heldout = split::holdout(data.judged.iter().map(|p| p.image.as_str()), fraction, seed);
-    let judged_photos: HashSet<&str> = data.judged.iter().map(|p| p.image.as_str()).collect();
+    // The held-out photos are the ones the version was evaluated on at training time, so
+    // calibration photos can never leak into held-out metrics even if the data changed.
+    let heldout: HashSet<String> = match scorer.manifest.training["heldout_photo_list"].as_array() {
+        Some(list) => list.iter().filter_map(|v| v.as_str().map(String::from)).collect(),
+        None => {
+            warn!("version {version} does not list its held-out photos; recomputing the split from seed {seed}");
+            split::holdout(data.judged.iter().map(|p| p.image.as_str()), fraction, seed)
+        }
+    };
+    let judged_photos: BTreeSet<&str> = data.judged.iter().map(|p| p.image.as_str()).collect();
     let mut photo_list: Vec<(String, PathBuf)> = judged_photos.iter().map(|p| (p.to_string(), c.paths.train_photo(p))).collect();
     photo_list.extend(data.test_images.iter().map(|p| (p.clone(), c.paths.test_photo(p))));
     let (photos, _) = encode_photos(&mut enc, c, &photo_list, &mut data.problems)?;
     check_problems(&data.problems, c.skip_bad_rows, &mut reported)?;
+    drop_unencoded_test_photos(&mut data, &photos);
     let mut text_list: Vec<String> = data.judged.iter().map(|p| p.text.clone()).collect();
     text_list.extend(data.test_queries.iter().map(|q| q.text.clone()));
     let (texts, _) = encode_texts(&mut enc, c, &text_list)?;

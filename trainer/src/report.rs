@@ -182,6 +182,9 @@ pub struct Hit {
     pub relevant: bool,
     /// `data:image/...` URI from [`thumbnail_data_uri`], if available.
     pub thumbnail: Option<String>,
+    /// True when the photo itself is restricted (it depicts a child): its slot shows the
+    /// disclaimer instead of the photo and its name.
+    pub withheld: bool,
 }
 
 /// An example query with its top hits.
@@ -403,7 +406,17 @@ fn render_query(h: &mut String, q: &QueryResult, disclaimer: &str) {
                 h.push_str("<p class=\"empty\">No results.</p>\n");
             }
             for hit in &q.hits {
-                render_hit(h, hit);
+                if hit.withheld {
+                    let _ = writeln!(
+                        h,
+                        "<figure class=\"hit\"><div class=\"withheld\">{}</div>\
+                         <figcaption><span class=\"score\">score {:.3}</span></figcaption></figure>",
+                        escape_html(disclaimer),
+                        hit.score
+                    );
+                } else {
+                    render_hit(h, hit);
+                }
             }
             h.push_str("</div>\n");
         }
@@ -925,12 +938,14 @@ mod tests {
                             score: 0.87654,
                             relevant: true,
                             thumbnail: Some("data:image/jpeg;base64,AAAA".into()),
+                            withheld: false,
                         },
                         Hit {
                             image: "photos/cat.jpg".into(),
                             score: 0.5,
                             relevant: false,
                             thumbnail: Some("javascript:alert(1)".into()),
+                            withheld: false,
                         },
                     ],
                 },
@@ -943,12 +958,14 @@ mod tests {
                             score: 0.9,
                             relevant: true,
                             thumbnail: Some("data:image/jpeg;base64,BBBB".into()),
+                            withheld: false,
                         },
                         Hit {
                             image: "photos/secret_kid2.jpg".into(),
                             score: 0.8,
                             relevant: false,
                             thumbnail: None,
+                            withheld: false,
                         },
                     ],
                 },
@@ -1027,6 +1044,18 @@ mod tests {
         assert!(dog.contains("score 0.500"));
         assert_eq!(dog.matches("class=\"hit relevant\"").count(), 1);
         assert!(!dog.contains("Photos not shown"));
+    }
+
+    #[test]
+    fn restricted_photo_is_replaced_by_the_disclaimer() {
+        let mut r = sample_report();
+        r.queries[0].hits[0].withheld = true;
+        let html = render(&r);
+        let dog = card(&html, "a dog on a beach");
+        assert_eq!(dog.matches("Photos not shown for this query.").count(), 1);
+        assert!(!dog.contains("dog_001.jpg"), "a withheld photo's name is not shown");
+        assert!(!dog.contains("AAAA"), "a withheld photo's pixels are not embedded");
+        assert!(dog.contains("score 0.877"));
     }
 
     #[test]

@@ -333,6 +333,28 @@ fn check_row<'a, T>(
     }
 }
 
+/// Keeps the first row of each (image, query) pair; a repeat is reported as a problem.
+fn keep_first<T>(
+    seen: &mut HashSet<(String, QueryId)>,
+    key: (String, QueryId),
+    row: T,
+    out: &mut Vec<T>,
+    problems: &mut Vec<Problem>,
+    file: &str,
+    line: usize,
+) {
+    if seen.contains(&key) {
+        problems.push(Problem {
+            file: file.to_string(),
+            line,
+            reason: format!("pair ({}, {}) is judged twice", key.0, key.1),
+        });
+    } else {
+        seen.insert(key);
+        out.push(row);
+    }
+}
+
 /// Reads `train_dataset.csv` (`image,query_id,query_text`).
 pub fn read_train_queries(path: &Path, problems: &mut Vec<Problem>) -> Result<Vec<TrainQuery>, TableError> {
     let raw = read_raw(path, b',', Some(b'"'), Some(&["image", "query_id", "query_text"]), 3, problems)?;
@@ -382,15 +404,8 @@ pub fn read_expert(path: &Path, problems: &mut Vec<Problem>) -> Result<Vec<Exper
             Some(ExpertRow { line, image: image?, query: query?, ratings })
         });
         if let Some(row) = row {
-            if seen.insert((row.image.clone(), row.query.clone())) {
-                out.push(row);
-            } else {
-                problems.push(Problem {
-                    file: raw.file.clone(),
-                    line,
-                    reason: format!("pair ({}, {}) is rated twice", row.image, row.query),
-                });
-            }
+            let key = (row.image.clone(), row.query.clone());
+            keep_first(&mut seen, key, row, &mut out, problems, &raw.file, line);
         }
     }
     Ok(out)
@@ -423,15 +438,8 @@ pub fn read_crowd(path: &Path, problems: &mut Vec<Problem>) -> Result<Vec<CrowdR
             Some(CrowdRow { line, image: image?, query: query?, share: share?, yes: yes?, no: no? })
         });
         if let Some(row) = row {
-            if seen.insert((row.image.clone(), row.query.clone())) {
-                out.push(row);
-            } else {
-                problems.push(Problem {
-                    file: raw.file.clone(),
-                    line,
-                    reason: format!("pair ({}, {}) is judged twice", row.image, row.query),
-                });
-            }
+            let key = (row.image.clone(), row.query.clone());
+            keep_first(&mut seen, key, row, &mut out, problems, &raw.file, line);
         }
     }
     Ok(out)
@@ -526,7 +534,7 @@ mod tests {
         assert!(bad.iter().any(|(l, r)| *l == 3 && r.contains("not of the form")), "{bad:?}");
         assert!(bad.iter().any(|(l, r)| *l == 4 && r.contains("expected 5 fields, found 4")), "{bad:?}");
         assert!(bad.iter().any(|(l, r)| *l == 6 && r.contains("not a valid number")), "{bad:?}");
-        assert!(bad.iter().any(|(l, r)| *l == 7 && r.contains("rated twice")), "{bad:?}");
+        assert!(bad.iter().any(|(l, r)| *l == 7 && r.contains("judged twice")), "{bad:?}");
         assert_eq!(problems.len(), 5, "{problems:?}");
         assert!(problems[0].to_string().starts_with(&format!("{}:", p.display())));
     }

@@ -119,8 +119,13 @@ impl VectorCache {
 
     /// Adds vectors and flushes them to disk.
     pub fn insert_batch(&mut self, entries: Vec<(Key, Vec<f32>)>) -> Result<(), VectorError> {
+        if let Some((_, v)) = entries.iter().find(|(_, v)| v.len() != self.dim) {
+            return Err(VectorError::Io {
+                path: self.path.clone(),
+                source: std::io::Error::other(format!("vector of {} values, the cache holds {}", v.len(), self.dim)),
+            });
+        }
         for (key, v) in entries {
-            debug_assert_eq!(v.len(), self.dim);
             self.writer.write_all(&key).map_err(io_err(&self.path))?;
             self.writer.write_all(&(v.len() as u32).to_le_bytes()).map_err(io_err(&self.path))?;
             for x in &v {
@@ -243,9 +248,10 @@ pub fn encode_texts(
     texts: &[String],
     batch_size: usize,
 ) -> Result<HashMap<String, Vec<f32>>, VectorError> {
-    let mut todo: Vec<&String> = texts.iter().filter(|t| !cache.contains(&text_key(t))).collect();
+    let distinct: std::collections::BTreeSet<&String> = texts.iter().collect();
+    let mut todo: Vec<&String> = distinct.into_iter().filter(|t| !cache.contains(&text_key(t))).collect();
+    // Length-sorted batches pad least (stable sort keeps the order deterministic).
     todo.sort_by_key(|t| t.len());
-    todo.dedup();
     if !todo.is_empty() {
         let bar = progress(todo.len(), "texts");
         for chunk in todo.chunks(batch_size.max(1)) {

@@ -55,7 +55,15 @@ fn subset(root: &Path) {
     fs::write(jd.join("CrowdAnnotations.tsv"), pick(&fs::read_to_string(js.join("CrowdAnnotations.tsv")).unwrap(), '\t')).unwrap();
     let train = fs::read_to_string(js.join("train_dataset.csv")).unwrap();
     let mut train_out = String::from("image,query_id,query_text\n");
-    train_out.push_str(&pick(&train, ','));
+    // Rows judged on the subset's photos, and the rows that hold their own captions.
+    for l in train.lines().skip(1) {
+        let mut f = l.split(',');
+        let (image, query) = (f.next().unwrap(), f.next().unwrap());
+        if keep.contains(image) || keep.contains(query.split('#').next().unwrap()) {
+            train_out.push_str(l);
+            train_out.push('\n');
+        }
+    }
     fs::write(jd.join("train_dataset.csv"), train_out).unwrap();
     for p in &photos {
         link(&js.join("train_images").join(p), &jd.join("train_images").join(p));
@@ -99,9 +107,10 @@ fn subset(root: &Path) {
     }
 }
 
-fn run(args: &[&str], root: &Path) -> std::process::Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_imagesearch-train"))
-        .args(args)
+/// `imagesearch-train <args>` on the data, models and cache under `root`, on the CPU.
+fn trainer(args: &[&str], root: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_imagesearch-train"));
+    cmd.args(args)
         .arg("--data-dir")
         .arg(root.join("data"))
         .arg("--models")
@@ -110,9 +119,12 @@ fn run(args: &[&str], root: &Path) -> std::process::Output {
         .arg(encoders())
         .arg("--cache-dir")
         .arg(root.join("cache"))
-        .args(["--device", "cpu"])
-        .output()
-        .unwrap();
+        .args(["--device", "cpu"]);
+    cmd
+}
+
+fn run(args: &[&str], root: &Path) -> std::process::Output {
+    let out = trainer(args, root).output().unwrap();
     assert!(
         out.status.success(),
         "imagesearch-train {args:?} failed:\n{}\n{}",
@@ -168,6 +180,23 @@ fn trains_a_tiny_scorer_and_loads_it_back() {
     let s2: Vec<f32> = Vec::try_from(again).unwrap();
     assert_eq!(s, s2);
 
+    // The report never shows a photo whose own captions describe a child.
+    let html = fs::read_to_string(dir.join("report.html")).unwrap();
+    assert!(html.contains("This image is unavailable in your country in compliance with local laws"));
+    let queries = fs::read_to_string(root.join("data/image_search/test_queries.csv")).unwrap();
+    let mut child_photos = HashSet::new();
+    for l in queries.lines().skip(1) {
+        let f: Vec<&str> = l.split('|').collect();
+        if imagesearch_compliance::describes_child(f[2]).is_some() {
+            child_photos.insert(f[3].to_string());
+        }
+    }
+    assert!(!child_photos.is_empty(), "the subset should hold a photo of a child");
+    for p in &child_photos {
+        assert!(!html.contains(p.as_str()), "report shows restricted photo {p}");
+    }
+    assert!(manifest.training["heldout_photo_list"].as_array().is_some_and(|l| l.len() == 3));
+
     // eval reproduces the manifest's metrics from the saved artifact.
     let out = run(&["eval", "--version", "1", "--json"], root);
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -190,6 +219,17 @@ fn trains_a_tiny_scorer_and_loads_it_back() {
 }
 
 #[test]
+fn nonsense_settings_are_refused_before_any_work() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (flag, value) in [("--batch-size", "1"), ("--members", "0"), ("--holdout-fraction", "1"), ("--val-photos", "0")] {
+        let out = trainer(&["train", flag, value], tmp.path()).output().unwrap();
+        assert!(!out.status.success(), "{flag} {value} accepted");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(flag), "{flag}: {stderr}");
+    }
+}
+
+#[test]
 fn bad_rows_stop_the_run_unless_skipped() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
@@ -201,19 +241,7 @@ fn bad_rows_stop_the_run_unless_skipped() {
     fs::write(&expert, &text).unwrap();
     let lines = text.lines().count();
 
-    let out = Command::new(env!("CARGO_BIN_EXE_imagesearch-train"))
-        .args(TRAIN)
-        .arg("--data-dir")
-        .arg(root.join("data"))
-        .arg("--models")
-        .arg(root.join("models"))
-        .arg("--encoders")
-        .arg(encoders())
-        .arg("--cache-dir")
-        .arg(root.join("cache"))
-        .args(["--device", "cpu"])
-        .output()
-        .unwrap();
+    let out = trainer(TRAIN, root).output().unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains(&format!("ExpertAnnotations.tsv:{}: expert rating 2 is 7, expected 1..4", lines - 1)), "{stderr}");

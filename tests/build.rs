@@ -1,1 +1,0 @@
-include!("../scripts/torch_link.rs");
