@@ -35,6 +35,10 @@ pub struct Tau {
 pub struct Metrics {
     pub retrieval: Retrieval,
     pub retrieval_chance: Retrieval,
+    /// Retrieval of the queries that describe a child (whose photos and captions the law keeps
+    /// out of training) and of the others.
+    pub retrieval_child_queries: Option<Retrieval>,
+    pub retrieval_other_queries: Option<Retrieval>,
     pub expert_tau_c: Option<Tau>,
     pub crowd_tau_b: Option<Tau>,
     pub expert_tau_c_all_judged: Option<Tau>,
@@ -188,7 +192,17 @@ pub fn evaluate(
         .collect();
     let (pred, target): (Vec<f64>, Vec<f64>) = heldout_scores.iter().copied().unzip();
     let has_heldout = !target.is_empty();
+    let (child_ranks, other_ranks): (Vec<(usize, bool)>, Vec<(usize, bool)>) = ranks
+        .iter()
+        .zip(queries)
+        .map(|(&r, q)| (r, imagesearch_compliance::describes_child(&q.text).is_some()))
+        .partition(|(_, child)| *child);
+    let subset = |v: Vec<(usize, bool)>| {
+        (!v.is_empty()).then(|| metrics::retrieval(&v.into_iter().map(|(r, _)| r).collect::<Vec<_>>(), test_images.len()))
+    };
     let metrics = Metrics {
+        retrieval_child_queries: subset(child_ranks),
+        retrieval_other_queries: subset(other_ranks),
         retrieval: metrics::retrieval(&ranks, test_images.len()),
         retrieval_chance: metrics::chance_retrieval(ranks.len(), test_images.len()),
         expert_tau_c,
@@ -221,6 +235,14 @@ pub fn metrics_table(m: &Metrics) -> String {
         ("mean rank", r.mean_rank, c.mean_rank),
     ] {
         s.push_str(&format!("  {name:<22}{v:>8.3}{ch:>10.3}\n"));
+    }
+    for (name, sub) in [("queries describing a child", &m.retrieval_child_queries), ("other queries", &m.retrieval_other_queries)] {
+        if let Some(x) = sub {
+            s.push_str(&format!(
+                "  {name}: {} queries, R@1 {:.3}, R@5 {:.3}, R@10 {:.3}, median rank {:.1}\n",
+                x.queries, x.r_at_1, x.r_at_5, x.r_at_10, x.median_rank
+            ));
+        }
     }
     s.push_str("judgments (own-caption pairs dropped, 95% cluster bootstrap):\n");
     let line = |name: &str, t: &Option<Tau>| match t {

@@ -37,7 +37,7 @@ impl Default for HeadConfig {
             hidden: 1024,
             input_dropout: 0.4,
             dropout: 0.3,
-            lr: 1e-4,
+            lr: 3e-4,
             weight_decay: 0.05,
             batch_size: 256,
             max_epochs: 30,

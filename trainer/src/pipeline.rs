@@ -498,7 +498,7 @@ fn build_report(
                 t["captioned_photos_excluded_child"], t["captioned_photos"], t["judged_pairs_excluded_child"], t["judged_pairs"]
             ),
         ),
-        ("device".to_string(), t["device"].to_string()),
+        ("device".to_string(), t["device"].as_str().unwrap_or("unknown").to_string()),
         ("git commit".to_string(), manifest.git_commit.clone().unwrap_or_else(|| "unknown".into())),
     ];
     report::render(&report::Report {
