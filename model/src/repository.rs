@@ -71,6 +71,10 @@ impl ModelRepository {
         let root = self.scorer_root();
         std::fs::create_dir_all(&root).map_err(|e| ModelError::io(&root, e))?;
         let counter = root.join(COUNTER_FILE);
+        // Two trainers finishing at once must not be handed the same number.
+        let lock_path = root.join(".lock");
+        let lock = std::fs::File::create(&lock_path).map_err(|e| ModelError::io(&lock_path, e))?;
+        lock.lock().map_err(|e| ModelError::io(&lock_path, e))?;
         let last_handed_out = std::fs::read_to_string(&counter)
             .ok()
             .and_then(|s| s.trim().parse::<u32>().ok())

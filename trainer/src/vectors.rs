@@ -73,6 +73,13 @@ impl VectorCache {
     pub fn open(dir: &Path, encoder_sha: &str, dim: usize) -> Result<Self, VectorError> {
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
         let path = dir.join(format!("vectors-{}.bin", &encoder_sha[..encoder_sha.len().min(16)]));
+        let file = OpenOptions::new().create(true).append(true).open(&path).map_err(io_err(&path))?;
+        // One writer at a time: a second trainer or eval waits instead of interleaving records
+        // (the lock goes with the file handle when the cache is dropped).
+        if file.try_lock().is_err() {
+            tracing::info!("waiting for {} (another imagesearch-train holds it)", path.display());
+            file.lock().map_err(io_err(&path))?;
+        }
         let mut map = HashMap::new();
         let mut good_len = 0u64;
         if let Ok(mut f) = File::open(&path) {
@@ -95,7 +102,6 @@ impl VectorCache {
                 good_len = pos as u64;
             }
         }
-        let file = OpenOptions::new().create(true).append(true).open(&path).map_err(io_err(&path))?;
         // Cut a torn tail so new records start on a record boundary.
         file.set_len(good_len).map_err(io_err(&path))?;
         Ok(VectorCache { path, dim, map, writer: BufWriter::new(file) })
@@ -271,6 +277,24 @@ pub fn encode_texts(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_second_writer_waits_for_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = VectorCache::open(dir.path(), "abcdef0123456789", 2).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let path = dir.path().to_path_buf();
+        let second = std::thread::spawn(move || {
+            let mut c = VectorCache::open(&path, "abcdef0123456789", 2).unwrap();
+            c.insert_batch(vec![(text_key("late"), vec![1.0, 2.0])]).unwrap();
+            tx.send(()).unwrap();
+        });
+        assert!(rx.recv_timeout(std::time::Duration::from_millis(300)).is_err(), "second writer did not wait");
+        drop(first);
+        rx.recv().unwrap();
+        second.join().unwrap();
+        assert_eq!(VectorCache::open(dir.path(), "abcdef0123456789", 2).unwrap().len(), 1);
+    }
 
     #[test]
     fn cache_round_trip_and_torn_tail() {
