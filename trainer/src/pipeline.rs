@@ -126,9 +126,9 @@ struct Pass {
     per_second: Option<f64>,
 }
 
-fn timed<T>(encoded: usize, f: impl FnOnce() -> Result<T, PipelineError>) -> Result<(T, Pass), PipelineError> {
+fn timed<T>(f: impl FnOnce() -> Result<(T, usize), VectorError>) -> Result<(T, Pass), PipelineError> {
     let t = Instant::now();
-    let out = f()?;
+    let (out, encoded) = f()?;
     let seconds = t.elapsed().as_secs_f64();
     let per_second = (encoded > 0).then(|| encoded as f64 / seconds);
     Ok((out, Pass { encoded, seconds, per_second }))
@@ -140,23 +140,11 @@ fn encode_photos(
     photos: &[(String, PathBuf)],
     problems: &mut Vec<Problem>,
 ) -> Result<(HashMap<String, PhotoVectors>, Pass), PipelineError> {
-    let todo = photos.iter().filter(|(_, p)| !photo_cached(&enc.image_cache, p)).count();
-    timed(todo, || Ok(vectors::encode_photos(&enc.image, &mut enc.image_cache, photos, c.image_batch, problems)?))
-}
-
-fn photo_cached(cache: &VectorCache, path: &std::path::Path) -> bool {
-    use sha2::Digest;
-    std::fs::read(path).is_ok_and(|bytes| {
-        let sha: [u8; 32] = sha2::Sha256::digest(&bytes).into();
-        cache.contains(&vectors::image_key(&sha, vectors::View::Original))
-            && cache.contains(&vectors::image_key(&sha, vectors::View::Mirrored))
-    })
+    timed(|| vectors::encode_photos(&enc.image, &mut enc.image_cache, photos, c.image_batch, problems))
 }
 
 fn encode_texts(enc: &mut Encoders, c: &CommonConfig, texts: &[String]) -> Result<(HashMap<String, Vec<f32>>, Pass), PipelineError> {
-    let distinct: HashSet<&String> = texts.iter().collect();
-    let todo = distinct.iter().filter(|t| !enc.text_cache.contains(&vectors::text_key(t))).count();
-    timed(todo, || Ok(vectors::encode_texts(&enc.text, &mut enc.text_cache, texts, c.text_batch)?))
+    timed(|| vectors::encode_texts(&enc.text, &mut enc.text_cache, texts, c.text_batch))
 }
 
 fn data_hashes(paths: &DataPaths) -> Result<BTreeMap<String, String>, PipelineError> {

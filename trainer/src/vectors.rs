@@ -175,15 +175,16 @@ impl PhotoVectors {
     }
 }
 
-/// Encodes photos (both views), reusing cached vectors. Photos that cannot be read or decoded
-/// are reported as problems and left out of the result.
+/// Encodes photos (both views), reusing cached vectors; returns the vectors by photo name and
+/// how many photos had to be encoded. Photos that cannot be read or decoded are reported as
+/// problems and left out of the result.
 pub fn encode_photos(
     encoder: &ImageEncoder,
     cache: &mut VectorCache,
     photos: &[(String, PathBuf)],
     batch_size: usize,
     problems: &mut Vec<Problem>,
-) -> Result<HashMap<String, PhotoVectors>, VectorError> {
+) -> Result<(HashMap<String, PhotoVectors>, usize), VectorError> {
     let limits = ImageLimits::default();
     let (w, h) = encoder.input_size();
     let mut keys: Vec<(String, Key, Key, PathBuf)> = Vec::with_capacity(photos.len());
@@ -202,13 +203,13 @@ pub fn encode_photos(
     }
     let todo: Vec<&(String, Key, Key, PathBuf)> =
         keys.iter().filter(|(_, o, m, _)| !cache.contains(o) || !cache.contains(m)).collect();
-    let mut bad = std::collections::HashSet::new();
+    let mut encoded = 0;
     if !todo.is_empty() {
         let bar = progress(todo.len(), "photos");
         for chunk in todo.chunks(batch_size.max(1)) {
             let mut inputs = Vec::with_capacity(2 * chunk.len());
             let mut batch_keys = Vec::with_capacity(2 * chunk.len());
-            for (name, ko, km, path) in chunk {
+            for (_, ko, km, path) in chunk {
                 let decoded = std::fs::read(path)
                     .map_err(|e| e.to_string())
                     .and_then(|b| preprocess::decode(&b, limits).map_err(|e| e.to_string()));
@@ -220,7 +221,6 @@ pub fn encode_photos(
                         batch_keys.push(*km);
                     }
                     Err(reason) => {
-                        bad.insert(name.clone());
                         problems.push(Problem {
                             file: path.display().to_string(),
                             line: 0,
@@ -230,6 +230,7 @@ pub fn encode_photos(
                 }
             }
             if !inputs.is_empty() {
+                encoded += inputs.len() / 2;
                 let refs: Vec<&[f32]> = inputs.iter().map(Vec::as_slice).collect();
                 let out = encoder.encode(&refs)?;
                 cache.insert_batch(batch_keys.into_iter().zip(rows_of(&out)?).collect())?;
@@ -244,16 +245,17 @@ pub fn encode_photos(
             out.insert(name.clone(), PhotoVectors { original: o.to_vec(), mirrored: m.to_vec() });
         }
     }
-    Ok(out)
+    Ok((out, encoded))
 }
 
-/// Encodes texts in length-sorted batches, reusing cached vectors.
+/// Encodes texts in length-sorted batches, reusing cached vectors; returns the vectors by text
+/// and how many distinct texts had to be encoded.
 pub fn encode_texts(
     encoder: &TextEncoder,
     cache: &mut VectorCache,
     texts: &[String],
     batch_size: usize,
-) -> Result<HashMap<String, Vec<f32>>, VectorError> {
+) -> Result<(HashMap<String, Vec<f32>>, usize), VectorError> {
     let distinct: std::collections::BTreeSet<&String> = texts.iter().collect();
     let mut todo: Vec<&String> = distinct.into_iter().filter(|t| !cache.contains(&text_key(t))).collect();
     // Length-sorted batches pad least (stable sort keeps the order deterministic).
@@ -268,10 +270,8 @@ pub fn encode_texts(
         }
         bar.finish();
     }
-    Ok(texts
-        .iter()
-        .filter_map(|t| cache.get(&text_key(t)).map(|v| (t.clone(), v.to_vec())))
-        .collect())
+    let vectors = texts.iter().filter_map(|t| cache.get(&text_key(t)).map(|v| (t.clone(), v.to_vec()))).collect();
+    Ok((vectors, todo.len()))
 }
 
 #[cfg(test)]
