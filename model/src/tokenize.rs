@@ -69,12 +69,6 @@ impl TextTokenizer {
         let shape = [texts.len() as i64, len as i64];
         Ok((Tensor::from_slice(&ids).view(shape), Tensor::from_slice(&mask).view(shape)))
     }
-
-    /// Number of tokens of one text (with special tokens, after truncation).
-    pub fn token_count(&self, text: &str) -> Result<usize, ModelError> {
-        let e = self.inner.encode(text, true).map_err(|e| ModelError::Tokenizer(e.to_string()))?;
-        Ok(e.get_ids().len())
-    }
 }
 
 #[cfg(test)]

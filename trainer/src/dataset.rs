@@ -86,6 +86,30 @@ pub struct Dataset {
     pub problems: Vec<Problem>,
 }
 
+/// Keeps the queries whose photo is among the test photos; each other one is a problem of `file`.
+pub fn queries_on_test_photos(
+    queries: Vec<TestQuery>,
+    test_images: &[String],
+    file: &Path,
+    problems: &mut Vec<Problem>,
+) -> Vec<TestQuery> {
+    let test: HashSet<&str> = test_images.iter().map(String::as_str).collect();
+    queries
+        .into_iter()
+        .filter(|q| {
+            let ok = test.contains(q.image.as_str());
+            if !ok {
+                problems.push(Problem {
+                    file: file.display().to_string(),
+                    line: q.line,
+                    reason: format!("query's photo {} is not among the test photos", q.image),
+                });
+            }
+            ok
+        })
+        .collect()
+}
+
 impl Dataset {
     /// Reads and validates all tables and checks that every photo they name exists.
     pub fn load(paths: DataPaths, method: Aggregation, with_flickr: bool) -> Result<Self, TableError> {
@@ -119,21 +143,7 @@ impl Dataset {
             .into_iter()
             .filter(|img| check(paths.test_photo(img), &paths.test_images_list(), 0, &mut problems))
             .collect();
-        let test_set: HashSet<&str> = test_images.iter().map(String::as_str).collect();
-        let test_queries: Vec<TestQuery> = test_queries
-            .into_iter()
-            .filter(|q| {
-                let ok = test_set.contains(q.image.as_str());
-                if !ok {
-                    problems.push(Problem {
-                        file: paths.test_queries().display().to_string(),
-                        line: q.line,
-                        reason: format!("query's photo {} is not among the test photos", q.image),
-                    });
-                }
-                ok
-            })
-            .collect();
+        let test_queries = queries_on_test_photos(test_queries, &test_images, &paths.test_queries(), &mut problems);
         let mut captions: BTreeMap<String, Vec<Caption>> = BTreeMap::new();
         for c in flickr {
             if check(paths.flickr_photo(&c.query.image), &paths.captions(), c.line, &mut problems) {

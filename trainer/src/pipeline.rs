@@ -15,7 +15,7 @@ use tch::Device;
 use tracing::{info, warn};
 
 use crate::artifact;
-use crate::dataset::{DataPaths, Dataset};
+use crate::dataset::{queries_on_test_photos, DataPaths, Dataset};
 use crate::evaluate::{self, stack, Evaluation, Metrics};
 use crate::head::{self, EpochLog, Ensemble, HeadConfig, TrainSet, ValSet};
 use crate::labels::Aggregation;
@@ -527,20 +527,8 @@ pub fn eval(c: &CommonConfig, version: Option<u32>, queries: Option<PathBuf>) ->
     let fraction = hp["holdout_fraction"].as_f64().unwrap_or(0.2);
     let mut data = Dataset::load(c.paths.clone(), method, false)?;
     if let Some(file) = queries {
-        let mut problems = Vec::new();
-        let q = tables::read_test_queries(&file, &mut problems)?;
-        let test: HashSet<&str> = data.test_images.iter().map(String::as_str).collect();
-        for query in &q {
-            if !test.contains(query.image.as_str()) {
-                problems.push(Problem {
-                    file: file.display().to_string(),
-                    line: query.line,
-                    reason: format!("query's photo {} is not among the test photos", query.image),
-                });
-            }
-        }
-        data.problems.extend(problems);
-        data.test_queries = q.into_iter().filter(|q| test.contains(q.image.as_str())).collect();
+        let q = tables::read_test_queries(&file, &mut data.problems)?;
+        data.test_queries = queries_on_test_photos(q, &data.test_images, &file, &mut data.problems);
     }
     let mut reported = 0;
     check_problems(&data.problems, c.skip_bad_rows, &mut reported)?;
