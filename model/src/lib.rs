@@ -1,6 +1,7 @@
 //! What the trainer and the server share: image decoding and preprocessing, the tokenizer,
 //! the TorchScript encoders, the scorer artifact and the on-disk model repository.
 
+pub mod detector;
 pub mod device;
 pub mod encoder;
 pub mod error;
@@ -10,6 +11,7 @@ pub mod repository;
 pub mod scorer;
 pub mod tokenize;
 
+pub use detector::{ChildDetector, DetectorInfo, DetectorWeights, DETECTOR_FILE};
 pub use encoder::{EncoderKind, EncoderManifest, ImageEncoder, TextEncoder};
 pub use error::ModelError;
 pub use preprocess::{ImageError, ImageLimits};

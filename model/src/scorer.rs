@@ -78,6 +78,10 @@ pub struct ScorerManifest {
     pub training: serde_json::Value,
     /// Evaluation metrics.
     pub metrics: serde_json::Value,
+    /// The child detector shipped with this version (older versions have none: the server then
+    /// treats every photo without captions as restricted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub child_detector: Option<crate::DetectorInfo>,
 }
 
 impl ScorerManifest {
@@ -126,6 +130,8 @@ pub struct Scorer {
     image_tower: CModule,
     text_tower: CModule,
     device: Device,
+    /// The version's child detector, when it ships one.
+    pub detector: Option<crate::ChildDetector>,
 }
 
 impl Scorer {
@@ -141,6 +147,21 @@ impl Scorer {
             }
         }
         verify_files(dir, &manifest.files)?;
+        let detector = match &manifest.child_detector {
+            Some(info) if manifest.files.contains_key(crate::DETECTOR_FILE) => Some(crate::ChildDetector::load(
+                dir,
+                info.clone(),
+                manifest.image_encoder.output_dim as usize,
+            )?),
+            Some(_) => {
+                return Err(ModelError::Incompatible(format!(
+                    "{}: manifest describes a child detector but does not list {}",
+                    dir.display(),
+                    crate::DETECTOR_FILE
+                )))
+            }
+            None => None,
+        };
         let load = |file: &str| -> Result<CModule, ModelError> {
             let mut m = CModule::load_on_device(dir.join(file), device)?;
             m.set_eval();
@@ -153,6 +174,7 @@ impl Scorer {
             manifest,
             dir: dir.to_path_buf(),
             device,
+            detector,
         })
     }
 
@@ -224,6 +246,7 @@ mod tests {
             hyperparameters: serde_json::json!({"head": {"seed": 42}}),
             training: serde_json::json!({"train_pairs": 10}),
             metrics: serde_json::json!({"retrieval": {"r_at_1": 0.5}}),
+            child_detector: None,
         };
         let dir = tempfile::tempdir().unwrap();
         manifest.save(dir.path()).unwrap();

@@ -309,6 +309,7 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainOutcome, PipelineError> {
         text_encoder: EncoderRef::from(&enc.text.manifest),
         embedding_dim: cfg.head.dim * cfg.head.members as i64,
         image_views: "mean of the encoder vectors of the photo and its left-right mirror image".into(),
+        child_detector: None,
         calibration,
         files,
         data: data_hashes(&c.paths)?,
