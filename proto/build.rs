@@ -1,7 +1,14 @@
 //! Compiles the protos with a vendored protoc and writes the descriptor set for reflection.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["imagesearch/v1/info.proto", "imagesearch/v1/service.proto"];
+    let protos = [
+        "imagesearch/v1/admin.proto",
+        "imagesearch/v1/gallery.proto",
+        "imagesearch/v1/info.proto",
+        "imagesearch/v1/scoring.proto",
+        "imagesearch/v1/search.proto",
+        "imagesearch/v1/service.proto",
+    ];
     for p in &protos {
         println!("cargo:rerun-if-changed={p}");
     }

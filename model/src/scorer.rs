@@ -179,6 +179,11 @@ impl Scorer {
     }
 
     /// Joint embeddings of image encoder vectors `[B, Di]` (f32 on CPU out).
+    /// The device the modules run on.
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
     pub fn embed_images(&self, image_vecs: &Tensor) -> Result<Tensor, ModelError> {
         self.run(&self.image_tower, &[image_vecs])
     }

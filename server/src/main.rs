@@ -1,92 +1,215 @@
-//! `imagesearch-server`: loads and verifies the scorer versions of a model repository and
-//! serves the imagesearch gRPC API. (This first cut serves `Info`; scoring, search, gallery and
-//! rollout come with the server issue.)
+//! `imagesearch-server`: batched gRPC scoring and search over versioned scorers, with a
+//! gallery that survives crashes, rollout between versions, and the law enforced fail-closed.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use imagesearch_model::{EncoderManifest, ModelRepository, Scorer};
-use imagesearch_proto::v1::image_search_server::{ImageSearch, ImageSearchServer};
-use imagesearch_proto::v1::{InfoRequest, InfoResponse, ScorerVersion};
-use tonic::{Request, Response, Status};
+use imagesearch_compliance::RegionPolicy;
+use imagesearch_model::{ImageEncoder, ImageLimits, ModelRepository, ScorerManifest, TextEncoder};
+use imagesearch_proto::v1::gallery_server::GalleryServer;
+use imagesearch_proto::v1::image_search_server::ImageSearchServer;
+use imagesearch_proto::v1::model_admin_server::ModelAdminServer;
+use imagesearch_server::app::App;
+use imagesearch_server::auth::AdminAuth;
+use imagesearch_server::batcher::BatchConfig;
+use imagesearch_server::config::Config;
+use imagesearch_server::encoders::{EncoderSettings, Encoders};
+use imagesearch_server::gallery::LocalStore;
+use imagesearch_server::rollout::Rollout;
+use imagesearch_server::service::{AdminService, GalleryService, SearchService};
+use imagesearch_server::versions::Versions;
+use tonic_health::ServingStatus;
 
-#[derive(Parser)]
-#[command(name = "imagesearch-server", version, about = "imagesearch gRPC server")]
-struct Args {
-    /// Address to listen on.
-    #[arg(long, env = "IMAGESEARCH_LISTEN", default_value = "127.0.0.1:50051")]
-    listen: SocketAddr,
-    /// Model repository.
-    #[arg(long, env = "IMAGESEARCH_MODELS", default_value = "models")]
-    models: PathBuf,
-    /// auto (CUDA when available), cpu, cuda or cuda:N.
-    #[arg(long, env = "IMAGESEARCH_DEVICE", default_value = "auto")]
-    device: String,
-    /// Load and verify the models, print what was found, and exit.
-    #[arg(long)]
-    check: bool,
-}
-
-struct Service {
-    info: InfoResponse,
-}
-
-#[tonic::async_trait]
-impl ImageSearch for Service {
-    async fn info(&self, _: Request<InfoRequest>) -> Result<Response<InfoResponse>, Status> {
-        Ok(Response::new(self.info.clone()))
+fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
     }
 }
 
-fn load_versions(repo: &ModelRepository, device: tch::Device) -> anyhow::Result<Vec<ScorerVersion>> {
-    let mut out = Vec::new();
-    for v in repo.versions()? {
-        let scorer = Scorer::load(&repo.version_dir(v), device).with_context(|| format!("scorer version {v}"))?;
-        let m = &scorer.manifest;
-        let image = EncoderManifest::load(&repo.encoder_dir(&m.image_encoder.name))?;
-        let text = EncoderManifest::load(&repo.encoder_dir(&m.text_encoder.name))?;
-        m.check_encoders(&image, &text)?;
-        out.push(ScorerVersion {
-            version: v,
-            created: m.created.clone(),
-            image_encoder: m.image_encoder.name.clone(),
-            text_encoder: m.text_encoder.name.clone(),
-            metrics_json: m.metrics.to_string(),
-        });
+/// The versions to load at start: those asked for, else the newest; plus those the saved
+/// rollout names.
+fn startup_versions(cfg: &Config, repo: &ModelRepository, saved: Option<Rollout>) -> anyhow::Result<Vec<u32>> {
+    let available = repo.versions()?;
+    anyhow::ensure!(
+        !available.is_empty(),
+        "no scorer version in {}: train one with `imagesearch-train train`",
+        repo.scorer_root().display()
+    );
+    let mut wanted = if cfg.versions.is_empty() { vec![*available.last().unwrap()] } else { cfg.versions.clone() };
+    for v in &wanted {
+        anyhow::ensure!(available.contains(v), "scorer version {v} is not in {} (have {available:?})", repo.scorer_root().display());
     }
-    Ok(out)
+    if let Some(r) = saved {
+        wanted.extend([r.stable, r.canary].into_iter().filter(|v| *v != 0 && available.contains(v)));
+    }
+    wanted.sort_unstable();
+    wanted.dedup();
+    Ok(wanted)
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        #[cfg(unix)]
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+            return;
+        }
+        std::future::pending::<()>().await
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
 }
 
 fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    tracing_subscriber::fmt().with_writer(std::io::stderr).init();
-    let device = imagesearch_model::device::parse_device(&args.device).map_err(anyhow::Error::msg)?;
-    let repo = ModelRepository::new(&args.models);
-    let versions = load_versions(&repo, device)?;
-    let info = InfoResponse {
-        build_version: env!("CARGO_PKG_VERSION").to_string(),
-        git_commit: option_env!("IMAGESEARCH_GIT_COMMIT").unwrap_or("unknown").to_string(),
-        device: imagesearch_model::device::device_name(device),
-        versions,
+    let cfg = Config::parse();
+    init_tracing(cfg.log_json);
+    if cfg.torch_threads > 0 {
+        tch::set_num_threads(cfg.torch_threads);
+    }
+    let device = imagesearch_model::device::parse_device(&cfg.device).map_err(anyhow::Error::msg)?;
+    let policy = RegionPolicy::parse_list(&cfg.restricted_regions).context("--restricted-regions")?;
+    let repo = ModelRepository::new(&cfg.models);
+    std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("data dir {}", cfg.data_dir.display()))?;
+    let rollout_path = cfg.data_dir.join("rollout.json");
+    let wanted = startup_versions(&cfg, &repo, Rollout::load(&rollout_path))?;
+
+    // The encoders the versions were trained with (all versions must agree; checked at load).
+    let first = ScorerManifest::load(&repo.version_dir(wanted[0]))?;
+    let image = ImageEncoder::load(&repo.encoder_dir(&first.image_encoder.name), device).context("image encoder")?;
+    let text = TextEncoder::load(&repo.encoder_dir(&first.text_encoder.name), device).context("text encoder")?;
+    let batch = BatchConfig {
+        max_batch_size: cfg.max_batch_size,
+        max_queue_delay: cfg.max_queue_delay(),
+        queue_capacity: cfg.queue_capacity,
     };
-    for v in &info.versions {
-        tracing::info!(version = v.version, created = %v.created, "scorer version verified");
-    }
-    if args.check {
-        println!("{} scorer version(s) verified on {}", info.versions.len(), info.device);
-        return Ok(());
-    }
+    let (image_manifest, text_manifest) = (image.manifest.clone(), text.manifest.clone());
+    let encoders = Encoders::start(
+        image,
+        text,
+        EncoderSettings {
+            batch,
+            limits: ImageLimits { max_bytes: cfg.max_image_bytes, max_pixels: cfg.max_image_pixels },
+            max_text_chars: cfg.max_text_chars,
+            image_cache: cfg.image_cache,
+            text_cache: cfg.text_cache,
+        },
+    );
+    let versions = Versions::new(repo.clone(), device, batch, image_manifest, text_manifest, rollout_path);
+    let store = Arc::new(LocalStore::open(&cfg.data_dir.join("gallery"))?);
+    let device_name = imagesearch_model::device::device_name(device);
+    let app = Arc::new(App::new(cfg.clone(), device_name, encoders, versions, store, policy));
+
     let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(async move {
-        tracing::info!(listen = %args.listen, "serving");
-        tonic::transport::Server::builder()
-            .add_service(ImageSearchServer::new(Service { info }))
-            .serve_with_shutdown(args.listen, async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
-            .await
-    })?;
-    Ok(())
+    if cfg.check {
+        return runtime.block_on(async {
+            for v in &wanted {
+                app.load_version(*v).await.with_context(|| format!("scorer version {v}"))?;
+            }
+            println!("{} scorer version(s) verified and warm on {}: {wanted:?}", wanted.len(), app.device);
+            Ok(())
+        });
+    }
+    runtime.block_on(serve(app, wanted))
+}
+
+async fn serve(app: Arc<App>, wanted: Vec<u32>) -> anyhow::Result<()> {
+    let cfg = app.cfg.clone();
+    if cfg.metrics_listen != "off" {
+        let addr = cfg.metrics_listen.parse().context("--metrics-listen")?;
+        imagesearch_server::metrics::install(addr).map_err(anyhow::Error::msg).context("metrics endpoint")?;
+    }
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let all_not_serving = |h: tonic_health::server::HealthReporter| async move {
+        h.set_service_status("", ServingStatus::NotServing).await;
+        h.set_not_serving::<ImageSearchServer<SearchService>>().await;
+        h.set_not_serving::<GalleryServer<GalleryService>>().await;
+    };
+    all_not_serving(health.clone()).await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(imagesearch_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let max = cfg.max_message_bytes;
+    let search = ImageSearchServer::new(SearchService(app.clone())).max_decoding_message_size(max).max_encoding_message_size(max);
+    let gallery = GalleryServer::new(GalleryService(app.clone())).max_decoding_message_size(max).max_encoding_message_size(max);
+    let admin = tonic::service::interceptor::InterceptedService::new(
+        ModelAdminServer::new(AdminService(app.clone())).max_decoding_message_size(max).max_encoding_message_size(max),
+        AdminAuth::new(cfg.admin_token.as_deref()),
+    );
+
+    // Warm up in the background; health says NOT_SERVING until every version is warm.
+    let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::channel::<anyhow::Error>(1);
+    {
+        let (app, health) = (app.clone(), health.clone());
+        tokio::spawn(async move {
+            let warm = { let app = app.clone(); tokio::task::spawn_blocking(move || app.encoders.warm_up()).await };
+            if let Err(e) = warm.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string())) {
+                let _ = fatal_tx.send(anyhow::anyhow!("encoder warm-up: {e}")).await;
+                return;
+            }
+            for v in &wanted {
+                if let Err(e) = app.load_version(*v).await {
+                    let _ = fatal_tx.send(anyhow::anyhow!("scorer version {v}: {e}")).await;
+                    return;
+                }
+            }
+            let newest = *wanted.iter().max().expect("at least one version");
+            let rollout = app
+                .versions
+                .saved_rollout()
+                .filter(|r| r.validate(&wanted).is_ok())
+                .unwrap_or(Rollout { stable: newest, canary: 0, canary_percent: 0 });
+            if let Err(e) = app.versions.set_rollout(rollout) {
+                let _ = fatal_tx.send(anyhow::anyhow!("rollout: {e}")).await;
+                return;
+            }
+            app.set_ready(true);
+            health.set_service_status("", ServingStatus::Serving).await;
+            health.set_serving::<ImageSearchServer<SearchService>>().await;
+            health.set_serving::<GalleryServer<GalleryService>>().await;
+            tracing::info!(versions = ?wanted, stable = rollout.stable, photos = app.store.len(), "ready");
+        });
+    }
+
+    let listener = tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("listen on {}", cfg.listen))?;
+    tracing::info!(listen = %listener.local_addr()?, metrics = %cfg.metrics_listen, device = %app.device, "serving");
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(search)
+        .add_service(gallery)
+        .add_service(admin)
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async {
+            let _ = stop_rx.await;
+        });
+    let mut server = Box::pin(server);
+    let fatal = tokio::select! {
+        r = &mut server => return r.context("gRPC server"),
+        _ = shutdown_signal() => None,
+        Some(e) = fatal_rx.recv() => Some(e),
+    };
+    // Graceful stop: say NOT_SERVING first, stop accepting, let in-flight calls finish.
+    tracing::info!(drain_timeout_s = cfg.drain_timeout_s, "stopping: NOT_SERVING, draining");
+    all_not_serving(health).await;
+    let _ = stop_tx.send(());
+    match tokio::time::timeout(Duration::from_secs(cfg.drain_timeout_s), server).await {
+        Ok(r) => r.context("gRPC server")?,
+        Err(_) => tracing::warn!("drain timeout passed; exiting with calls still in flight"),
+    }
+    match fatal {
+        Some(e) => Err(e),
+        None => {
+            tracing::info!("stopped");
+            Ok(())
+        }
+    }
 }

@@ -1,0 +1,188 @@
+//! The two encoders behind their batchers, with the caches in front: photo bytes → image
+//! vector (mean of the photo's and its mirror image's encoder vectors, as in training) and
+//! text → text vector.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use imagesearch_model::preprocess::{decode, to_input};
+use imagesearch_model::tokenize::validate_text;
+use imagesearch_model::{EncoderManifest, ImageEncoder, ImageLimits, TextEncoder};
+use tch::Tensor;
+
+use crate::batcher::{BatchConfig, BatchWorker, Batcher, Timed};
+use crate::cache::VectorCache;
+use crate::error::ServeError;
+
+/// Time spent waiting in queues and in forward passes, summed over the models a request used.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Timings {
+    pub queue: Duration,
+    pub inference: Duration,
+}
+
+impl Timings {
+    pub fn add<O>(&mut self, t: &Timed<O>) {
+        self.queue += t.queue;
+        self.inference += t.inference;
+    }
+
+    pub fn merge(&mut self, other: Timings) {
+        self.queue += other.queue;
+        self.inference += other.inference;
+    }
+}
+
+fn rows(t: &Tensor) -> Result<Vec<Vec<f32>>, ServeError> {
+    let n = t.size()[0];
+    (0..n).map(|i| Vec::<f32>::try_from(t.get(i)).map_err(|e| ServeError::Internal(e.to_string()))).collect()
+}
+
+struct ImageWorker(ImageEncoder);
+
+impl BatchWorker for ImageWorker {
+    /// The photo as is and mirrored, each CHW f32.
+    type Input = [Vec<f32>; 2];
+    type Output = Vec<f32>;
+    fn run(&mut self, inputs: Vec<[Vec<f32>; 2]>) -> Result<Vec<Result<Vec<f32>, ServeError>>, ServeError> {
+        let views: Vec<&[f32]> = inputs.iter().flat_map(|[a, b]| [a.as_slice(), b.as_slice()]).collect();
+        let out = self.0.encode(&views)?;
+        let n = inputs.len() as i64;
+        let mean = (out.view([n, 2, -1]).sum_dim_intlist([1i64].as_slice(), false, tch::Kind::Float)) * 0.5;
+        Ok(rows(&mean)?.into_iter().map(Ok).collect())
+    }
+}
+
+struct TextWorker(TextEncoder);
+
+impl BatchWorker for TextWorker {
+    type Input = String;
+    type Output = Vec<f32>;
+    fn run(&mut self, inputs: Vec<String>) -> Result<Vec<Result<Vec<f32>, ServeError>>, ServeError> {
+        let texts: Vec<&str> = inputs.iter().map(String::as_str).collect();
+        let out = self.0.encode(&texts)?;
+        Ok(rows(&out)?.into_iter().map(Ok).collect())
+    }
+}
+
+/// The image and text encoders of the server, shared by every scorer version.
+pub struct Encoders {
+    image: Batcher<[Vec<f32>; 2], Vec<f32>>,
+    text: Batcher<String, Vec<f32>>,
+    image_cache: VectorCache<[u8; 32]>,
+    text_cache: VectorCache<String>,
+    pub image_manifest: EncoderManifest,
+    pub text_manifest: EncoderManifest,
+    pub limits: ImageLimits,
+    pub max_text_chars: usize,
+    input_size: (u32, u32),
+}
+
+/// Sizes of the caches and limits on inputs.
+pub struct EncoderSettings {
+    pub batch: BatchConfig,
+    pub limits: ImageLimits,
+    pub max_text_chars: usize,
+    pub image_cache: usize,
+    pub text_cache: usize,
+}
+
+impl Encoders {
+    /// Starts the encoders' batchers (the encoders move onto their threads).
+    pub fn start(image: ImageEncoder, text: TextEncoder, s: EncoderSettings) -> Self {
+        let image_manifest = image.manifest.clone();
+        let text_manifest = text.manifest.clone();
+        let input_size = image.input_size();
+        Encoders {
+            image: Batcher::spawn("image_encoder", image_manifest.name.clone(), s.batch, ImageWorker(image)),
+            text: Batcher::spawn("text_encoder", text_manifest.name.clone(), s.batch, TextWorker(text)),
+            image_cache: VectorCache::new("image", s.image_cache),
+            text_cache: VectorCache::new("text", s.text_cache),
+            image_manifest,
+            text_manifest,
+            limits: s.limits,
+            max_text_chars: s.max_text_chars,
+            input_size,
+        }
+    }
+
+    /// Checks a text against the limits (empty, too long).
+    pub fn check_text<'a>(&self, what: &str, text: &'a str) -> Result<&'a str, ServeError> {
+        validate_text(text, self.max_text_chars).map_err(|source| ServeError::BadText { what: what.to_string(), source })
+    }
+
+    /// The image vector of a photo: from the cache, or decoded (on the blocking pool) and encoded.
+    pub async fn image_vector(
+        &self,
+        bytes: Arc<Vec<u8>>,
+        index: usize,
+        deadline: Option<Instant>,
+        timings: &mut Timings,
+    ) -> Result<Arc<Vec<f32>>, ServeError> {
+        let key = imagesearch_model::hashing::sha256(&bytes);
+        if let Some(v) = self.image_cache.get(&key) {
+            return Ok(v);
+        }
+        let (limits, (w, h)) = (self.limits, self.input_size);
+        let input = tokio::task::spawn_blocking(move || -> Result<[Vec<f32>; 2], ServeError> {
+            let img = decode(&bytes, limits).map_err(|source| ServeError::BadImage { index, source })?;
+            Ok([to_input(&img, w, h, false), to_input(&img, w, h, true)])
+        })
+        .await
+        .map_err(|e| ServeError::Internal(e.to_string()))??;
+        let out = self.image.submit(input, deadline).await?;
+        timings.add(&out);
+        let v = Arc::new(out.value);
+        self.image_cache.insert(key, v.clone());
+        Ok(v)
+    }
+
+    /// The image vector of already-decoded input, waiting for queue room (gallery adds).
+    pub fn image_vector_blocking(&self, bytes: &[u8], index: usize) -> Result<([u8; 32], Arc<Vec<f32>>), ServeError> {
+        let key = imagesearch_model::hashing::sha256(bytes);
+        if let Some(v) = self.image_cache.get(&key) {
+            return Ok((key, v));
+        }
+        let (w, h) = self.input_size;
+        let img = decode(bytes, self.limits).map_err(|source| ServeError::BadImage { index, source })?;
+        let out = self.image.submit_blocking([to_input(&img, w, h, false), to_input(&img, w, h, true)])?;
+        let v = Arc::new(out.value);
+        self.image_cache.insert(key, v.clone());
+        Ok((key, v))
+    }
+
+    /// The text vector of a (checked) text.
+    pub async fn text_vector(
+        &self,
+        text: &str,
+        deadline: Option<Instant>,
+        timings: &mut Timings,
+    ) -> Result<Arc<Vec<f32>>, ServeError> {
+        if let Some(v) = self.text_cache.get(&text.to_string()) {
+            return Ok(v);
+        }
+        let out = self.text.submit(text.to_string(), deadline).await?;
+        timings.add(&out);
+        let v = Arc::new(out.value);
+        self.text_cache.insert(text.to_string(), v.clone());
+        Ok(v)
+    }
+
+    /// Runs a real forward pass through both encoders (a generated photo and a text), so the
+    /// first request does not pay for libtorch's lazy initialisation.
+    pub fn warm_up(&self) -> Result<(), ServeError> {
+        let img = image::RgbImage::from_fn(64, 48, |x, y| image::Rgb([(x * 4) as u8, (y * 5) as u8, 128]));
+        let mut png = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut png, image::ImageFormat::Png).map_err(|e| ServeError::Internal(e.to_string()))?;
+        let (w, h) = self.input_size;
+        let decoded = decode(png.get_ref(), self.limits).map_err(|source| ServeError::BadImage { index: 0, source })?;
+        self.image.submit_blocking([to_input(&decoded, w, h, false), to_input(&decoded, w, h, true)])?;
+        self.text.submit_blocking("a photo used to warm up the text encoder".to_string())?;
+        Ok(())
+    }
+
+    /// Items waiting in the encoders' queues.
+    pub fn queue_depths(&self) -> (usize, usize) {
+        (self.image.depth(), self.text.depth())
+    }
+}

@@ -1,0 +1,115 @@
+//! Every error a request can meet, mapped once to a gRPC status whose message says what to fix.
+
+use imagesearch_compliance::RegionError;
+use imagesearch_model::{ImageError, ModelError, TextError};
+use tonic::{Code, Status};
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("pair {index}: {source}")]
+    BadImage { index: usize, source: ImageError },
+    #[error("{what}: {source}")]
+    BadText { what: String, source: TextError },
+    #[error("bad region: {0}")]
+    BadRegion(#[from] RegionError),
+    #[error("{0}")]
+    Refused(String),
+    #[error("scorer version {0} is not loaded (see ModelAdmin.ListVersions)")]
+    UnknownVersion(u32),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{queue} queue is full ({capacity} waiting); retry with back-off")]
+    QueueFull { queue: &'static str, capacity: usize },
+    #[error("deadline passed while waiting in the {0} queue")]
+    DeadlineExceeded(&'static str),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("admin call needs 'authorization: Bearer <token>' with the server's admin token")]
+    Unauthenticated,
+    #[error("model: {0}")]
+    Model(#[from] ModelError),
+    #[error("storage: {0}")]
+    Storage(String),
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl ServeError {
+    /// The gRPC code this error means.
+    pub fn code(&self) -> Code {
+        match self {
+            ServeError::InvalidArgument(_)
+            | ServeError::BadImage { .. }
+            | ServeError::BadText { .. }
+            | ServeError::BadRegion(_) => Code::InvalidArgument,
+            ServeError::Refused(_) => Code::PermissionDenied,
+            ServeError::UnknownVersion(_) | ServeError::NotFound(_) => Code::NotFound,
+            ServeError::QueueFull { .. } => Code::ResourceExhausted,
+            ServeError::DeadlineExceeded(_) => Code::DeadlineExceeded,
+            ServeError::Unavailable(_) => Code::Unavailable,
+            ServeError::FailedPrecondition(_) => Code::FailedPrecondition,
+            ServeError::Unauthenticated => Code::Unauthenticated,
+            ServeError::Model(ModelError::Image(_) | ModelError::Text(_)) => Code::InvalidArgument,
+            ServeError::Model(_) | ServeError::Storage(_) | ServeError::Internal(_) => Code::Internal,
+        }
+    }
+}
+
+impl From<ServeError> for Status {
+    fn from(e: ServeError) -> Status {
+        Status::new(e.code(), e.to_string())
+    }
+}
+
+/// A short, stable label for a gRPC code (metrics).
+pub fn code_label(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_errors_map_to_precise_codes() {
+        let cases: Vec<(ServeError, Code)> = vec![
+            (ServeError::BadImage { index: 2, source: ImageError::Empty }, Code::InvalidArgument),
+            (ServeError::BadText { what: "query".into(), source: TextError::Empty }, Code::InvalidArgument),
+            (ServeError::UnknownVersion(9), Code::NotFound),
+            (ServeError::QueueFull { queue: "text encoder", capacity: 4 }, Code::ResourceExhausted),
+            (ServeError::Unauthenticated, Code::Unauthenticated),
+            (ServeError::Unavailable("warming".into()), Code::Unavailable),
+            (ServeError::Refused("law".into()), Code::PermissionDenied),
+        ];
+        for (e, code) in cases {
+            let status = Status::from(e);
+            assert_eq!(status.code(), code, "{}", status.message());
+            assert!(!status.message().is_empty());
+        }
+        let s = Status::from(ServeError::BadImage { index: 2, source: ImageError::Empty });
+        assert_eq!(s.message(), "pair 2: image is empty (0 bytes)");
+    }
+}

@@ -1,0 +1,17 @@
+//! imagesearch-server: the gRPC services and what is behind them — batchers on dedicated
+//! threads, encoders with caches, scorer versions with rollout, the gallery store and the law.
+
+pub mod app;
+pub mod auth;
+pub mod batcher;
+pub mod cache;
+pub mod config;
+pub mod encoders;
+pub mod error;
+pub mod gallery;
+pub mod index;
+pub mod metrics;
+pub mod rollout;
+pub mod service;
+pub mod versions;
+pub mod wal;

@@ -1,0 +1,211 @@
+//! The scorer versions the server knows: their state (available, loading, ready, failed), the
+//! loaded ones with their batchers, and the rollout that picks one for each request.
+//!
+//! A load verifies the manifest (sha256 of every file; the encoders must be the loaded ones),
+//! builds the version's gallery index and warms it with real forward passes before the
+//! version is marked ready. A failed load changes nothing that is serving.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use imagesearch_model::{ChildDetector, EncoderManifest, ModelRepository, Scorer};
+
+use crate::batcher::{BatchConfig, Batcher};
+use crate::error::ServeError;
+use crate::gallery::PhotoMeta;
+use crate::index::{ScorerJob, ScorerOutput, VersionWorker};
+use crate::metrics as m;
+use crate::rollout::Rollout;
+
+/// A version that is loaded and warm.
+pub struct LoadedVersion {
+    pub version: u32,
+    pub manifest_json: String,
+    pub created: String,
+    pub metrics_json: String,
+    pub detector: Option<ChildDetector>,
+    pub worker: Batcher<ScorerJob, ScorerOutput>,
+}
+
+/// State of a version.
+#[derive(Clone)]
+pub enum VersionState {
+    Loading,
+    Ready(Arc<LoadedVersion>),
+    Failed(String),
+}
+
+/// The versions and the rollout.
+pub struct Versions {
+    repo: ModelRepository,
+    device: tch::Device,
+    batch: BatchConfig,
+    image: EncoderManifest,
+    text: EncoderManifest,
+    states: RwLock<BTreeMap<u32, VersionState>>,
+    rollout: RwLock<Rollout>,
+    rollout_path: PathBuf,
+}
+
+impl Versions {
+    pub fn new(
+        repo: ModelRepository,
+        device: tch::Device,
+        batch: BatchConfig,
+        image: EncoderManifest,
+        text: EncoderManifest,
+        rollout_path: PathBuf,
+    ) -> Self {
+        Versions {
+            repo,
+            device,
+            batch,
+            image,
+            text,
+            states: RwLock::new(BTreeMap::new()),
+            rollout: RwLock::new(Rollout::default()),
+            rollout_path,
+        }
+    }
+
+    /// Versions in the repository.
+    pub fn available(&self) -> Result<Vec<u32>, ServeError> {
+        Ok(self.repo.versions()?)
+    }
+
+    /// Ready versions, ascending.
+    pub fn ready(&self) -> Vec<Arc<LoadedVersion>> {
+        self.states
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter_map(|s| match s {
+                VersionState::Ready(v) => Some(v.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub fn state(&self, version: u32) -> Option<VersionState> {
+        self.states.read().unwrap_or_else(|e| e.into_inner()).get(&version).cloned()
+    }
+
+    fn set_state(&self, version: u32, state: VersionState) {
+        self.states.write().unwrap_or_else(|e| e.into_inner()).insert(version, state);
+        let ready = self.ready().len();
+        metrics::gauge!(m::VERSIONS_READY).set(ready as f64);
+    }
+
+    /// Loads, verifies and warms a version (blocking; run off the async workers), indexing
+    /// `gallery`. A version already ready is returned as is.
+    pub fn load(&self, version: u32, gallery: &[PhotoMeta]) -> Result<Arc<LoadedVersion>, ServeError> {
+        match self.state(version) {
+            Some(VersionState::Ready(v)) => return Ok(v),
+            Some(VersionState::Loading) => {
+                return Err(ServeError::FailedPrecondition(format!("version {version} is already loading")))
+            }
+            _ => {}
+        }
+        if !self.repo.versions()?.contains(&version) {
+            return Err(ServeError::NotFound(format!(
+                "scorer version {version} is not in the model repository {}",
+                self.repo.scorer_root().display()
+            )));
+        }
+        let previous = self.state(version);
+        self.set_state(version, VersionState::Loading);
+        match self.load_inner(version, gallery) {
+            Ok(v) => {
+                self.set_state(version, VersionState::Ready(v.clone()));
+                tracing::info!(version, photos = gallery.len(), "scorer version ready");
+                Ok(v)
+            }
+            Err(e) => {
+                tracing::error!(version, error = %e, "scorer version failed to load");
+                self.set_state(version, VersionState::Failed(e.to_string()));
+                let _ = previous;
+                Err(e)
+            }
+        }
+    }
+
+    fn load_inner(&self, version: u32, gallery: &[PhotoMeta]) -> Result<Arc<LoadedVersion>, ServeError> {
+        let dir = self.repo.version_dir(version);
+        let scorer = Scorer::load(&dir, self.device)?;
+        scorer.manifest.check_encoders(&self.image, &self.text)?;
+        let manifest_json = std::fs::read_to_string(dir.join(imagesearch_model::scorer::MANIFEST_FILE))
+            .map_err(|e| ServeError::Storage(e.to_string()))?;
+        let created = scorer.manifest.created.clone();
+        let metrics_json = scorer.manifest.metrics.to_string();
+        let detector = scorer.detector.clone();
+        let (image_dim, text_dim) = (self.image.output_dim as usize, self.text.output_dim as usize);
+        let worker = Batcher::spawn("scorer", version.to_string(), self.batch, VersionWorker::new(scorer));
+        // Index the gallery, then warm up with a real pass through every entry point.
+        let photos: Vec<_> = gallery.iter().map(|p| (p.id.clone(), p.vector.clone())).collect();
+        worker.submit_blocking(ScorerJob::Upsert(photos))?;
+        let zeros_i = Arc::new(vec![0.0f32; image_dim]);
+        let zeros_t = Arc::new(vec![0.0f32; text_dim]);
+        let scores = worker.submit_blocking(ScorerJob::Pairs { images: vec![zeros_i], texts: vec![zeros_t.clone()] })?;
+        match scores.value {
+            ScorerOutput::Scores(s) if s.len() == 1 && s[0].is_finite() => {}
+            other => return Err(ServeError::Internal(format!("warm-up of version {version} gave {other:?}"))),
+        }
+        worker.submit_blocking(ScorerJob::Search { text: zeros_t, k: 1 })?;
+        Ok(Arc::new(LoadedVersion { version, manifest_json, created, metrics_json, detector, worker }))
+    }
+
+    /// Unloads a version that is neither stable nor canary.
+    pub fn unload(&self, version: u32) -> Result<(), ServeError> {
+        let r = *self.rollout.read().unwrap_or_else(|e| e.into_inner());
+        if !r.role(version).is_empty() {
+            return Err(ServeError::FailedPrecondition(format!(
+                "version {version} is the {} version; change the rollout first",
+                r.role(version)
+            )));
+        }
+        let removed = self.states.write().unwrap_or_else(|e| e.into_inner()).remove(&version);
+        match removed {
+            Some(VersionState::Ready(_)) => {
+                metrics::gauge!(m::VERSIONS_READY).set(self.ready().len() as f64);
+                tracing::info!(version, "scorer version unloaded");
+                Ok(())
+            }
+            Some(other) => {
+                // Put back what was there (loading or failed) and say so.
+                self.states.write().unwrap_or_else(|e| e.into_inner()).insert(version, other);
+                Err(ServeError::FailedPrecondition(format!("version {version} is not loaded")))
+            }
+            None => Err(ServeError::UnknownVersion(version)),
+        }
+    }
+
+    pub fn rollout(&self) -> Rollout {
+        *self.rollout.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Validates, persists and applies a rollout.
+    pub fn set_rollout(&self, r: Rollout) -> Result<Rollout, ServeError> {
+        let ready: Vec<u32> = self.ready().iter().map(|v| v.version).collect();
+        r.validate(&ready)?;
+        r.save(&self.rollout_path)?;
+        *self.rollout.write().unwrap_or_else(|e| e.into_inner()) = r;
+        tracing::info!(stable = r.stable, canary = r.canary, percent = r.canary_percent, "rollout set");
+        Ok(r)
+    }
+
+    /// The saved rollout, if any.
+    pub fn saved_rollout(&self) -> Option<Rollout> {
+        Rollout::load(&self.rollout_path)
+    }
+
+    /// The version that serves a request: the pinned one, or the rollout's pick.
+    pub fn resolve(&self, pinned: u32, routing_key: &str) -> Result<Arc<LoadedVersion>, ServeError> {
+        let version = if pinned != 0 { pinned } else { self.rollout().pick(routing_key) };
+        match self.state(version) {
+            Some(VersionState::Ready(v)) => Ok(v),
+            _ if pinned != 0 => Err(ServeError::UnknownVersion(pinned)),
+            _ => Err(ServeError::Unavailable(format!("no scorer version is ready to serve (rollout names {version})"))),
+        }
+    }
+}

@@ -1,0 +1,276 @@
+//! The gallery's write-ahead log: length- and CRC-framed records appended to one file and
+//! synced before a write is acknowledged. Replay stops at the first torn or corrupt record
+//! (only an unacknowledged tail can be torn) and cuts the file there.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::Path;
+
+/// A restricted flag and where it came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flag {
+    /// May be shown everywhere: no caption describes a child and a child detector cleared it.
+    Clear = 0,
+    /// A caption describes a child.
+    Captions = 1,
+    /// The child detector flagged it.
+    Detector = 2,
+    /// No caption and no detector could check it: restricted until one does (fail closed).
+    Unverified = 3,
+}
+
+impl Flag {
+    pub fn restricted(self) -> bool {
+        self != Flag::Clear
+    }
+
+    fn from_u8(b: u8) -> Option<Flag> {
+        Some(match b {
+            0 => Flag::Clear,
+            1 => Flag::Captions,
+            2 => Flag::Detector,
+            3 => Flag::Unverified,
+            _ => return None,
+        })
+    }
+}
+
+/// One change to the gallery.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Record {
+    Put { id: String, sha256: [u8; 32], mime: String, captions: Vec<String>, flag: Flag, vector: Vec<f32> },
+    Remove { id: String },
+    SetFlag { id: String, flag: Flag },
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> Option<&[u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        Some(a)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        self.take(1).map(|b| b[0])
+    }
+    fn u32(&mut self) -> Option<u32> {
+        self.take(4).map(|b| u32::from_le_bytes(b.try_into().unwrap()))
+    }
+    fn string(&mut self) -> Option<String> {
+        let n = self.u32()? as usize;
+        self.take(n).and_then(|b| String::from_utf8(b.to_vec()).ok())
+    }
+}
+
+impl Record {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        match self {
+            Record::Put { id, sha256, mime, captions, flag, vector } => {
+                out.push(1);
+                put_str(&mut out, id);
+                out.extend_from_slice(sha256);
+                put_str(&mut out, mime);
+                out.extend_from_slice(&(captions.len() as u32).to_le_bytes());
+                for c in captions {
+                    put_str(&mut out, c);
+                }
+                out.push(*flag as u8);
+                out.extend_from_slice(&(vector.len() as u32).to_le_bytes());
+                for x in vector {
+                    out.extend_from_slice(&x.to_le_bytes());
+                }
+            }
+            Record::Remove { id } => {
+                out.push(2);
+                put_str(&mut out, id);
+            }
+            Record::SetFlag { id, flag } => {
+                out.push(3);
+                put_str(&mut out, id);
+                out.push(*flag as u8);
+            }
+        }
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<Record> {
+        let mut r = Reader(bytes);
+        let rec = match r.u8()? {
+            1 => {
+                let id = r.string()?;
+                let sha256: [u8; 32] = r.take(32)?.try_into().ok()?;
+                let mime = r.string()?;
+                let n = r.u32()? as usize;
+                let captions = (0..n).map(|_| r.string()).collect::<Option<Vec<_>>>()?;
+                let flag = Flag::from_u8(r.u8()?)?;
+                let dim = r.u32()? as usize;
+                let raw = r.take(dim.checked_mul(4)?)?;
+                let vector = raw.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+                Record::Put { id, sha256, mime, captions, flag, vector }
+            }
+            2 => Record::Remove { id: r.string()? },
+            3 => Record::SetFlag { id: r.string()?, flag: Flag::from_u8(r.u8()?)? },
+            _ => return None,
+        };
+        r.0.is_empty().then_some(rec)
+    }
+}
+
+/// Frames a record: payload length, CRC-32 of the payload, payload.
+pub fn frame(record: &Record) -> Vec<u8> {
+    let payload = record.encode();
+    let mut out = Vec::with_capacity(payload.len() + 8);
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    out.extend_from_slice(&payload);
+    out
+}
+
+/// Reads every intact record of a log; returns them and the length of the intact prefix.
+pub fn replay(bytes: &[u8]) -> (Vec<Record>, usize) {
+    let mut records = Vec::new();
+    let mut at = 0;
+    while bytes.len() - at >= 8 {
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        let crc = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap());
+        let Some(payload) = bytes.get(at + 8..at + 8 + len) else { break };
+        if crc32fast::hash(payload) != crc {
+            break;
+        }
+        let Some(rec) = Record::decode(payload) else { break };
+        records.push(rec);
+        at += 8 + len;
+    }
+    (records, at)
+}
+
+/// An open log, appended to and synced.
+pub struct Log {
+    file: File,
+    len: u64,
+}
+
+impl Log {
+    /// Opens (or creates) the log, replays it and cuts a torn tail. Returns the records and
+    /// how many bytes were cut.
+    pub fn open(path: &Path) -> std::io::Result<(Log, Vec<Record>, u64)> {
+        let mut file = OpenOptions::new().read(true).append(true).create(true).open(path)?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)?;
+        let (records, good) = replay(&bytes);
+        let cut = (bytes.len() - good) as u64;
+        if cut > 0 {
+            file.set_len(good as u64)?;
+            file.sync_all()?;
+        }
+        file.seek(SeekFrom::End(0))?;
+        Ok((Log { file, len: good as u64 }, records, cut))
+    }
+
+    /// Appends records and syncs them to disk before returning.
+    pub fn append(&mut self, records: &[Record]) -> std::io::Result<()> {
+        let mut buf = Vec::new();
+        for r in records {
+            buf.extend_from_slice(&frame(r));
+        }
+        self.file.write_all(&buf)?;
+        self.file.sync_data()?;
+        self.len += buf.len() as u64;
+        Ok(())
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Replaces the log with exactly `records` (compaction): written beside, synced, renamed.
+    pub fn rewrite(path: &Path, records: &[Record]) -> std::io::Result<Log> {
+        let tmp = path.with_extension("compact");
+        {
+            let mut f = File::create(&tmp)?;
+            for r in records {
+                f.write_all(&frame(r))?;
+            }
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, path)?;
+        if let Some(dir) = path.parent() {
+            File::open(dir)?.sync_all()?;
+        }
+        let (log, _, _) = Log::open(path)?;
+        Ok(log)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(id: &str, flag: Flag) -> Record {
+        Record::Put {
+            id: id.into(),
+            sha256: [7; 32],
+            mime: "image/jpeg".into(),
+            captions: vec!["a dog".into(), "ünïcödé".into()],
+            flag,
+            vector: vec![0.5, -1.25, 3.0],
+        }
+    }
+
+    #[test]
+    fn records_round_trip() {
+        for r in [put("a", Flag::Clear), Record::Remove { id: "a".into() }, Record::SetFlag { id: "b".into(), flag: Flag::Detector }] {
+            assert_eq!(Record::decode(&r.encode()), Some(r));
+        }
+    }
+
+    #[test]
+    fn a_log_cut_anywhere_replays_to_a_prefix_of_its_records() {
+        let records = vec![put("a", Flag::Clear), Record::SetFlag { id: "a".into(), flag: Flag::Unverified }, put("b", Flag::Captions), Record::Remove { id: "a".into() }];
+        let bytes: Vec<u8> = records.iter().flat_map(frame).collect();
+        for cut in 0..=bytes.len() {
+            let (got, good) = replay(&bytes[..cut]);
+            assert!(good <= cut);
+            assert_eq!(got[..], records[..got.len()], "cut at {cut}");
+        }
+        assert_eq!(replay(&bytes).0, records);
+        // A flipped bit ends the replay at that record.
+        let mut bad = bytes.clone();
+        let second = frame(&records[0]).len() + 10;
+        bad[second] ^= 0x40;
+        assert_eq!(replay(&bad).0, records[..1]);
+    }
+
+    #[test]
+    fn open_cuts_a_torn_tail_and_appends_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        {
+            let (mut log, recs, _) = Log::open(&path).unwrap();
+            assert!(recs.is_empty());
+            log.append(&[put("a", Flag::Clear), put("b", Flag::Clear)]).unwrap();
+        }
+        // A crash in the middle of a third append.
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(&frame(&put("c", Flag::Clear))[..20]).unwrap();
+        drop(f);
+        let (mut log, recs, cut) = Log::open(&path).unwrap();
+        assert_eq!(recs.len(), 2);
+        assert_eq!(cut, 20);
+        log.append(&[Record::Remove { id: "a".into() }]).unwrap();
+        drop(log);
+        let (_, recs, cut) = Log::open(&path).unwrap();
+        assert_eq!(recs.len(), 3);
+        assert_eq!(cut, 0);
+    }
+}
