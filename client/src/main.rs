@@ -1,62 +1,452 @@
-//! `imagesearch`: the command-line client. This first cut has the offline `policy` check and
-//! `info`; search, scoring, gallery, model admin and the load tester come with the client issue.
+//! `imagesearch`: the command-line client — search (table, JSON or an HTML page), scoring,
+//! gallery, model admin, health, the offline policy check, and the load tester.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
+use base64::Engine;
 use clap::{Parser, Subcommand};
+use imagesearch_client::loadtest::{self, GrpcTarget, LoadConfig, Mode, Workload};
+use imagesearch_client::{Client, ClientConfig, ImageRef, SearchOptions, Slot};
 use imagesearch_compliance::{RegionPolicy, Verdict};
-use imagesearch_proto::v1::image_search_client::ImageSearchClient;
-use imagesearch_proto::v1::InfoRequest;
 
 #[derive(Parser)]
-#[command(name = "imagesearch", version, about = "imagesearch client")]
+#[command(name = "imagesearch", version, about = "imagesearch client: search, score, gallery, models, load tests")]
 struct Cli {
-    /// Server endpoint.
+    /// Server endpoint (http:// or https://).
     #[arg(long, env = "IMAGESEARCH_ENDPOINT", default_value = "http://127.0.0.1:50051", global = true)]
     endpoint: String,
+    /// Bearer token for `models` commands.
+    #[arg(long, env = "IMAGESEARCH_ADMIN_TOKEN", global = true, hide_env_values = true)]
+    admin_token: Option<String>,
+    /// Deadline of each call in seconds (retries included).
+    #[arg(long, env = "IMAGESEARCH_TIMEOUT_S", default_value_t = 30.0, global = true)]
+    timeout_s: f64,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Ranks the gallery by a description, under the law of the region.
+    Search {
+        query: String,
+        /// ISO 3166-1 alpha-2 region of the user (missing: treated as restricted).
+        #[arg(long)]
+        region: Option<String>,
+        #[arg(short, long, default_value_t = 5)]
+        k: u32,
+        /// Pin a scorer version.
+        #[arg(long, default_value_t = 0)]
+        version: u32,
+        /// Sticky rollout key (e.g. a user id).
+        #[arg(long, default_value = "")]
+        routing_key: String,
+        /// Write an HTML page with the photos (or the disclaimer in their place).
+        #[arg(long)]
+        html: Option<PathBuf>,
+    },
+    /// Scores how well texts describe photos (pairs: the n-th --image with the n-th --text).
+    Score {
+        /// A photo file, or gallery:<id>.
+        #[arg(long, required = true)]
+        image: Vec<String>,
+        #[arg(long, required = true)]
+        text: Vec<String>,
+        #[arg(long)]
+        region: Option<String>,
+    },
+    /// The gallery: add a directory, remove photos, stats.
+    Gallery {
+        #[command(subcommand)]
+        command: GalleryCommand,
+    },
+    /// Model versions and rollout (needs the admin token).
+    Models {
+        #[command(subcommand)]
+        command: ModelsCommand,
+    },
+    /// grpc.health.v1 status of the server (or of one service).
+    Health {
+        #[arg(long, default_value = "")]
+        service: String,
+    },
+    /// Build, device, versions, rollout, limits and restricted regions of the server.
+    Info,
     /// Says, offline, whether the shared rules block a text in a region, and which rule matched.
     Policy {
-        /// ISO 3166-1 alpha-2 region of the request (missing: treated as restricted).
         #[arg(long)]
         region: Option<String>,
         /// Regions where the law applies (comma separated).
         #[arg(long, env = "IMAGESEARCH_RESTRICTED_REGIONS", default_value = "")]
         restricted: String,
-        /// The query text.
         text: String,
     },
-    /// Build, device and scorer versions of the server.
-    Info,
+    /// Load test: closed or open loop, a mix of Score, ScoreStream and Search.
+    Loadtest(LoadArgs),
+}
+
+#[derive(Subcommand)]
+enum GalleryCommand {
+    /// Adds every JPEG/PNG/WebP of a directory (id = file name).
+    Add {
+        dir: PathBuf,
+        #[arg(long, default_value_t = 32)]
+        chunk: usize,
+    },
+    Remove { ids: Vec<String> },
+    Stats,
+}
+
+#[derive(Subcommand)]
+enum ModelsCommand {
+    List,
+    Load { version: u32 },
+    Unload { version: u32 },
+    /// Sets the rollout when --stable is given; shows it otherwise.
+    Rollout {
+        #[arg(long)]
+        stable: Option<u32>,
+        #[arg(long, default_value_t = 0)]
+        canary: u32,
+        #[arg(long, default_value_t = 0)]
+        percent: u32,
+    },
+}
+
+#[derive(clap::Args)]
+struct LoadArgs {
+    /// The product dataset's directory (test_queries.csv, test_images/).
+    #[arg(long, env = "IMAGESEARCH_LOAD_DATA", default_value = "../shared/data/image_search")]
+    data: PathBuf,
+    /// closed (fixed concurrency) or open (fixed request rate).
+    #[arg(long, default_value = "closed")]
+    mode: String,
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+    /// Requests per second in open mode.
+    #[arg(long, default_value_t = 20.0)]
+    rate: f64,
+    /// Measured seconds (after warm-up).
+    #[arg(long, default_value_t = 20.0)]
+    duration_s: f64,
+    /// Stop after this many measured requests instead.
+    #[arg(long)]
+    requests: Option<u64>,
+    #[arg(long, default_value_t = 3.0)]
+    warmup_s: f64,
+    /// Mix of operations with weights.
+    #[arg(long, default_value = "score=1,stream=1,search=1")]
+    mix: String,
+    /// Pairs in each Score / ScoreStream request.
+    #[arg(long, default_value_t = 1)]
+    pairs: usize,
+    #[arg(long, default_value = "US")]
+    region: String,
+    #[arg(short, long, default_value_t = 5)]
+    k: u32,
+    /// Run closed loop at each of these concurrencies (e.g. 1,8,32) and write a table and plot.
+    #[arg(long, value_delimiter = ',')]
+    sweep: Vec<usize>,
+    /// Where a sweep writes sweep.md, sweep.svg and sweep.json.
+    #[arg(long, default_value = "var/loadtest")]
+    out_dir: PathBuf,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+fn search_html(query: &str, region: &str, r: &imagesearch_client::SearchResults) -> String {
+    let mut body = String::new();
+    if let Some(d) = &r.query_withheld {
+        body += &format!("<div class='withheld'>{}</div>", html_escape(d));
+    }
+    for slot in &r.hits {
+        body += &match slot {
+            Slot::Photo(p) => format!(
+                "<figure><img src='data:{};base64,{}' alt='{}'><figcaption>#{} {} — {:.3}</figcaption></figure>",
+                html_escape(&p.mime_type),
+                base64::engine::general_purpose::STANDARD.encode(&p.data),
+                html_escape(&p.id),
+                p.rank,
+                html_escape(&p.id),
+                p.score
+            ),
+            Slot::Withheld { rank, score, disclaimer } => format!(
+                "<figure><div class='withheld'>{}</div><figcaption>#{rank} — {score:.3}</figcaption></figure>",
+                html_escape(disclaimer)
+            ),
+        };
+    }
+    format!(
+        "<!doctype html><meta charset='utf-8'><title>imagesearch: {q}</title>\
+         <style>body{{font-family:sans-serif;margin:2em}}figure{{display:inline-block;margin:.5em;width:240px;vertical-align:top}}\
+         img{{width:240px;height:180px;object-fit:cover}}.withheld{{width:240px;height:180px;background:#eee;display:flex;align-items:center;\
+         text-align:center;padding:.5em;box-sizing:border-box;color:#555}}</style>\
+         <h1>“{q}”</h1><p>region {reg} · scorer version {v} · gallery {n} photos</p>{body}",
+        q = html_escape(query),
+        reg = html_escape(if region.is_empty() { "(none: treated as restricted)" } else { region }),
+        v = r.version,
+        n = r.gallery_size
+    )
+}
+
+fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Command::Policy { region, restricted, text } = &cli.command {
+        let policy = RegionPolicy::parse_list(restricted)?;
+        let verdict = policy.check_query(region.as_deref(), text)?;
+        if cli.json {
+            let (blocked, rule) = match &verdict { Verdict::Allowed => (false, None), Verdict::Blocked(m) => (true, Some(m.to_string())) };
+            return print_json(&serde_json::json!({"blocked": blocked, "rule": rule, "region": region}));
+        }
+        match verdict {
+            Verdict::Allowed => println!("allowed"),
+            Verdict::Blocked(m) => println!("blocked: {m}"),
+        }
+        return Ok(());
+    }
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut cfg = ClientConfig::new(cli.endpoint.clone());
+    cfg.admin_token = cli.admin_token.clone();
+    cfg.request_timeout = Duration::from_secs_f64(cli.timeout_s.max(0.001));
+    let client = Client::connect(cfg).await?;
+    let json = cli.json;
     match cli.command {
-        Command::Policy { region, restricted, text } => {
-            let policy = RegionPolicy::parse_list(&restricted)?;
-            match policy.check_query(region.as_deref(), &text)? {
-                Verdict::Allowed => println!("allowed"),
-                Verdict::Blocked(m) => println!("blocked: {m}"),
+        Command::Policy { .. } => unreachable!("handled offline"),
+        Command::Search { query, region, k, version, routing_key, html } => {
+            let opts = SearchOptions { version, routing_key, include_photos: html.is_some() };
+            let r = match client.search_with(&query, region.as_deref(), k, &opts).await {
+                Err(imagesearch_client::ClientError::QueryWithheld { disclaimer, rule, .. }) => {
+                    // Refused by the client itself: same answer as the server's.
+                    imagesearch_client::SearchResults { hits: vec![], version: 0, query_withheld: Some(format!("{disclaimer}")), gallery_size: 0 }
+                        .tap(|_| eprintln!("query withheld by the client ({rule})"))
+                }
+                other => other?,
+            };
+            if let Some(path) = &html {
+                std::fs::write(path, search_html(&query, region.as_deref().unwrap_or(""), &r)).with_context(|| path.display().to_string())?;
+                eprintln!("wrote {}", path.display());
+            }
+            if json {
+                let hits: Vec<_> = r.hits.iter().map(|s| match s {
+                    Slot::Photo(p) => serde_json::json!({"rank": p.rank, "id": p.id, "score": p.score, "reference": p.reference}),
+                    Slot::Withheld { rank, score, disclaimer } => serde_json::json!({"rank": rank, "score": score, "withheld": disclaimer}),
+                }).collect();
+                return print_json(&serde_json::json!({"query": query, "region": region, "version": r.version, "query_withheld": r.query_withheld, "hits": hits}));
+            }
+            println!("version {} · gallery {} photos", r.version, r.gallery_size);
+            if let Some(d) = &r.query_withheld {
+                println!("{d}");
+            }
+            for s in &r.hits {
+                match s {
+                    Slot::Photo(p) => println!("{:>3}  {:.4}  {}", p.rank, p.score, p.id),
+                    Slot::Withheld { rank, score, disclaimer } => println!("{rank:>3}  {score:.4}  [{disclaimer}]"),
+                }
+            }
+        }
+        Command::Score { image, text, region } => {
+            anyhow::ensure!(image.len() == text.len(), "{} --image but {} --text: give them in pairs", image.len(), text.len());
+            let mut pairs = Vec::new();
+            for (i, t) in image.iter().zip(&text) {
+                let img = match i.strip_prefix("gallery:") {
+                    Some(id) => ImageRef::Gallery(id.to_string()),
+                    None => ImageRef::Bytes(std::fs::read(i).with_context(|| i.clone())?),
+                };
+                pairs.push((img, t.clone()));
+            }
+            let (scores, t) = client.score(pairs, region.as_deref()).await?;
+            if json {
+                return print_json(&serde_json::json!({"scores": scores, "version": t.version, "queue_us": t.queue.as_micros() as u64, "inference_us": t.inference.as_micros() as u64}));
+            }
+            for ((i, tx), s) in image.iter().zip(&text).zip(&scores) {
+                println!("{s:.4}  {i}  {tx}");
+            }
+            println!("version {} · queue {:?} · inference {:?}", t.version, t.queue, t.inference);
+        }
+        Command::Gallery { command } => match command {
+            GalleryCommand::Add { dir, chunk } => {
+                let bar = indicatif::ProgressBar::new(0);
+                bar.set_style(indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} photos {elapsed}").unwrap());
+                let r = client.add_directory(&dir, chunk, |done, total| { bar.set_length(total as u64); bar.set_position(done as u64); }).await?;
+                bar.finish_and_clear();
+                if json {
+                    let rejected: Vec<_> = r.rejected.iter().map(|x| serde_json::json!({"id": x.id, "reason": x.reason})).collect();
+                    return print_json(&serde_json::json!({"added": r.added, "replaced": r.replaced, "restricted": r.restricted, "rejected": rejected}));
+                }
+                println!("added {} · replaced {} · restricted {} · rejected {}", r.added, r.replaced, r.restricted, r.rejected.len());
+                for x in &r.rejected {
+                    println!("  rejected {}: {}", x.id, x.reason);
+                }
+            }
+            GalleryCommand::Remove { ids } => {
+                let r = client.remove_photos(ids).await?;
+                if json {
+                    return print_json(&serde_json::json!({"removed": r.removed, "not_found": r.not_found}));
+                }
+                println!("removed {} · not found {:?}", r.removed, r.not_found);
+            }
+            GalleryCommand::Stats => {
+                let s = client.gallery_stats().await?;
+                let v = serde_json::json!({"photos": s.photos, "restricted": s.restricted, "restricted_by_captions": s.restricted_by_captions,
+                    "restricted_by_detector": s.restricted_by_detector, "restricted_unverified": s.restricted_unverified,
+                    "photo_bytes": s.photo_bytes, "log_bytes": s.log_bytes});
+                if json { return print_json(&v); }
+                println!("{} photos · {} restricted ({} by captions, {} by the detector, {} unverified) · {} MB photos · {} MB log",
+                    s.photos, s.restricted, s.restricted_by_captions, s.restricted_by_detector, s.restricted_unverified,
+                    s.photo_bytes / 1_000_000, s.log_bytes / 1_000_000);
+            }
+        },
+        Command::Models { command } => match command {
+            ModelsCommand::List => {
+                let vs = client.list_versions().await?;
+                if json {
+                    let v: Vec<_> = vs.iter().map(|s| serde_json::json!({"version": s.version, "state": state_name(s.state), "role": s.role, "error": s.error,
+                        "manifest": serde_json::from_str::<serde_json::Value>(&s.manifest_json).unwrap_or_default()})).collect();
+                    return print_json(&v);
+                }
+                for s in vs {
+                    println!("{:>4}  {:<9} {:<7} {}", s.version, state_name(s.state), s.role, s.error);
+                }
+            }
+            ModelsCommand::Load { version } => {
+                let s = client.load_version(version).await?;
+                println!("version {} {}", s.version, state_name(s.state));
+            }
+            ModelsCommand::Unload { version } => {
+                client.unload_version(version).await?;
+                println!("version {version} unloaded");
+            }
+            ModelsCommand::Rollout { stable, canary, percent } => {
+                let r = match stable {
+                    Some(stable) => client.set_rollout(stable, canary, percent).await?,
+                    None => client.get_rollout().await?,
+                };
+                if json {
+                    return print_json(&serde_json::json!({"stable": r.stable, "canary": r.canary, "canary_percent": r.canary_percent}));
+                }
+                println!("stable {} · canary {} at {}%", r.stable, r.canary, r.canary_percent);
+            }
+        },
+        Command::Health { service } => {
+            let s = client.health(&service).await?;
+            let name = match s { 1 => "SERVING", 2 => "NOT_SERVING", 3 => "SERVICE_UNKNOWN", _ => "UNKNOWN" };
+            if json { return print_json(&serde_json::json!({"service": service, "status": name})); }
+            println!("{name}");
+            if s != 1 {
+                std::process::exit(1);
             }
         }
         Command::Info => {
-            let rt = tokio::runtime::Runtime::new()?;
-            let info = rt.block_on(async {
-                let mut client = ImageSearchClient::connect(cli.endpoint.clone())
-                    .await
-                    .with_context(|| format!("connecting to {}", cli.endpoint))?;
-                anyhow::Ok(client.info(InfoRequest {}).await?.into_inner())
-            })?;
+            let info = client.info().await?;
+            if json {
+                let l = info.limits.unwrap_or_default();
+                let r = info.rollout.unwrap_or_default();
+                return print_json(&serde_json::json!({
+                    "build_version": info.build_version, "git_commit": info.git_commit, "device": info.device,
+                    "versions": info.versions.iter().map(|v| serde_json::json!({"version": v.version, "created": v.created, "child_detector": v.has_child_detector})).collect::<Vec<_>>(),
+                    "rollout": {"stable": r.stable, "canary": r.canary, "canary_percent": r.canary_percent},
+                    "restricted_regions": info.restricted_regions,
+                    "limits": {"max_pairs_per_request": l.max_pairs_per_request, "max_batch_size": l.max_batch_size, "max_queue_delay_us": l.max_queue_delay_us,
+                        "queue_capacity": l.queue_capacity, "max_message_bytes": l.max_message_bytes, "max_text_chars": l.max_text_chars,
+                        "max_image_bytes": l.max_image_bytes, "max_image_pixels": l.max_image_pixels, "max_k": l.max_k, "max_stream_in_flight": l.max_stream_in_flight},
+                }));
+            }
             println!("build {} ({}) on {}", info.build_version, info.git_commit, info.device);
-            for v in info.versions {
-                println!("  scorer version {} created {}", v.version, v.created);
+            for v in &info.versions {
+                println!("  scorer version {} created {} child detector: {}", v.version, v.created, v.has_child_detector);
+            }
+            if let Some(r) = info.rollout {
+                println!("  rollout: stable {} · canary {} at {}%", r.stable, r.canary, r.canary_percent);
+            }
+            println!("  restricted regions: {}", info.restricted_regions.join(","));
+            if let Some(l) = info.limits {
+                println!("  limits: {l:?}");
             }
         }
+        Command::Loadtest(a) => loadtest_cmd(client, a, json).await?,
     }
+    Ok(())
+}
+
+fn state_name(s: i32) -> &'static str {
+    match s { 1 => "available", 2 => "loading", 3 => "ready", 4 => "failed", _ => "unknown" }
+}
+
+trait Tap: Sized {
+    fn tap(self, f: impl FnOnce(&Self)) -> Self {
+        f(&self);
+        self
+    }
+}
+impl<T> Tap for T {}
+
+async fn loadtest_cmd(client: Client, a: LoadArgs, json: bool) -> anyhow::Result<()> {
+    let mut work = Workload::from_dataset(&a.data, 100)?;
+    work.region = a.region.clone();
+    work.k = a.k;
+    work.pairs_per_score = a.pairs;
+    let mix = loadtest::parse_mix(&a.mix).map_err(anyhow::Error::msg)?;
+    let in_flight = a.sweep.iter().copied().max().unwrap_or(a.concurrency).max(1);
+    let target = Arc::new(GrpcTarget::new(client, work, in_flight).await?);
+    let base = |mode| LoadConfig {
+        mode,
+        duration: if a.requests.is_some() { None } else { Some(Duration::from_secs_f64(a.duration_s)) },
+        requests: a.requests,
+        warmup: Duration::from_secs_f64(a.warmup_s),
+        mix: mix.clone(),
+        seed: a.seed,
+        max_outstanding: 10_000,
+    };
+    if !a.sweep.is_empty() {
+        let mut rows = Vec::new();
+        for &c in &a.sweep {
+            let r = loadtest::run(target.clone(), &base(Mode::Closed { concurrency: c })).await;
+            eprintln!("concurrency {c}: {:.1} req/s, p50 {:.2} ms, p99 {:.2} ms", r.throughput_rps, r.latency.p50_ms, r.latency.p99_ms);
+            rows.push((c, r));
+        }
+        std::fs::create_dir_all(&a.out_dir)?;
+        let table = loadtest::sweep_table(&rows);
+        std::fs::write(a.out_dir.join("sweep.md"), &table)?;
+        std::fs::write(a.out_dir.join("sweep.svg"), loadtest::sweep_svg(&rows, &format!("imagesearch load: {}", a.mix)))?;
+        let reports: Vec<_> = rows.iter().map(|(c, r)| serde_json::json!({"concurrency": c, "report": r})).collect();
+        std::fs::write(a.out_dir.join("sweep.json"), serde_json::to_string_pretty(&reports)?)?;
+        if json { return print_json(&reports); }
+        print!("{table}");
+        eprintln!("wrote {}/sweep.{{md,svg,json}}", a.out_dir.display());
+        return Ok(());
+    }
+    let mode = match a.mode.as_str() {
+        "closed" => Mode::Closed { concurrency: a.concurrency },
+        "open" => Mode::Open { rate: a.rate },
+        other => anyhow::bail!("--mode {other}: use closed or open"),
+    };
+    let r = loadtest::run(target, &base(mode)).await;
+    if json { return print_json(&r); }
+    let l = &r.latency;
+    println!("{:?}: {} ok in {:.1} s = {:.1} req/s", r.mode, r.ok, r.measured_s, r.throughput_rps);
+    println!("latency ms: p50 {:.2} · p90 {:.2} · p99 {:.2} · p99.9 {:.2} · max {:.2}", l.p50_ms, l.p90_ms, l.p99_ms, l.p999_ms, l.max_ms);
+    for (op, l) in &r.by_op {
+        println!("  {op:<7} n={:<6} p50 {:.2} · p99 {:.2}", l.count, l.p50_ms, l.p99_ms);
+    }
+    println!("errors: {:?} · versions: {:?}", r.errors, r.versions);
     Ok(())
 }

@@ -186,6 +186,7 @@ impl App {
             reference: format!("gallery:{}", meta.id),
             data,
             mime_type: meta.mime.clone(),
+            restricted: meta.flag.restricted(),
         }))
     }
 
