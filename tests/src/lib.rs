@@ -1,1 +1,254 @@
-//! End-to-end tests across crates over loopback (gallery, search and rollout scenarios) come with the server and client issues; per-binary tests live next to each binary (`server/tests`, `client/tests`, `trainer/tests`).
+//! Support for the end-to-end tests: a small copy of the real data, a model repository with
+//! tiny scorer versions trained on it by the real trainer, and the real server started on an
+//! ephemeral loopback port.
+
+use std::collections::HashSet;
+use std::fs;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use imagesearch_client::{Client, ClientConfig};
+
+/// A binary of the workspace, built by `cargo test --workspace` next to the test binaries.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let path = dir.join(name);
+    assert!(path.is_file(), "{} missing: run the tests with `cargo test --workspace`", path.display());
+    path
+}
+
+/// The shared data directory (`../shared/data` or `$IMAGESEARCH_DATA`).
+pub fn shared_data() -> PathBuf {
+    std::env::var_os("IMAGESEARCH_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"))
+}
+
+/// The exported encoders (`$IMAGESEARCH_ENCODERS` or `models/encoders`).
+pub fn encoders() -> PathBuf {
+    let dir = std::env::var_os("IMAGESEARCH_ENCODERS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/encoders"));
+    assert!(dir.join("minilm-l6-v2/manifest.json").is_file(), "encoders missing in {}: run scripts/setup.sh", dir.display());
+    dir
+}
+
+/// Test photos of the product dataset (the real files).
+pub fn test_photos(n: usize) -> Vec<(String, Vec<u8>)> {
+    let dir = shared_data().join("image_search/test_images");
+    let mut names: Vec<_> = fs::read_dir(&dir).unwrap().filter_map(Result::ok).map(|e| e.file_name().to_string_lossy().to_string()).collect();
+    names.sort();
+    names.into_iter().take(n).map(|n| (n.clone(), fs::read(dir.join(&n)).unwrap())).collect()
+}
+
+/// Photos of the flickr set with their five captions: `n` whose captions describe a child and
+/// `n` whose captions do not.
+pub fn captioned_photos(n: usize) -> (Vec<(String, Vec<u8>, Vec<String>)>, Vec<(String, Vec<u8>, Vec<String>)>) {
+    let dir = shared_data().join("flickr8k_train");
+    let tokens = fs::read_to_string(dir.join("Flickr8k.token.txt")).unwrap();
+    let mut by_photo: Vec<(String, Vec<String>)> = Vec::new();
+    for l in tokens.lines() {
+        let (key, caption) = l.split_once('\t').unwrap();
+        let photo = key.split('#').next().unwrap().to_string();
+        match by_photo.last_mut() {
+            Some((p, caps)) if *p == photo => caps.push(caption.to_string()),
+            _ => by_photo.push((photo, vec![caption.to_string()])),
+        }
+        if by_photo.len() > 400 {
+            break;
+        }
+    }
+    let read = |(p, caps): &(String, Vec<String>)| (p.clone(), fs::read(dir.join("images").join(p)).unwrap(), caps.clone());
+    let child = |caps: &[String]| caps.iter().any(|c| imagesearch_compliance::describes_child(c).is_some());
+    let kids: Vec<_> = by_photo.iter().filter(|(_, c)| child(c)).take(n).map(read).collect();
+    let adults: Vec<_> = by_photo.iter().filter(|(_, c)| !child(c)).take(n).map(read).collect();
+    (kids, adults)
+}
+
+fn link(from: &Path, to: &Path) {
+    std::os::unix::fs::symlink(from, to).unwrap();
+}
+
+/// A small copy of the data layout under `root`: 12 judged photos, 8 test photos, 40 captioned photos.
+pub fn data_subset(root: &Path) {
+    let src = shared_data();
+    let js = src.join("image_search");
+    let jd = root.join("image_search");
+    fs::create_dir_all(jd.join("train_images")).unwrap();
+    fs::create_dir_all(jd.join("test_images")).unwrap();
+    let expert = fs::read_to_string(js.join("ExpertAnnotations.tsv")).unwrap();
+    let mut photos: Vec<&str> = Vec::new();
+    for line in expert.lines() {
+        let img = line.split('\t').next().unwrap();
+        if !photos.contains(&img) {
+            photos.push(img);
+        }
+        if photos.len() == 12 {
+            break;
+        }
+    }
+    let keep: HashSet<&str> = photos.iter().copied().collect();
+    let pick = |text: &str| -> String { text.lines().filter(|l| keep.contains(l.split('\t').next().unwrap())).map(|l| format!("{l}\n")).collect() };
+    fs::write(jd.join("ExpertAnnotations.tsv"), pick(&expert)).unwrap();
+    fs::write(jd.join("CrowdAnnotations.tsv"), pick(&fs::read_to_string(js.join("CrowdAnnotations.tsv")).unwrap())).unwrap();
+    let train = fs::read_to_string(js.join("train_dataset.csv")).unwrap();
+    let mut train_out = String::from("image,query_id,query_text\n");
+    for l in train.lines().skip(1) {
+        let mut f = l.split(',');
+        let (image, query) = (f.next().unwrap(), f.next().unwrap());
+        if keep.contains(image) || keep.contains(query.split('#').next().unwrap()) {
+            train_out.push_str(l);
+            train_out.push('\n');
+        }
+    }
+    fs::write(jd.join("train_dataset.csv"), train_out).unwrap();
+    for p in &photos {
+        link(&js.join("train_images").join(p), &jd.join("train_images").join(p));
+    }
+    let tests: Vec<String> = fs::read_to_string(js.join("test_images.csv")).unwrap().lines().skip(1).take(8).map(String::from).collect();
+    fs::write(jd.join("test_images.csv"), format!("image\n{}\n", tests.join("\n"))).unwrap();
+    for p in &tests {
+        link(&js.join("test_images").join(p), &jd.join("test_images").join(p));
+    }
+    let queries = fs::read_to_string(js.join("test_queries.csv")).unwrap();
+    let mut q_out = String::from("|query_id|query_text|image\n");
+    for l in queries.lines().skip(1) {
+        if tests.iter().any(|t| l.ends_with(&format!("|{t}"))) {
+            q_out.push_str(l);
+            q_out.push('\n');
+        }
+    }
+    fs::write(jd.join("test_queries.csv"), q_out).unwrap();
+    let fs_src = src.join("flickr8k_train");
+    let fd = root.join("flickr8k_train");
+    fs::create_dir_all(fd.join("images")).unwrap();
+    let tokens = fs::read_to_string(fs_src.join("Flickr8k.token.txt")).unwrap();
+    let mut flickr: Vec<&str> = Vec::new();
+    let mut out = String::new();
+    for l in tokens.lines() {
+        let img = l.split('#').next().unwrap();
+        if !flickr.contains(&img) {
+            if flickr.len() == 40 {
+                break;
+            }
+            flickr.push(img);
+        }
+        out.push_str(l);
+        out.push('\n');
+    }
+    fs::write(fd.join("Flickr8k.token.txt"), out).unwrap();
+    for p in &flickr {
+        link(&fs_src.join("images").join(p), &fd.join("images").join(p));
+    }
+}
+
+/// A model repository with `versions` tiny scorer versions, trained by the real trainer on
+/// [`data_subset`]. Lives as long as the returned directory.
+pub fn trained_repository(versions: usize) -> tempfile::TempDir {
+    let root = tempfile::tempdir().unwrap();
+    data_subset(&root.path().join("data"));
+    let models = root.path().join("models");
+    fs::create_dir_all(&models).unwrap();
+    link(&encoders(), &models.join("encoders"));
+    for seed in 0..versions {
+        let out = Command::new(bin("imagesearch-train"))
+            .args(["train", "--members", "1", "--max-epochs", "2", "--val-photos", "8", "--batch-size", "32"])
+            .args(["--report-queries", "2", "--holdout-fraction", "0.25", "--dim", "64", "--hidden", "128", "--device", "cpu"])
+            .args(["--seed", &(7 + seed).to_string()])
+            .arg("--data-dir")
+            .arg(root.path().join("data"))
+            .arg("--models")
+            .arg(&models)
+            .arg("--encoders")
+            .arg(encoders())
+            .arg("--cache-dir")
+            .arg(root.path().join("cache"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "training failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    }
+    root
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The real server as a child process; killed on drop.
+pub struct Server {
+    pub child: Child,
+    pub port: u16,
+    pub log: PathBuf,
+}
+
+/// Admin token the tests' servers use.
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
+impl Server {
+    /// Starts the server on the repository and data directory; `extra` adds flags.
+    pub fn start(models: &Path, data_dir: &Path, extra: &[&str]) -> Server {
+        let port = free_port();
+        let log = data_dir.with_extension(format!("{port}.log"));
+        fs::create_dir_all(data_dir).unwrap();
+        let child = Command::new(bin("imagesearch-server"))
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--metrics-listen", "off", "--device", "cpu"])
+            .args(["--restricted-regions", "DE,FR", "--admin-token", ADMIN_TOKEN])
+            .arg("--models")
+            .arg(models)
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Server { child, port, log }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Waits until the server reports SERVING (models warm), then connects a client.
+    pub async fn ready_client(&mut self) -> Client {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("server exited with {status}:\n{}", fs::read_to_string(&self.log).unwrap_or_default());
+            }
+            let mut cfg = ClientConfig::new(self.endpoint());
+            cfg.admin_token = Some(ADMIN_TOKEN.to_string());
+            cfg.request_timeout = Duration::from_secs(60);
+            if let Ok(c) = Client::connect(cfg).await {
+                if c.health("").await.ok() == Some(1) {
+                    return c;
+                }
+            }
+            assert!(Instant::now() < deadline, "server not ready:\n{}", fs::read_to_string(&self.log).unwrap_or_default());
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// `kill -9`.
+    pub fn kill9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM, then the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
