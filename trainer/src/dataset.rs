@@ -83,6 +83,9 @@ pub struct Dataset {
     /// Photos with at least one known own caption; a photo without one cannot be cleared of
     /// depicting a child, so it is excluded from training too (fail closed).
     pub captioned: HashSet<String>,
+    /// Every photo's own captions: its Flickr8k captions and the queries written for it
+    /// (judged set and test queries).
+    pub own_captions: HashMap<String, Vec<String>>,
     pub problems: Vec<Problem>,
 }
 
@@ -164,8 +167,10 @@ impl Dataset {
             .chain(captions.values().flatten().map(|c| (c.query.image.as_str(), c.text.as_str())));
         let mut child_photos = HashMap::new();
         let mut captioned = HashSet::new();
+        let mut by_photo: HashMap<String, Vec<String>> = HashMap::new();
         for (image, text) in own_captions {
             captioned.insert(image.to_string());
+            by_photo.entry(image.to_string()).or_default().push(text.to_string());
             if child_photos.contains_key(image) {
                 continue;
             }
@@ -173,7 +178,18 @@ impl Dataset {
                 child_photos.insert(image.to_string(), Exclusion { text: text.to_string(), rule: m.rule.to_string() });
             }
         }
-        Ok(Dataset { paths, judged, judged_dropped, test_queries, test_images, captions, child_photos, captioned, problems })
+        Ok(Dataset {
+            paths,
+            judged,
+            judged_dropped,
+            test_queries,
+            test_images,
+            captions,
+            child_photos,
+            captioned,
+            own_captions: by_photo,
+            problems,
+        })
     }
 
     /// True when the law excludes a pair from training: its text describes a child, its

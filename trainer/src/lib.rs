@@ -5,6 +5,7 @@
 
 pub mod artifact;
 pub mod dataset;
+pub mod detector;
 pub mod evaluate;
 pub mod head;
 pub mod labels;

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use imagesearch_trainer::dataset::DataPaths;
+use imagesearch_trainer::detector::{summary_line, DetectorConfig};
 use imagesearch_trainer::evaluate::metrics_table;
 use imagesearch_trainer::head::HeadConfig;
 use imagesearch_trainer::labels::Aggregation;
@@ -121,6 +122,12 @@ struct TrainArgs {
     dropout: f64,
     #[arg(long, env = "IMAGESEARCH_LABEL_SMOOTHING", default_value_t = 0.1)]
     label_smoothing: f64,
+    /// Recall on validation photos that the child detector's threshold is chosen for.
+    #[arg(long, env = "IMAGESEARCH_DETECTOR_RECALL", default_value_t = 0.95, value_parser = recall)]
+    detector_recall: f64,
+    /// Ship no child detector (the server then restricts every photo without captions).
+    #[arg(long, env = "IMAGESEARCH_NO_CHILD_DETECTOR")]
+    no_child_detector: bool,
 }
 
 #[derive(Args)]
@@ -150,6 +157,16 @@ fn fraction(s: &str) -> Result<f64, String> {
         Ok(v)
     } else {
         Err(format!("{v} is not strictly between 0 and 1"))
+    }
+}
+
+/// A recall in (0, 1].
+fn recall(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("'{s}' is not a number"))?;
+    if v > 0.0 && v <= 1.0 {
+        Ok(v)
+    } else {
+        Err(format!("{v} is not in (0, 1]"))
     }
 }
 
@@ -198,6 +215,11 @@ fn main() -> anyhow::Result<()> {
                 val_photos: a.val_photos,
                 limit_flickr_photos: a.limit_flickr_photos,
                 report_queries: a.report_queries,
+                detector: (!a.no_child_detector).then(|| DetectorConfig {
+                    target_recall: a.detector_recall,
+                    seed: a.seed,
+                    ..DetectorConfig::default()
+                }),
                 head: HeadConfig {
                     dim: a.dim,
                     hidden: a.hidden,
@@ -215,6 +237,10 @@ fn main() -> anyhow::Result<()> {
             };
             let out = pipeline::train(&cfg).context("training failed")?;
             println!("{}", metrics_table(&out.metrics));
+            match &out.detector {
+                Some(d) => println!("{}", summary_line(d)),
+                None => println!("child detector: none (--no-child-detector)"),
+            }
             println!("scorer version {} written to {}", out.version, out.dir.display());
             println!("report: {}", out.dir.join("report.html").display());
         }

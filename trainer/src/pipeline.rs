@@ -7,7 +7,9 @@ use std::time::Instant;
 
 use imagesearch_compliance::{describes_child, DISCLAIMER};
 use imagesearch_model::hashing::sha256_file;
-use imagesearch_model::{EncoderRef, ImageEncoder, ModelError, ModelRepository, Scorer, ScorerManifest, TextEncoder};
+use imagesearch_model::{
+    DetectorInfo, EncoderRef, ImageEncoder, ModelError, ModelRepository, Scorer, ScorerManifest, TextEncoder, DETECTOR_FILE,
+};
 use rand::seq::index::sample;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -16,6 +18,7 @@ use tracing::{info, warn};
 
 use crate::artifact;
 use crate::dataset::{queries_on_test_photos, DataPaths, Dataset};
+use crate::detector::{self, DetectorConfig, Example};
 use crate::evaluate::{self, stack, Evaluation, Metrics};
 use crate::head::{self, EpochLog, Ensemble, HeadConfig, TrainSet, ValSet};
 use crate::labels::Aggregation;
@@ -70,6 +73,8 @@ pub struct TrainConfig {
     pub val_photos: usize,
     pub limit_flickr_photos: Option<usize>,
     pub report_queries: usize,
+    /// The child detector shipped with the version; None trains none.
+    pub detector: Option<DetectorConfig>,
 }
 
 /// What `train` produced.
@@ -77,6 +82,7 @@ pub struct TrainOutcome {
     pub version: u32,
     pub dir: PathBuf,
     pub metrics: Metrics,
+    pub detector: Option<DetectorInfo>,
 }
 
 /// Reports problems; stops unless bad rows are to be skipped.
@@ -203,6 +209,18 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainOutcome, PipelineError> {
     let judged_photos: BTreeSet<String> = data.judged.iter().map(|p| p.image.clone()).collect();
     let mut photo_list: Vec<(String, PathBuf)> =
         flickr_photos.iter().map(|p| (p.clone(), c.paths.flickr_photo(p))).collect();
+    // The child detector learns from every captioned photo, those of children included (they
+    // are never used to train the scorer).
+    let detector_flickr: Vec<String> = match &cfg.detector {
+        Some(_) => data.captions.keys().take(cfg.limit_flickr_photos.unwrap_or(usize::MAX)).cloned().collect(),
+        None => Vec::new(),
+    };
+    {
+        let scorer_side: HashSet<&str> = flickr_photos.iter().map(String::as_str).collect();
+        photo_list.extend(
+            detector_flickr.iter().filter(|p| !scorer_side.contains(p.as_str())).map(|p| (p.clone(), c.paths.flickr_photo(p))),
+        );
+    }
     photo_list.extend(judged_photos.iter().map(|p| (p.to_string(), c.paths.train_photo(p))));
     photo_list.extend(data.test_images.iter().map(|p| (p.clone(), c.paths.test_photo(p))));
     let (photos, photo_pass) = encode_photos(&mut enc, c, &photo_list, &mut data.problems)?;
@@ -316,6 +334,7 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainOutcome, PipelineError> {
         aggregation: cfg.aggregation.to_string(),
         hyperparameters: serde_json::json!({
             "head": cfg.head,
+            "child_detector": cfg.detector,
             "holdout_fraction": cfg.holdout_fraction,
             "val_photos": cfg.val_photos,
             "limit_flickr_photos": cfg.limit_flickr_photos,
@@ -344,6 +363,44 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainOutcome, PipelineError> {
         }),
         metrics: serde_json::Value::Null,
     };
+    if let Some(dcfg) = &cfg.detector {
+        let detector_started = Instant::now();
+        let label = |p: &str| detector::label_from_captions(data.own_captions.get(p).into_iter().flatten().map(String::as_str));
+        let examples = |list: &mut dyn Iterator<Item = &String>| -> Vec<Example> {
+            list.filter_map(|p| {
+                mean_photos.get(p).map(|v| Example { photo: p.clone(), vector: v.clone(), positive: label(p) })
+            })
+            .collect()
+        };
+        let test_set: HashSet<&str> = data.test_images.iter().map(String::as_str).collect();
+        // Training pool: every captioned photo except the scorer's held-out judged photos and
+        // the test photos, which are only evaluated on.
+        let judged_captioned = || judged_photos.iter().filter(|p| data.captioned.contains(p.as_str()) && !test_set.contains(p.as_str()));
+        let mut pool = examples(&mut detector_flickr.iter());
+        pool.extend(examples(&mut judged_captioned().filter(|p| !heldout.contains(p.as_str()))));
+        let judged_heldout = examples(&mut judged_captioned().filter(|p| heldout.contains(p.as_str())));
+        let test_photos = examples(&mut data.test_images.iter().filter(|p| data.captioned.contains(p.as_str())));
+        info!(
+            "training the child detector on {} captioned photos ({} positive)",
+            pool.len(),
+            pool.iter().filter(|e| e.positive).count()
+        );
+        let trained = detector::train(
+            dcfg,
+            &pool,
+            &[("judged_heldout", &judged_heldout), ("test_photos", &test_photos)],
+            enc.image.manifest.output_dim as usize,
+        )?;
+        let path = staged.dir.join(DETECTOR_FILE);
+        let text = serde_json::to_string(&trained.weights).map_err(std::io::Error::other);
+        text.and_then(|t| std::fs::write(&path, t)).map_err(|source| PipelineError::Io { path: path.clone(), source })?;
+        manifest.files.insert(DETECTOR_FILE.to_string(), sha256_file(&path)?);
+        info!("{}", detector::summary_line(&trained.info));
+        manifest.child_detector = Some(trained.info);
+        if let Some(t) = manifest.training.as_object_mut() {
+            t.insert("detector_seconds".into(), serde_json::json!(detector_started.elapsed().as_secs_f64()));
+        }
+    }
     manifest.save(&staged.dir)?;
     let scorer = Scorer::load(&staged.dir, c.device)?;
     let evaluation = evaluate::evaluate(
@@ -367,7 +424,7 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainOutcome, PipelineError> {
     std::fs::write(&report_path, html).map_err(|source| PipelineError::Io { path: report_path, source })?;
     let version = staged.version;
     let dir = staged.commit()?;
-    Ok(TrainOutcome { version, dir, metrics: evaluation.metrics })
+    Ok(TrainOutcome { version, dir, metrics: evaluation.metrics, detector: manifest.child_detector })
 }
 
 fn short(sha: &str) -> &str {
@@ -409,6 +466,25 @@ fn build_report(
     metrics.extend(tau_row("crowd τb (all judged photos)", &m.crowd_tau_b_all_judged, None));
     if let (Some(rmse), Some(base)) = (m.rmse, m.rmse_predict_mean) {
         metrics.push(row("RMSE vs held-out targets", rmse, None, Some(base), None, false));
+    }
+    if let Some(d) = &manifest.child_detector {
+        let groups = &d.metrics["groups"];
+        for (key, label) in [("heldout", "held-out captioned photos"), ("test_photos", "test photos")] {
+            let g = &groups[key];
+            let share = match (g["positives"].as_f64(), g["photos"].as_f64()) {
+                (Some(p), Some(n)) if n > 0.0 => Some(p / n),
+                _ => None,
+            };
+            if let Some(r) = g["recall"].as_f64() {
+                metrics.push(row(&format!("child detector recall ({label})"), r, None, None, Some(d.target_recall), true));
+            }
+            if let Some(p) = g["precision"].as_f64() {
+                metrics.push(row(&format!("child detector precision ({label})"), p, None, share, None, true));
+            }
+            if let Some(a) = g["roc_auc"].as_f64() {
+                metrics.push(row(&format!("child detector ROC AUC ({label})"), a, None, Some(0.5), None, true));
+            }
+        }
     }
     let members: BTreeMap<usize, Vec<&EpochLog>> = logs.iter().fold(BTreeMap::new(), |mut acc, e| {
         acc.entry(e.member).or_insert_with(Vec::new).push(e);
@@ -487,6 +563,24 @@ fn build_report(
                 t["captioned_photos_excluded_child"], t["captioned_photos"], t["judged_pairs_excluded_child"], t["judged_pairs"]
             ),
         ),
+        (
+            "child detector".to_string(),
+            match &manifest.child_detector {
+                Some(d) => {
+                    let fallbacks: Vec<&str> =
+                        d.metrics["fallbacks"].as_array().into_iter().flatten().filter_map(|f| f.as_str()).collect();
+                    let mut s = format!(
+                        "logistic on the image vector, flags at probability ≥ {:.4} (the highest threshold with recall ≥ {} on {} validation photos); labels: {}",
+                        d.threshold, d.target_recall, d.metrics["split"]["validation"]["photos"], d.labels
+                    );
+                    if !fallbacks.is_empty() {
+                        s.push_str(&format!("; fallback: {}", fallbacks.join("; ")));
+                    }
+                    s
+                }
+                None => "none: every photo without captions is restricted".to_string(),
+            },
+        ),
         ("device".to_string(), t["device"].as_str().unwrap_or("unknown").to_string()),
         ("git commit".to_string(), manifest.git_commit.clone().unwrap_or_else(|| "unknown".into())),
     ];
@@ -504,6 +598,7 @@ fn build_report(
             "Retrieval: each test query ranks the test photos; its own photo is the relevant one (ties count against it).".into(),
             "Kendall τ: own-caption pairs dropped; expert τc over individual ratings, crowd τb over the share of yes votes; 95% interval from 1000 bootstrap resamples of whole photos.".into(),
             "The head never trains on the judged pairs; only the two calibration parameters are fitted on the judged pairs of the training photos, so 'all judged photos' τ is nearly as honest as the held-out one (calibration is monotone and cannot change τ).".into(),
+            "Child detector: recall is the share of photos whose own captions describe a child that it flags (goal: the target recall its threshold was chosen for on validation photos); the baseline of its precision is the share of such photos, the precision of flagging everything.".into(),
             format!("Queries that describe a child show the disclaimer instead of photos, and so does the slot of every photo whose own captions describe a child (or that has no caption to clear it): “{DISCLAIMER}”."),
         ],
     })

@@ -175,6 +175,24 @@ fn trains_a_tiny_scorer_and_loads_it_back() {
     let s: Vec<f32> = Vec::try_from(scores).unwrap();
     assert!(s.iter().all(|x| (0.0..=1.0).contains(x)));
 
+    // The version ships a child detector (labels from captions; the tiny subset may leave a
+    // split without positives, which must fall back to flagging everything, not crash).
+    let info = manifest.child_detector.as_ref().expect("manifest describes a child detector");
+    assert!(manifest.files.contains_key("child_detector.json"));
+    assert!(dir.join("child_detector.json").is_file());
+    assert!((0.0..=1.0).contains(&info.threshold), "{}", info.threshold);
+    assert_eq!(info.target_recall, 0.95);
+    assert!(info.metrics["groups"]["heldout"]["photos"].as_u64().unwrap() > 0);
+    assert!(info.metrics["groups"]["test_photos"]["photos"].as_u64().unwrap() == 8);
+    assert!(info.metrics["split"]["train"]["positives"].as_u64().unwrap() > 0, "the subset holds photos of children");
+    let detector = scorer.detector.as_ref().expect("Scorer::load loads the detector");
+    let rows: Vec<Vec<f32>> = Vec::<Vec<f32>>::try_from(&iv).unwrap();
+    for row in &rows {
+        let p = detector.probability(row);
+        assert!((0.0..=1.0).contains(&p), "{p}");
+        assert_eq!(detector.flags(row), p >= info.threshold);
+    }
+
     // Loaded twice, the same artifact gives identical scores.
     let again = Scorer::load(&dir, Device::Cpu).unwrap().score(&iv, &tv).unwrap();
     let s2: Vec<f32> = Vec::try_from(again).unwrap();
@@ -211,6 +229,8 @@ fn trains_a_tiny_scorer_and_loads_it_back() {
     assert_eq!(second.training["text_encoding"]["encoded"], 0);
     // Same seed, same data: deterministic training.
     assert_eq!(second.calibration, manifest.calibration);
+    assert_eq!(second.files["child_detector.json"], manifest.files["child_detector.json"]);
+    assert_eq!(second.child_detector.as_ref().unwrap().threshold, info.threshold);
 
     // A tampered file is refused.
     fs::write(repo.version_dir(2).join("text_tower.pt"), b"garbage").unwrap();
@@ -250,8 +270,13 @@ fn bad_rows_stop_the_run_unless_skipped() {
     assert!(ModelRepository::new(root.join("models")).versions().unwrap().is_empty());
 
     let mut args: Vec<&str> = TRAIN.to_vec();
-    args.push("--skip-bad-rows");
+    args.extend(["--skip-bad-rows", "--no-child-detector"]);
     run(&args, root);
-    let m = ScorerManifest::load(&ModelRepository::new(root.join("models")).version_dir(1)).unwrap();
+    let dir = ModelRepository::new(root.join("models")).version_dir(1);
+    let m = ScorerManifest::load(&dir).unwrap();
     assert_eq!(m.training["bad_rows_skipped"], 2);
+    // --no-child-detector: none described, none written, and the version still loads.
+    assert!(m.child_detector.is_none());
+    assert!(!m.files.contains_key("child_detector.json") && !dir.join("child_detector.json").exists());
+    assert!(Scorer::load(&dir, Device::Cpu).unwrap().detector.is_none());
 }
