@@ -9,6 +9,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "imagesearch/v1/search.proto",
         "imagesearch/v1/service.proto",
     ];
+    // The directory too, so a new .proto file triggers a rebuild.
+    println!("cargo:rerun-if-changed=imagesearch/v1");
     for p in &protos {
         println!("cargo:rerun-if-changed={p}");
     }

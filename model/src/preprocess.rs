@@ -57,6 +57,10 @@ pub fn decode(bytes: &[u8], limits: ImageLimits) -> Result<RgbImage, ImageError>
     if !matches!(format, ImageFormat::Jpeg | ImageFormat::Png | ImageFormat::WebP) {
         return Err(ImageError::UnsupportedFormat(format));
     }
+    // The JPEG decoder fills a truncated file with grey instead of failing: check its end.
+    if format == ImageFormat::Jpeg && !jpeg_is_complete(bytes) {
+        return Err(ImageError::Corrupt("JPEG ends before its end-of-image marker".into()));
+    }
     let mut decoder = reader.into_decoder().map_err(|e| ImageError::Corrupt(e.to_string()))?;
     let (width, height) = decoder.dimensions();
     if width == 0 || height == 0 {
@@ -70,6 +74,49 @@ pub fn decode(bytes: &[u8], limits: ImageLimits) -> Result<RgbImage, ImageError>
         DynamicImage::from_decoder(decoder).map_err(|e| ImageError::Corrupt(e.to_string()))?;
     img.apply_orientation(orientation);
     Ok(img.into_rgb8())
+}
+
+/// Whether a JPEG's main image runs to its end-of-image marker: walks the marker segments
+/// (skipping APPn payloads, where an EXIF thumbnail has its own markers), then the entropy-coded
+/// scans, until EOI. A file cut short ends inside a segment or a scan.
+pub fn jpeg_is_complete(b: &[u8]) -> bool {
+    if b.len() < 4 || b[0] != 0xFF || b[1] != 0xD8 {
+        return false;
+    }
+    let mut i = 2;
+    let mut in_scan = false;
+    while i + 1 < b.len() {
+        if b[i] != 0xFF {
+            if !in_scan {
+                return false;
+            }
+            i += 1;
+            continue;
+        }
+        let m = b[i + 1];
+        match m {
+            0xD9 => return true,
+            // A fill byte before a marker.
+            0xFF => i += 1,
+            // A stuffed 0xFF inside a scan.
+            0x00 if in_scan => i += 2,
+            0x00 => return false,
+            // Restart markers and TEM stand alone.
+            0x01 | 0xD0..=0xD7 => i += 2,
+            _ => {
+                if i + 3 >= b.len() {
+                    return false;
+                }
+                let len = usize::from(u16::from_be_bytes([b[i + 2], b[i + 3]]));
+                if len < 2 {
+                    return false;
+                }
+                i += 2 + len;
+                in_scan = m == 0xDA;
+            }
+        }
+    }
+    false
 }
 
 /// Resizes the whole photo to `width`×`height` (aspect not kept, triangle filter), optionally
@@ -98,6 +145,40 @@ mod tests {
         let mut out = Cursor::new(Vec::new());
         img.write_to(&mut out, ImageFormat::Png).unwrap();
         out.into_inner()
+    }
+
+    #[test]
+    fn a_jpeg_cut_short_is_refused() {
+        let img = RgbImage::from_fn(64, 48, |x, y| image::Rgb([(x * 3) as u8, (y * 5) as u8, ((x + y) * 2) as u8]));
+        let mut jpeg = Cursor::new(Vec::new());
+        img.write_to(&mut jpeg, ImageFormat::Jpeg).unwrap();
+        let jpeg = jpeg.into_inner();
+        assert!(jpeg_is_complete(&jpeg));
+        assert!(decode(&jpeg, ImageLimits::default()).is_ok());
+        for cut in [jpeg.len() / 3, jpeg.len() / 2, jpeg.len() - 2] {
+            let err = decode(&jpeg[..cut], ImageLimits::default()).unwrap_err();
+            assert!(matches!(err, ImageError::Corrupt(_)), "cut at {cut}: {err}");
+        }
+        // Data appended after the end-of-image marker (camera trailers) is fine.
+        let mut trailer = jpeg.clone();
+        trailer.extend_from_slice(b"trailing bytes");
+        assert!(jpeg_is_complete(&trailer));
+    }
+
+    #[test]
+    fn every_photo_of_the_shared_data_counts_as_complete() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data");
+        let dirs = ["image_search/train_images", "image_search/test_images", "flickr8k_train/images"];
+        let mut n = 0;
+        for d in dirs {
+            let Ok(entries) = std::fs::read_dir(root.join(d)) else { continue };
+            for e in entries.filter_map(Result::ok) {
+                let bytes = std::fs::read(e.path()).unwrap();
+                assert!(jpeg_is_complete(&bytes), "{} judged truncated", e.path().display());
+                n += 1;
+            }
+        }
+        assert!(n == 0 || n > 7000, "{n} photos checked");
     }
 
     #[test]

@@ -180,6 +180,14 @@ fn png_header_claiming(width: u32, height: u32) -> Vec<u8> {
     png.extend_from_slice(&(ihdr.len() as u32).to_be_bytes());
     png.extend_from_slice(&chunk);
     png.extend_from_slice(&crc.to_be_bytes());
+    // An IDAT with an empty zlib stream and IEND: a well-formed file whose header lies.
+    for (kind, data) in [(&b"IDAT"[..], &[0x78, 0x01, 0x01, 0x00, 0x00, 0xFF, 0xFF, 0x00, 0x00, 0x00, 0x01][..]), (&b"IEND"[..], &[][..])] {
+        let mut chunk = kind.to_vec();
+        chunk.extend_from_slice(data);
+        png.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        png.extend_from_slice(&chunk);
+        png.extend_from_slice(&crc32(&chunk).to_be_bytes());
+    }
     png
 }
 

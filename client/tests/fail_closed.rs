@@ -1,0 +1,155 @@
+//! The client against a fake server that misbehaves: it still never hands out a restricted
+//! photo in a restricted region, refuses child queries there without sending them, and retries
+//! exactly what it should.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use imagesearch_client::{Client, ClientConfig, ClientError, ImageRef, RetryPolicy, Slot};
+use imagesearch_compliance::{RegionPolicy, DISCLAIMER};
+use imagesearch_proto::v1 as pb;
+use pb::image_search_server::{ImageSearch, ImageSearchServer};
+use tonic::{Code, Request, Response, Status, Streaming};
+
+/// Ignores the law: answers every query, sends restricted photos everywhere. Its Score fails
+/// with UNAVAILABLE `fail_first` times, and with INVALID_ARGUMENT for the text "bad".
+#[derive(Default)]
+struct Misbehaving {
+    searches: AtomicUsize,
+    scores: AtomicUsize,
+    fail_first: usize,
+    always_unavailable: bool,
+}
+
+fn photo(id: &str, restricted: bool) -> pb::SearchHit {
+    pb::SearchHit {
+        rank: 0,
+        score: 0.5,
+        content: Some(pb::search_hit::Content::Photo(pb::Photo {
+            id: id.into(),
+            reference: format!("gallery:{id}"),
+            data: b"jpeg".to_vec(),
+            mime_type: "image/jpeg".into(),
+            restricted,
+        })),
+    }
+}
+
+type Out = Pin<Box<dyn futures_core::Stream<Item = Result<pb::ScoreStreamResponse, Status>> + Send>>;
+
+struct Fake(Arc<Misbehaving>);
+
+#[tonic::async_trait]
+impl ImageSearch for Fake {
+    async fn score(&self, req: Request<pb::ScoreRequest>) -> Result<Response<pb::ScoreResponse>, Status> {
+        let n = self.0.scores.fetch_add(1, Ordering::SeqCst);
+        let req = req.into_inner();
+        if req.pairs.iter().any(|p| p.text == "bad") {
+            return Err(Status::invalid_argument("bad text"));
+        }
+        if self.0.always_unavailable || n < self.0.fail_first {
+            return Err(Status::unavailable("restarting"));
+        }
+        Ok(Response::new(pb::ScoreResponse { scores: vec![0.25; req.pairs.len()], version: 3 }))
+    }
+    type ScoreStreamStream = Out;
+    async fn score_stream(&self, _: Request<Streaming<pb::ScoreStreamRequest>>) -> Result<Response<Out>, Status> {
+        Err(Status::unimplemented("not in this fake"))
+    }
+    async fn search(&self, _: Request<pb::SearchRequest>) -> Result<Response<pb::SearchResponse>, Status> {
+        self.0.searches.fetch_add(1, Ordering::SeqCst);
+        Ok(Response::new(pb::SearchResponse {
+            hits: vec![photo("dog.jpg", false), photo("child.jpg", true)],
+            version: 3,
+            query_withheld: None,
+            gallery_size: 2,
+        }))
+    }
+    async fn get_photo(&self, _: Request<pb::GetPhotoRequest>) -> Result<Response<pb::GetPhotoResponse>, Status> {
+        Err(Status::unimplemented("not in this fake"))
+    }
+    async fn info(&self, _: Request<pb::InfoRequest>) -> Result<Response<pb::InfoResponse>, Status> {
+        Ok(Response::new(pb::InfoResponse { restricted_regions: vec!["DE".into()], ..Default::default() }))
+    }
+}
+
+async fn start(fake: Arc<Misbehaving>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(ImageSearchServer::new(Fake(fake)))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+            .await
+            .unwrap();
+    });
+    format!("http://{addr}")
+}
+
+async fn client(endpoint: String, tweak: impl FnOnce(&mut ClientConfig)) -> Client {
+    let mut cfg = ClientConfig::new(endpoint);
+    cfg.retry = RetryPolicy { max_attempts: 5, initial_backoff: Duration::from_millis(5), max_backoff: Duration::from_millis(20) };
+    tweak(&mut cfg);
+    Client::connect(cfg).await.unwrap()
+}
+
+#[tokio::test]
+async fn restricted_photos_and_child_queries_never_get_through_in_restricted_regions() {
+    let fake = Arc::new(Misbehaving::default());
+    let c = client(start(fake.clone()).await, |_| {}).await;
+    // DE is restricted (the server's own list): the restricted photo becomes a withheld slot.
+    let r = c.search("a dog", Some("DE"), 2).await.unwrap();
+    assert!(matches!(&r.hits[0], Slot::Photo(p) if p.id == "dog.jpg"));
+    assert!(matches!(&r.hits[1], Slot::Withheld { disclaimer, .. } if disclaimer == DISCLAIMER));
+    // So is a request without a region.
+    let r = c.search("a dog", None, 2).await.unwrap();
+    assert!(matches!(&r.hits[1], Slot::Withheld { .. }));
+    // An open region sees both.
+    let r = c.search("a dog", Some("US"), 2).await.unwrap();
+    assert!(r.hits.iter().all(|s| matches!(s, Slot::Photo(_))));
+    // A child query in a restricted region is refused before it is sent.
+    let before = fake.searches.load(Ordering::SeqCst);
+    for region in [Some("DE"), None] {
+        let e = c.search("a little girl on a swing", region, 2).await.unwrap_err();
+        assert!(matches!(&e, ClientError::QueryWithheld { disclaimer, .. } if disclaimer == DISCLAIMER), "{e}");
+    }
+    assert_eq!(fake.searches.load(Ordering::SeqCst), before, "child queries reached the server");
+    // A malformed region is an error, not a guess.
+    assert!(matches!(c.search("a dog", Some("D3"), 2).await, Err(ClientError::BadRegion(..))));
+}
+
+#[tokio::test]
+async fn the_clients_own_region_list_adds_to_the_servers() {
+    let fake = Arc::new(Misbehaving::default());
+    let c = client(start(fake).await, |cfg| cfg.restricted_regions = Some(RegionPolicy::parse_list("FR").unwrap())).await;
+    let r = c.search("a dog", Some("FR"), 2).await.unwrap();
+    assert!(matches!(&r.hits[1], Slot::Withheld { .. }), "FR is restricted by the client's own list");
+}
+
+#[tokio::test]
+async fn retries_unavailable_but_not_invalid_argument() {
+    let fake = Arc::new(Misbehaving { fail_first: 2, ..Default::default() });
+    let c = client(start(fake.clone()).await, |_| {}).await;
+    let (scores, t) = c.score(vec![(ImageRef::Gallery("a".into()), "a dog".into())], Some("US")).await.unwrap();
+    assert_eq!((scores, t.version), (vec![0.25], 3));
+    assert_eq!(fake.scores.load(Ordering::SeqCst), 3, "two UNAVAILABLE, then success");
+    let e = c.score(vec![(ImageRef::Gallery("a".into()), "bad".into())], Some("US")).await.unwrap_err();
+    assert_eq!(e.code(), Some(Code::InvalidArgument));
+    assert_eq!(fake.scores.load(Ordering::SeqCst), 4, "INVALID_ARGUMENT is not retried");
+}
+
+#[tokio::test]
+async fn retries_stop_at_the_deadline() {
+    let fake = Arc::new(Misbehaving { always_unavailable: true, ..Default::default() });
+    let c = client(start(fake.clone()).await, |cfg| {
+        cfg.request_timeout = Duration::from_millis(250);
+        cfg.retry = RetryPolicy { max_attempts: 1000, initial_backoff: Duration::from_millis(100), max_backoff: Duration::from_millis(100) };
+    })
+    .await;
+    let e = c.score(vec![(ImageRef::Gallery("a".into()), "a dog".into())], Some("US")).await.unwrap_err();
+    assert_eq!(e.code(), Some(Code::Unavailable));
+    let calls = fake.scores.load(Ordering::SeqCst);
+    assert!((1..1000).contains(&calls), "{calls} attempts within a 250 ms deadline");
+}
