@@ -1,7 +1,7 @@
 # Thin targets over scripts/. Everything heavy is cached under $IMAGESEARCH_HOME
 # (default ~/.cache/imagesearch): the Python venv, the exported encoders, cargo's target dir
 # and the vector cache.
-.PHONY: setup demo test eval build
+.PHONY: setup demo test eval bench build
 
 setup:
 	bash scripts/setup.sh
@@ -14,6 +14,9 @@ test:
 
 eval:
 	bash scripts/eval.sh
+
+bench:
+	bash scripts/bench.sh
 
 build: setup
 	cargo test --workspace --no-run

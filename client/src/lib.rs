@@ -366,9 +366,15 @@ impl Client {
         Ok(c.add_photos(req).await?.into_inner())
     }
 
-    /// Adds every JPEG/PNG/WebP file of a directory (id = file name), in chunks of `chunk`,
-    /// calling `progress(done, total)` after each chunk.
-    pub async fn add_directory(&self, dir: &Path, chunk: usize, mut progress: impl FnMut(usize, usize)) -> Result<pb::AddPhotosResponse, ClientError> {
+    /// Adds every JPEG/PNG/WebP file of a directory (id = file name, captions from `captions`
+    /// by file name), in chunks of `chunk`, calling `progress(done, total)` after each chunk.
+    pub async fn add_directory(
+        &self,
+        dir: &Path,
+        captions: &std::collections::HashMap<String, Vec<String>>,
+        chunk: usize,
+        mut progress: impl FnMut(usize, usize),
+    ) -> Result<pb::AddPhotosResponse, ClientError> {
         let io = |e: std::io::Error| ClientError::Io { path: dir.display().to_string(), message: e.to_string() };
         let mut files: Vec<_> = std::fs::read_dir(dir)
             .map_err(io)?
@@ -384,7 +390,8 @@ impl Client {
             for p in part {
                 let data = std::fs::read(p).map_err(|e| ClientError::Io { path: p.display().to_string(), message: e.to_string() })?;
                 let id = p.file_name().unwrap_or_default().to_string_lossy().to_string();
-                photos.push(pb::AddPhotoRequest { id, data, captions: vec![] });
+                let caps = captions.get(&id).cloned().unwrap_or_default();
+                photos.push(pb::AddPhotoRequest { id, data, captions: caps });
             }
             let r = self.add_photos(photos).await?;
             sum.added += r.added;
@@ -452,6 +459,20 @@ impl Client {
         let req = self.request(tonic_health::pb::HealthCheckRequest { service: service.to_string() }, self.deadline());
         Ok(c.check(req).await?.into_inner().status)
     }
+}
+
+/// Reads captions: one per line, `<file name>[#n]<TAB><caption>` (Flickr8k's token format).
+pub fn read_captions(path: &Path) -> Result<std::collections::HashMap<String, Vec<String>>, ClientError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ClientError::Io { path: path.display().to_string(), message: e.to_string() })?;
+    let mut out: std::collections::HashMap<String, Vec<String>> = Default::default();
+    for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let (key, caption) = line.split_once('\t').ok_or_else(|| {
+            ClientError::InvalidInput(format!("{}:{}: expected '<file name><TAB><caption>'", path.display(), n + 1))
+        })?;
+        let id = key.split('#').next().unwrap_or(key).trim().to_string();
+        out.entry(id).or_default().push(caption.trim().to_string());
+    }
+    Ok(out)
 }
 
 /// Builds a Score request.

@@ -96,6 +96,10 @@ enum GalleryCommand {
     /// Adds every JPEG/PNG/WebP of a directory (id = file name).
     Add {
         dir: PathBuf,
+        /// Captions, one per line: `<file name>[#n]<TAB><caption>`; they decide the photos'
+        /// restricted flags (photos without captions are checked by the child detector).
+        #[arg(long)]
+        captions: Option<PathBuf>,
         #[arg(long, default_value_t = 32)]
         chunk: usize,
     },
@@ -283,10 +287,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("version {} · queue {:?} · inference {:?}", t.version, t.queue, t.inference);
         }
         Command::Gallery { command } => match command {
-            GalleryCommand::Add { dir, chunk } => {
+            GalleryCommand::Add { dir, captions, chunk } => {
+                let captions = match &captions {
+                    Some(p) => imagesearch_client::read_captions(p)?,
+                    None => Default::default(),
+                };
                 let bar = indicatif::ProgressBar::new(0);
                 bar.set_style(indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} photos {elapsed}").unwrap());
-                let r = client.add_directory(&dir, chunk, |done, total| { bar.set_length(total as u64); bar.set_position(done as u64); }).await?;
+                let r = client.add_directory(&dir, &captions, chunk, |done, total| { bar.set_length(total as u64); bar.set_position(done as u64); }).await?;
                 bar.finish_and_clear();
                 if json {
                     let rejected: Vec<_> = r.rejected.iter().map(|x| serde_json::json!({"id": x.id, "reason": x.reason})).collect();

@@ -71,6 +71,8 @@ pub trait PhotoStore: Send + Sync {
 }
 
 struct Inner {
+    /// Held for the store's life: one server per data directory.
+    _lock: std::fs::File,
     log: Log,
     photos: HashMap<Arc<str>, PhotoMeta>,
 }
@@ -119,6 +121,11 @@ impl LocalStore {
     pub fn open(dir: &Path) -> Result<Self, ServeError> {
         let photos_dir = dir.join("photos");
         std::fs::create_dir_all(&photos_dir).map_err(|e| storage(&photos_dir, e))?;
+        let lock_path = dir.join("lock");
+        let lock = std::fs::File::create(&lock_path).map_err(|e| storage(&lock_path, e))?;
+        lock.try_lock().map_err(|_| {
+            ServeError::Storage(format!("{} is in use by another server (one server per data directory)", dir.display()))
+        })?;
         let log_path = dir.join("gallery.log");
         let (mut log, records, cut) = Log::open(&log_path).map_err(|e| storage(&log_path, e))?;
         if cut > 0 {
@@ -153,7 +160,7 @@ impl LocalStore {
                 }
             }
         }
-        Ok(LocalStore { dir: dir.to_path_buf(), inner: Mutex::new(Inner { log, photos }) })
+        Ok(LocalStore { dir: dir.to_path_buf(), inner: Mutex::new(Inner { _lock: lock, log, photos }) })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -325,6 +332,16 @@ mod tests {
         let st = s.stats();
         assert_eq!(st.photos, 2);
         assert_eq!(st.by_flag[Flag::Detector as usize], 1);
+    }
+
+    #[test]
+    fn one_store_per_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = LocalStore::open(dir.path()).unwrap();
+        let second = LocalStore::open(dir.path()).err().expect("a second store on the same directory is refused");
+        assert!(second.to_string().contains("in use"), "{second}");
+        drop(first);
+        LocalStore::open(dir.path()).unwrap();
     }
 
     #[test]

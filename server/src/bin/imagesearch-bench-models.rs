@@ -1,0 +1,119 @@
+//! The naive ceiling for `make bench`: the server's TorchScript modules called directly in a
+//! loop on one thread, with no server, no queue and no cache — one request at a time (batch 1)
+//! and eight at a time (batch 8). Score = decode + two image views + text + scorer; Search =
+//! text + text tower + product with the gallery's embeddings + top-k. Prints JSON.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::Parser;
+use imagesearch_model::preprocess::{decode, to_input};
+use imagesearch_model::{ImageEncoder, ImageLimits, ModelRepository, Scorer, TextEncoder};
+use tch::{Kind, Tensor};
+
+#[derive(Parser)]
+struct Args {
+    #[arg(long, env = "IMAGESEARCH_MODELS", default_value = "models")]
+    models: PathBuf,
+    /// Scorer version (default: newest).
+    #[arg(long)]
+    version: Option<u32>,
+    /// Directory of photos (the product's test photos).
+    #[arg(long, default_value = "../shared/data/image_search/test_images")]
+    photos: PathBuf,
+    /// Test queries (separator `|`).
+    #[arg(long, default_value = "../shared/data/image_search/test_queries.csv")]
+    queries: PathBuf,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Requests timed per configuration.
+    #[arg(long, default_value_t = 64)]
+    requests: usize,
+}
+
+fn main() -> anyhow::Result<()> {
+    let a = Args::parse();
+    let device = imagesearch_model::device::parse_device(&a.device).map_err(anyhow::Error::msg)?;
+    let repo = ModelRepository::new(&a.models);
+    let version = match a.version {
+        Some(v) => v,
+        None => repo.latest()?.context("no scorer version")?,
+    };
+    let scorer = Scorer::load(&repo.version_dir(version), device)?;
+    let image = ImageEncoder::load(&repo.encoder_dir(&scorer.manifest.image_encoder.name), device)?;
+    let text = TextEncoder::load(&repo.encoder_dir(&scorer.manifest.text_encoder.name), device)?;
+    let mut files: Vec<_> = std::fs::read_dir(&a.photos)?.filter_map(Result::ok).map(|e| e.path()).collect();
+    files.sort();
+    let photos: Vec<Vec<u8>> = files.iter().map(std::fs::read).collect::<Result<_, _>>()?;
+    let queries: Vec<String> = std::fs::read_to_string(&a.queries)?
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split('|').nth(2).map(str::to_string))
+        .collect();
+    let (w, h) = image.input_size();
+    let limits = ImageLimits::default();
+
+    let image_vectors = |batch: &[&Vec<u8>]| -> anyhow::Result<Tensor> {
+        let inputs: Vec<Vec<f32>> = batch
+            .iter()
+            .flat_map(|b| {
+                let img = decode(b, limits).expect("test photo decodes");
+                [to_input(&img, w, h, false), to_input(&img, w, h, true)]
+            })
+            .collect();
+        let views: Vec<&[f32]> = inputs.iter().map(Vec::as_slice).collect();
+        let out = image.encode(&views)?;
+        Ok(out.view([batch.len() as i64, 2, -1]).mean_dim([1i64].as_slice(), false, Kind::Float))
+    };
+
+    // The gallery for Search: every photo encoded once, projected by the image tower.
+    let all: Vec<&Vec<u8>> = photos.iter().collect();
+    let gallery = scorer.embed_images(&image_vectors(&all)?)?;
+    let cal = scorer.manifest.calibration;
+
+    let mut results = serde_json::Map::new();
+    for batch in [1usize, 8] {
+        // Warm-up, then timed.
+        for timed in [false, true] {
+            let n = if timed { a.requests } else { batch * 2 };
+            let start = Instant::now();
+            for i in (0..n).step_by(batch) {
+                let imgs: Vec<&Vec<u8>> = (i..i + batch).map(|j| &photos[j % photos.len()]).collect();
+                let texts: Vec<&str> = (i..i + batch).map(|j| queries[(j * 7 + 3) % queries.len()].as_str()).collect();
+                let iv = image_vectors(&imgs)?;
+                let tv = text.encode(&texts)?;
+                let s = scorer.score(&iv, &tv)?;
+                assert_eq!(s.size()[0], batch as i64);
+            }
+            if timed {
+                let secs = start.elapsed().as_secs_f64();
+                results.insert(format!("score_batch{batch}"), serde_json::json!({
+                    "pairs_per_s": n as f64 / secs, "ms_per_call": secs * 1000.0 / n as f64 * batch as f64,
+                }));
+            }
+        }
+        for timed in [false, true] {
+            let n = if timed { a.requests } else { batch * 2 };
+            let start = Instant::now();
+            for i in (0..n).step_by(batch) {
+                let texts: Vec<&str> = (i..i + batch).map(|j| queries[j % queries.len()].as_str()).collect();
+                let te = scorer.embed_texts(&text.encode(&texts)?)?;
+                let scores = ((te.matmul(&gallery.tr())) * cal.a + cal.b).sigmoid();
+                let (_, idx) = scores.topk(5, 1, true, true);
+                assert_eq!(idx.size(), [batch as i64, 5]);
+            }
+            if timed {
+                let secs = start.elapsed().as_secs_f64();
+                results.insert(format!("search_batch{batch}"), serde_json::json!({
+                    "searches_per_s": n as f64 / secs, "ms_per_call": secs * 1000.0 / n as f64 * batch as f64,
+                }));
+            }
+        }
+    }
+    results.insert("version".into(), version.into());
+    results.insert("device".into(), imagesearch_model::device::device_name(device).into());
+    results.insert("gallery_photos".into(), photos.len().into());
+    println!("{}", serde_json::to_string_pretty(&serde_json::Value::Object(results))?);
+    Ok(())
+}
