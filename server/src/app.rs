@@ -128,6 +128,7 @@ impl App {
         }
         let version = self.resolve(&req.routing)?;
         let mut timings = Timings::default();
+        // Photos and texts are encoded at the same time, each through its own batcher.
         let images = futures::future::try_join_all(req.pairs.iter().enumerate().map(|(i, p)| {
             let image = p.image.clone();
             async move {
@@ -135,14 +136,13 @@ impl App {
                 let v = self.image_of(image, i, deadline, &mut t).await?;
                 Ok::<_, ServeError>((v, t))
             }
-        }))
-        .await?;
+        }));
         let texts = futures::future::try_join_all(req.pairs.iter().map(|p| async move {
             let mut t = Timings::default();
             let v = self.encoders.text_vector(&p.text, deadline, &mut t).await?;
             Ok::<_, ServeError>((v, t))
-        }))
-        .await?;
+        }));
+        let (images, texts) = tokio::try_join!(images, texts)?;
         // Encoders run in parallel: a request waited as long as its slowest.
         let slowest = images.iter().chain(texts.iter()).map(|(_, t)| *t).max_by_key(|t| t.queue + t.inference);
         timings.merge(slowest.unwrap_or_default());

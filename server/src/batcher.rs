@@ -120,9 +120,13 @@ fn run_loop<W: BatchWorker>(
     worker: &mut W,
 ) {
     let max = cfg.max_batch_size.max(1);
+    let mut last_batch = 0usize;
     while let Ok(first) = rx.recv() {
         let mut items = vec![first];
         let fill_until = Instant::now() + cfg.max_queue_delay;
+        // Wait for a batch to fill only under concurrency (the last batch had company): a lone
+        // request on an idle model runs at once instead of paying the queue delay.
+        let wait = !cfg.max_queue_delay.is_zero() && last_batch > 1;
         while items.len() < max {
             // Take what is already there without waiting, then wait out the delay.
             match rx.try_recv() {
@@ -130,7 +134,7 @@ fn run_loop<W: BatchWorker>(
                     items.push(item);
                     continue;
                 }
-                Err(_) if cfg.max_queue_delay.is_zero() => break,
+                Err(_) if !wait => break,
                 Err(_) => {}
             }
             match rx.recv_timeout(fill_until.saturating_duration_since(Instant::now())) {
@@ -139,6 +143,7 @@ fn run_loop<W: BatchWorker>(
             }
         }
         depth.fetch_sub(items.len(), Ordering::Relaxed);
+        last_batch = items.len();
         let now = Instant::now();
         // Drop what nobody waits for any more, before computing.
         let (live, dead): (Vec<_>, Vec<_>) =
@@ -223,7 +228,7 @@ mod tests {
 
     #[tokio::test]
     async fn concurrent_requests_share_batches_and_get_their_own_answers() {
-        let (b, seen) = batcher(8, 50, 64, 0);
+        let (b, seen) = batcher(8, 50, 64, 20);
         let handles: Vec<_> = (0..16).map(|i| {
             let b = b.clone();
             tokio::spawn(async move { b.submit(i, None).await.unwrap().value })

@@ -10,11 +10,6 @@ use std::process::Command;
 use imagesearch_model::{ModelRepository, Scorer, ScorerManifest};
 use tch::{Device, Kind, Tensor};
 
-fn shared_data() -> PathBuf {
-    std::env::var_os("IMAGESEARCH_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"))
-}
 
 fn encoders() -> PathBuf {
     let dir = std::env::var_os("IMAGESEARCH_ENCODERS")
@@ -24,88 +19,6 @@ fn encoders() -> PathBuf {
     dir
 }
 
-fn link(from: &Path, to: &Path) {
-    std::os::unix::fs::symlink(from, to).unwrap();
-}
-
-/// A small copy of the data layout: 12 judged photos, 8 test photos, 40 captioned photos.
-fn subset(root: &Path) {
-    let src = shared_data();
-    let js = src.join("image_search");
-    let jd = root.join("image_search");
-    fs::create_dir_all(jd.join("train_images")).unwrap();
-    fs::create_dir_all(jd.join("test_images")).unwrap();
-
-    let expert = fs::read_to_string(js.join("ExpertAnnotations.tsv")).unwrap();
-    let mut photos: Vec<&str> = Vec::new();
-    for line in expert.lines() {
-        let img = line.split('\t').next().unwrap();
-        if !photos.contains(&img) {
-            photos.push(img);
-        }
-        if photos.len() == 12 {
-            break;
-        }
-    }
-    let keep: HashSet<&str> = photos.iter().copied().collect();
-    let pick = |text: &str, sep: char| -> String {
-        text.lines().filter(|l| keep.contains(l.split(sep).next().unwrap())).map(|l| format!("{l}\n")).collect()
-    };
-    fs::write(jd.join("ExpertAnnotations.tsv"), pick(&expert, '\t')).unwrap();
-    fs::write(jd.join("CrowdAnnotations.tsv"), pick(&fs::read_to_string(js.join("CrowdAnnotations.tsv")).unwrap(), '\t')).unwrap();
-    let train = fs::read_to_string(js.join("train_dataset.csv")).unwrap();
-    let mut train_out = String::from("image,query_id,query_text\n");
-    // Rows judged on the subset's photos, and the rows that hold their own captions.
-    for l in train.lines().skip(1) {
-        let mut f = l.split(',');
-        let (image, query) = (f.next().unwrap(), f.next().unwrap());
-        if keep.contains(image) || keep.contains(query.split('#').next().unwrap()) {
-            train_out.push_str(l);
-            train_out.push('\n');
-        }
-    }
-    fs::write(jd.join("train_dataset.csv"), train_out).unwrap();
-    for p in &photos {
-        link(&js.join("train_images").join(p), &jd.join("train_images").join(p));
-    }
-
-    let tests: Vec<String> = fs::read_to_string(js.join("test_images.csv")).unwrap().lines().skip(1).take(8).map(String::from).collect();
-    fs::write(jd.join("test_images.csv"), format!("image\n{}\n", tests.join("\n"))).unwrap();
-    for p in &tests {
-        link(&js.join("test_images").join(p), &jd.join("test_images").join(p));
-    }
-    let queries = fs::read_to_string(js.join("test_queries.csv")).unwrap();
-    let mut q_out = String::from("|query_id|query_text|image\n");
-    for l in queries.lines().skip(1) {
-        if tests.iter().any(|t| l.ends_with(&format!("|{t}"))) {
-            q_out.push_str(l);
-            q_out.push('\n');
-        }
-    }
-    fs::write(jd.join("test_queries.csv"), q_out).unwrap();
-
-    let fs_src = src.join("flickr8k_train");
-    let fd = root.join("flickr8k_train");
-    fs::create_dir_all(fd.join("images")).unwrap();
-    let tokens = fs::read_to_string(fs_src.join("Flickr8k.token.txt")).unwrap();
-    let mut flickr: Vec<&str> = Vec::new();
-    let mut out = String::new();
-    for l in tokens.lines() {
-        let img = l.split('#').next().unwrap();
-        if !flickr.contains(&img) {
-            if flickr.len() == 40 {
-                break;
-            }
-            flickr.push(img);
-        }
-        out.push_str(l);
-        out.push('\n');
-    }
-    fs::write(fd.join("Flickr8k.token.txt"), out).unwrap();
-    for p in &flickr {
-        link(&fs_src.join("images").join(p), &fd.join("images").join(p));
-    }
-}
 
 /// `imagesearch-train <args>` on the data, models and cache under `root`, on the CPU.
 fn trainer(args: &[&str], root: &Path) -> Command {
@@ -143,7 +56,7 @@ const TRAIN: &[&str] = &[
 fn trains_a_tiny_scorer_and_loads_it_back() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    subset(&root.join("data"));
+    imagesearch_tests::data_subset(&root.join("data"));
     run(TRAIN, root);
 
     let repo = ModelRepository::new(root.join("models"));
@@ -253,7 +166,7 @@ fn nonsense_settings_are_refused_before_any_work() {
 fn bad_rows_stop_the_run_unless_skipped() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    subset(&root.join("data"));
+    imagesearch_tests::data_subset(&root.join("data"));
     let expert = root.join("data/image_search/ExpertAnnotations.tsv");
     let mut text = fs::read_to_string(&expert).unwrap();
     text.push_str("1056338697_4f7d7ce270.jpg\t2549968784_39bfbe44f9.jpg#2\t1\t7\t1\n");
