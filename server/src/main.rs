@@ -188,7 +188,8 @@ async fn serve(app: Arc<App>, wanted: Vec<u32>) -> anyhow::Result<()> {
         .add_service(search)
         .add_service(gallery)
         .add_service(admin)
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async {
+        // TCP_NODELAY: without it Nagle and delayed ACKs add ~40 ms to small answers.
+        .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)), async {
             let _ = stop_rx.await;
         });
     let mut server = Box::pin(server);
