@@ -4,7 +4,7 @@
 // directly. Two link fixes (DESIGN.md, "libtorch and tch"):
 //  1. an rpath, so binaries and tests run without LD_LIBRARY_PATH;
 //  2. libtorch_cuda kept despite rustc's --as-needed, so CUDA is found on a GPU machine.
-fn main() {
+pub fn main() {
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
     if let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") {
         println!("cargo:rustc-link-arg=-Wl,-rpath,{lib}");

@@ -195,11 +195,14 @@ fn search_html(query: &str, region: &str, r: &imagesearch_client::SearchResults)
          <style>body{{font-family:sans-serif;margin:2em}}figure{{display:inline-block;margin:.5em;width:240px;vertical-align:top}}\
          img{{width:240px;height:180px;object-fit:cover}}.withheld{{width:240px;height:180px;background:#eee;display:flex;align-items:center;\
          text-align:center;padding:.5em;box-sizing:border-box;color:#555}}</style>\
-         <h1>“{q}”</h1><p>region {reg} · scorer version {v} · gallery {n} photos</p>{body}",
+         <h1>“{q}”</h1><p>region {reg} · {served}</p>{body}",
         q = html_escape(query),
         reg = html_escape(if region.is_empty() { "(none: treated as restricted)" } else { region }),
-        v = r.version,
-        n = r.gallery_size
+        served = if r.version == 0 {
+            "withheld by the client before it was sent".to_string()
+        } else {
+            format!("scorer version {} · gallery {} photos", r.version, r.gallery_size)
+        }
     )
 }
 

@@ -168,6 +168,28 @@ impl TextEncoder {
         Ok(TextEncoder { manifest, dir: dir.to_path_buf(), module, tokenizer, device })
     }
 
+    /// Loads on `device` and runs a probe; when the module cannot run there (a traced module
+    /// may hold constants made on the CPU at export, e.g. position ids), it is loaded on the
+    /// CPU instead. Returns the encoder and why it fell back, if it did.
+    pub fn load_probed(dir: &Path, device: Device) -> Result<(Self, Option<String>), ModelError> {
+        let enc = Self::load(dir, device)?;
+        if device == Device::Cpu {
+            return Ok((enc, None));
+        }
+        match enc.encode(&["a probe of the text encoder"]) {
+            Ok(_) => Ok((enc, None)),
+            Err(e) => {
+                let first_line = e.to_string().lines().rev().find(|l| l.contains("Error")).unwrap_or("").trim().to_string();
+                Ok((Self::load(dir, Device::Cpu)?, Some(first_line)))
+            }
+        }
+    }
+
+    /// The device the module runs on.
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
     /// The tokenizer (for length sorting and limits).
     pub fn tokenizer(&self) -> &TextTokenizer {
         &self.tokenizer

@@ -84,7 +84,10 @@ fn main() -> anyhow::Result<()> {
     // The encoders the versions were trained with (all versions must agree; checked at load).
     let first = ScorerManifest::load(&repo.version_dir(wanted[0]))?;
     let image = ImageEncoder::load(&repo.encoder_dir(&first.image_encoder.name), device).context("image encoder")?;
-    let text = TextEncoder::load(&repo.encoder_dir(&first.text_encoder.name), device).context("text encoder")?;
+    let (text, fallback) = TextEncoder::load_probed(&repo.encoder_dir(&first.text_encoder.name), device).context("text encoder")?;
+    if let Some(why) = fallback {
+        tracing::warn!(device = ?device, reason = %why, "the text encoder cannot run on this device; it runs on the CPU");
+    }
     let batch = BatchConfig {
         max_batch_size: cfg.max_batch_size,
         max_queue_delay: cfg.max_queue_delay(),

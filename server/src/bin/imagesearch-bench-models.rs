@@ -42,7 +42,10 @@ fn main() -> anyhow::Result<()> {
     };
     let scorer = Scorer::load(&repo.version_dir(version), device)?;
     let image = ImageEncoder::load(&repo.encoder_dir(&scorer.manifest.image_encoder.name), device)?;
-    let text = TextEncoder::load(&repo.encoder_dir(&scorer.manifest.text_encoder.name), device)?;
+    let (text, fallback) = TextEncoder::load_probed(&repo.encoder_dir(&scorer.manifest.text_encoder.name), device)?;
+    if let Some(why) = &fallback {
+        eprintln!("text encoder runs on the CPU: {why}");
+    }
     let mut files: Vec<_> = std::fs::read_dir(&a.photos)?.filter_map(Result::ok).map(|e| e.path()).collect();
     files.sort();
     let photos: Vec<Vec<u8>> = files.iter().map(std::fs::read).collect::<Result<_, _>>()?;
@@ -113,6 +116,7 @@ fn main() -> anyhow::Result<()> {
     }
     results.insert("version".into(), version.into());
     results.insert("device".into(), imagesearch_model::device::device_name(device).into());
+    results.insert("text_encoder_device".into(), imagesearch_model::device::device_name(text.device()).into());
     results.insert("gallery_photos".into(), photos.len().into());
     println!("{}", serde_json::to_string_pretty(&serde_json::Value::Object(results))?);
     Ok(())
