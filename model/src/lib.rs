@@ -10,6 +10,7 @@ pub mod preprocess;
 pub mod repository;
 pub mod scorer;
 pub mod tokenize;
+pub mod views;
 
 pub use detector::{ChildDetector, DetectorInfo, DetectorWeights, DETECTOR_FILE};
 pub use encoder::{EncoderKind, EncoderManifest, ImageEncoder, TextEncoder};
@@ -18,3 +19,4 @@ pub use preprocess::{ImageError, ImageLimits};
 pub use repository::{ModelRepository, StagedVersion};
 pub use scorer::{Calibration, EncoderRef, Scorer, ScorerManifest};
 pub use tokenize::{TextError, TextTokenizer};
+pub use views::ImageViews;

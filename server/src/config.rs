@@ -71,6 +71,10 @@ pub struct Config {
     /// Texts whose vectors are cached.
     #[arg(long, env = "IMAGESEARCH_TEXT_CACHE", default_value_t = 16384)]
     pub text_cache: usize,
+    /// Views of a photo that make its vector: both (photo and mirror image, as trained) or
+    /// original (half the image-encoder cost; measured accuracy cost in README).
+    #[arg(long, env = "IMAGESEARCH_IMAGE_VIEWS", default_value = "both")]
+    pub image_views: imagesearch_model::ImageViews,
     /// Threads libtorch may use per forward pass (0 = libtorch's default).
     #[arg(long, env = "IMAGESEARCH_TORCH_THREADS", default_value_t = 0)]
     pub torch_threads: i32,

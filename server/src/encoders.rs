@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use imagesearch_model::preprocess::{decode, to_input};
 use imagesearch_model::tokenize::validate_text;
-use imagesearch_model::{EncoderManifest, ImageEncoder, ImageLimits, TextEncoder};
+use imagesearch_model::{EncoderManifest, ImageEncoder, ImageLimits, ImageViews, TextEncoder};
 use tch::Tensor;
 
 use crate::batcher::{BatchConfig, BatchWorker, Batcher, Timed};
@@ -41,14 +41,18 @@ fn rows(t: &Tensor) -> Result<Vec<Vec<f32>>, ServeError> {
 struct ImageWorker(ImageEncoder);
 
 impl BatchWorker for ImageWorker {
-    /// The photo as is and mirrored, each CHW f32.
-    type Input = [Vec<f32>; 2];
+    /// The views of a photo (as is, and mirrored unless `--image-views original`), each CHW f32.
+    type Input = Vec<Vec<f32>>;
     type Output = Vec<f32>;
-    fn run(&mut self, inputs: Vec<[Vec<f32>; 2]>) -> Result<Vec<Result<Vec<f32>, ServeError>>, ServeError> {
-        let views: Vec<&[f32]> = inputs.iter().flat_map(|[a, b]| [a.as_slice(), b.as_slice()]).collect();
+    fn run(&mut self, inputs: Vec<Vec<Vec<f32>>>) -> Result<Vec<Result<Vec<f32>, ServeError>>, ServeError> {
+        let per_photo = inputs.first().map_or(1, Vec::len) as i64;
+        if inputs.iter().any(|v| v.len() as i64 != per_photo) {
+            return Err(ServeError::Internal("photos with different numbers of views in one batch".into()));
+        }
+        let views: Vec<&[f32]> = inputs.iter().flat_map(|v| v.iter().map(Vec::as_slice)).collect();
         let out = self.0.encode(&views)?;
         let n = inputs.len() as i64;
-        let mean = (out.view([n, 2, -1]).sum_dim_intlist([1i64].as_slice(), false, tch::Kind::Float)) * 0.5;
+        let mean = out.view([n, per_photo, -1]).mean_dim([1i64].as_slice(), false, tch::Kind::Float);
         Ok(rows(&mean)?.into_iter().map(Ok).collect())
     }
 }
@@ -67,7 +71,8 @@ impl BatchWorker for TextWorker {
 
 /// The image and text encoders of the server, shared by every scorer version.
 pub struct Encoders {
-    image: Batcher<[Vec<f32>; 2], Vec<f32>>,
+    image: Batcher<Vec<Vec<f32>>, Vec<f32>>,
+    views: ImageViews,
     text: Batcher<String, Vec<f32>>,
     image_cache: VectorCache<[u8; 32]>,
     text_cache: VectorCache<String>,
@@ -85,6 +90,7 @@ pub struct EncoderSettings {
     pub max_text_chars: usize,
     pub image_cache: usize,
     pub text_cache: usize,
+    pub views: ImageViews,
 }
 
 impl Encoders {
@@ -98,6 +104,7 @@ impl Encoders {
             text: Batcher::spawn("text_encoder", text_manifest.name.clone(), s.batch, TextWorker(text)),
             image_cache: VectorCache::new("image", s.image_cache),
             text_cache: VectorCache::new("text", s.text_cache),
+            views: s.views,
             image_manifest,
             text_manifest,
             limits: s.limits,
@@ -123,10 +130,10 @@ impl Encoders {
         if let Some(v) = self.image_cache.get(&key) {
             return Ok(v);
         }
-        let (limits, (w, h)) = (self.limits, self.input_size);
-        let input = tokio::task::spawn_blocking(move || -> Result<[Vec<f32>; 2], ServeError> {
+        let (limits, (w, h), views) = (self.limits, self.input_size, self.views);
+        let input = tokio::task::spawn_blocking(move || -> Result<Vec<Vec<f32>>, ServeError> {
             let img = decode(&bytes, limits).map_err(|source| ServeError::BadImage { index, source })?;
-            Ok([to_input(&img, w, h, false), to_input(&img, w, h, true)])
+            Ok(views.mirrors().iter().map(|&m| to_input(&img, w, h, m)).collect())
         })
         .await
         .map_err(|e| ServeError::Internal(e.to_string()))??;
@@ -145,7 +152,7 @@ impl Encoders {
         }
         let (w, h) = self.input_size;
         let img = decode(bytes, self.limits).map_err(|source| ServeError::BadImage { index, source })?;
-        let out = self.image.submit_blocking([to_input(&img, w, h, false), to_input(&img, w, h, true)])?;
+        let out = self.image.submit_blocking(self.views.mirrors().iter().map(|&m| to_input(&img, w, h, m)).collect())?;
         let v = Arc::new(out.value);
         self.image_cache.insert(key, v.clone());
         Ok((key, v))
@@ -176,9 +183,14 @@ impl Encoders {
         img.write_to(&mut png, image::ImageFormat::Png).map_err(|e| ServeError::Internal(e.to_string()))?;
         let (w, h) = self.input_size;
         let decoded = decode(png.get_ref(), self.limits).map_err(|source| ServeError::BadImage { index: 0, source })?;
-        self.image.submit_blocking([to_input(&decoded, w, h, false), to_input(&decoded, w, h, true)])?;
+        self.image.submit_blocking(self.views.mirrors().iter().map(|&m| to_input(&decoded, w, h, m)).collect())?;
         self.text.submit_blocking("a photo used to warm up the text encoder".to_string())?;
         Ok(())
+    }
+
+    /// The views a photo vector is made of.
+    pub fn views(&self) -> ImageViews {
+        self.views
     }
 
     /// Items waiting in the encoders' queues.

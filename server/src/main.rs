@@ -103,6 +103,7 @@ fn main() -> anyhow::Result<()> {
             max_text_chars: cfg.max_text_chars,
             image_cache: cfg.image_cache,
             text_cache: cfg.text_cache,
+            views: cfg.image_views,
         },
     );
     let versions = Versions::new(repo.clone(), device, batch, image_manifest, text_manifest, rollout_path);

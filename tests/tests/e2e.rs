@@ -444,3 +444,19 @@ fn the_cli_works_against_a_real_server() {
     assert_eq!(v["ok"].as_u64().unwrap() + v["errors"].as_object().unwrap().values().map(|x| x.as_u64().unwrap()).sum::<u64>(), 12, "{v}");
     assert!(v["latency"]["p99_ms"].as_f64().unwrap() > 0.0);
 }
+
+#[test]
+fn one_view_serving_scores_and_searches() {
+    let data = tempfile::tempdir().unwrap();
+    let mut server = Server::start(&repo(), &data.path().join("srv"), &["--image-views", "original"]);
+    rt().block_on(async {
+        let c = server.ready_client().await;
+        let photos = test_photos(3);
+        assert_eq!(c.add_photos(add_requests(&photos)).await.unwrap().added, 3);
+        let (scores, _) = c.score(vec![(ImageRef::Bytes(photos[0].1.clone()), "a dog".into())], Some("US")).await.unwrap();
+        assert!((0.0..=1.0).contains(&scores[0]));
+        assert_eq!(c.search("a dog", Some("US"), 3).await.unwrap().hits.len(), 3);
+    });
+    let bad = std::process::Command::new(bin("imagesearch-server")).args(["--image-views", "mirror", "--check"]).output().unwrap();
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("use both or original"));
+}

@@ -143,6 +143,10 @@ struct EvalArgs {
     /// Print the metrics as JSON.
     #[arg(long)]
     json: bool,
+    /// Photo vectors as the server makes them: both (photo and mirror image, as trained) or
+    /// original (half the encoder cost) — to measure what `imagesearch-server --image-views` costs.
+    #[arg(long, default_value = "both")]
+    image_views: imagesearch_model::ImageViews,
 }
 
 /// A count flag with a lower bound.
@@ -246,7 +250,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Eval(a) => {
             let cfg = common(&a.common)?;
-            let (version, metrics) = pipeline::eval(&cfg, a.version, a.queries).context("evaluation failed")?;
+            let (version, metrics) = pipeline::eval(&cfg, a.version, a.queries, a.image_views).context("evaluation failed")?;
             if a.json {
                 let out = serde_json::json!({ "version": version, "metrics": metrics });
                 println!("{}", serde_json::to_string_pretty(&out)?);

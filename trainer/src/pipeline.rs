@@ -605,7 +605,12 @@ fn build_report(
 }
 
 /// Evaluates an existing version; `queries` replaces the test queries (same format).
-pub fn eval(c: &CommonConfig, version: Option<u32>, queries: Option<PathBuf>) -> Result<(u32, Metrics), PipelineError> {
+pub fn eval(
+    c: &CommonConfig,
+    version: Option<u32>,
+    queries: Option<PathBuf>,
+    views: imagesearch_model::ImageViews,
+) -> Result<(u32, Metrics), PipelineError> {
     let repo = ModelRepository::new(&c.models);
     let available = repo.versions()?;
     let version = match version {
@@ -646,7 +651,17 @@ pub fn eval(c: &CommonConfig, version: Option<u32>, queries: Option<PathBuf>) ->
     let mut text_list: Vec<String> = data.judged.iter().map(|p| p.text.clone()).collect();
     text_list.extend(data.test_queries.iter().map(|q| q.text.clone()));
     let (texts, _) = encode_texts(&mut enc, c, &text_list)?;
-    let mean_photos: HashMap<String, Vec<f32>> = photos.iter().map(|(k, v)| (k.clone(), v.mean())).collect();
+    // The photo vectors as the server would make them (`--image-views`).
+    let mean_photos: HashMap<String, Vec<f32>> = photos
+        .iter()
+        .map(|(k, v)| {
+            let vector = match views {
+                imagesearch_model::ImageViews::Both => v.mean(),
+                imagesearch_model::ImageViews::Original => v.original.clone(),
+            };
+            (k.clone(), vector)
+        })
+        .collect();
     let calib_mean = {
         let t: Vec<f64> = data
             .judged
