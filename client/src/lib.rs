@@ -495,10 +495,11 @@ pub fn score_request(pairs: Vec<(ImageRef, String)>, region: Option<&str>, versi
 }
 
 /// Turns the server's answer into slots; in a restricted region, a photo flagged restricted
-/// becomes a withheld slot whatever the server did.
+/// becomes a withheld slot whatever the server did, and a withheld query shows no photo even if
+/// the server sent some.
 pub fn to_results(resp: pb::SearchResponse, restricted_region: bool) -> SearchResults {
-    let hits = resp
-        .hits
+    let hits = if resp.query_withheld.is_some() { Vec::new() } else { resp.hits };
+    let hits = hits
         .into_iter()
         .map(|h| match h.content {
             Some(pb::search_hit::Content::Photo(p)) if !(restricted_region && p.restricted) => Slot::Photo(FoundPhoto {
@@ -595,7 +596,13 @@ mod tests {
         assert!(matches!(&r.hits[1], Slot::Withheld { disclaimer, .. } if disclaimer == DISCLAIMER));
         assert!(matches!(&r.hits[2], Slot::Withheld { .. }), "an empty slot shows nothing");
         // In an open region the flagged photo may be shown.
-        let open = to_results(resp, false);
+        let open = to_results(resp.clone(), false);
         assert!(matches!(&open.hits[1], Slot::Photo(p) if p.id == "child.jpg"));
+        // A withheld query shows nothing, even if a misbehaving server sent photos with it.
+        let mut withheld = resp;
+        withheld.query_withheld = Some(pb::Withheld { disclaimer: String::new() });
+        let r = to_results(withheld, true);
+        assert!(r.hits.is_empty());
+        assert_eq!(r.query_withheld.as_deref(), Some(DISCLAIMER));
     }
 }

@@ -376,12 +376,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     "versions": info.versions.iter().map(|v| serde_json::json!({"version": v.version, "created": v.created, "child_detector": v.has_child_detector})).collect::<Vec<_>>(),
                     "rollout": {"stable": r.stable, "canary": r.canary, "canary_percent": r.canary_percent},
                     "restricted_regions": info.restricted_regions,
+                    "image_views": info.image_views, "text_encoder_device": info.text_encoder_device,
                     "limits": {"max_pairs_per_request": l.max_pairs_per_request, "max_batch_size": l.max_batch_size, "max_queue_delay_us": l.max_queue_delay_us,
                         "queue_capacity": l.queue_capacity, "max_message_bytes": l.max_message_bytes, "max_text_chars": l.max_text_chars,
                         "max_image_bytes": l.max_image_bytes, "max_image_pixels": l.max_image_pixels, "max_k": l.max_k, "max_stream_in_flight": l.max_stream_in_flight},
                 }));
             }
-            println!("build {} ({}) on {}", info.build_version, info.git_commit, info.device);
+            println!("build {} ({}) on {} (text encoder on {}, image views: {})", info.build_version, info.git_commit, info.device, info.text_encoder_device, info.image_views);
             for v in &info.versions {
                 println!("  scorer version {} created {} child detector: {}", v.version, v.created, v.has_child_detector);
             }

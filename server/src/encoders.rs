@@ -81,6 +81,8 @@ pub struct Encoders {
     pub limits: ImageLimits,
     pub max_text_chars: usize,
     input_size: (u32, u32),
+    /// Where the text encoder runs ("cpu" when it could not run on the server's device).
+    pub text_device: String,
 }
 
 /// Sizes of the caches and limits on inputs.
@@ -99,7 +101,9 @@ impl Encoders {
         let image_manifest = image.manifest.clone();
         let text_manifest = text.manifest.clone();
         let input_size = image.input_size();
+        let text_device = imagesearch_model::device::device_name(text.device());
         Encoders {
+            text_device,
             image: Batcher::spawn("image_encoder", image_manifest.name.clone(), s.batch, ImageWorker(image)),
             text: Batcher::spawn("text_encoder", text_manifest.name.clone(), s.batch, TextWorker(text)),
             image_cache: VectorCache::new("image", s.image_cache),

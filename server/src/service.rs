@@ -227,6 +227,8 @@ pub fn info(app: &App) -> pb::InfoResponse {
         }),
         rollout: Some(rollout_pb(r)),
         restricted_regions: app.policy.restricted_regions().map(|c| c.as_str().to_string()).collect(),
+        image_views: app.encoders.views().to_string(),
+        text_encoder_device: app.encoders.text_device.clone(),
     }
 }
 

@@ -38,6 +38,7 @@ fn every_rpc_and_the_law_end_to_end() {
         let c = server.ready_client().await;
         let info = c.info().await.unwrap();
         assert_eq!(info.device, "cpu");
+        assert_eq!((info.image_views.as_str(), info.text_encoder_device.as_str()), ("both", "cpu"));
         assert_eq!(info.versions.iter().map(|v| v.version).collect::<Vec<_>>(), vec![2], "newest version by default");
         assert_eq!(info.restricted_regions, vec!["DE", "FR"]);
         let limits = info.limits.unwrap();
