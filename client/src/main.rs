@@ -243,8 +243,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let r = match client.search_with(&query, region.as_deref(), k, &opts).await {
                 Err(imagesearch_client::ClientError::QueryWithheld { disclaimer, rule, .. }) => {
                     // Refused by the client itself: same answer as the server's.
-                    imagesearch_client::SearchResults { hits: vec![], version: 0, query_withheld: Some(format!("{disclaimer}")), gallery_size: 0 }
-                        .tap(|_| eprintln!("query withheld by the client ({rule})"))
+                    eprintln!("query withheld by the client ({rule})");
+                    imagesearch_client::SearchResults { hits: vec![], version: 0, query_withheld: Some(disclaimer), gallery_size: 0 }
                 }
                 other => other?,
             };
@@ -403,13 +403,6 @@ fn state_name(s: i32) -> &'static str {
     match s { 1 => "available", 2 => "loading", 3 => "ready", 4 => "failed", _ => "unknown" }
 }
 
-trait Tap: Sized {
-    fn tap(self, f: impl FnOnce(&Self)) -> Self {
-        f(&self);
-        self
-    }
-}
-impl<T> Tap for T {}
 
 async fn loadtest_cmd(client: Client, a: LoadArgs, json: bool) -> anyhow::Result<()> {
     let mut work = Workload::from_dataset(&a.data, 100)?;

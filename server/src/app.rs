@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use imagesearch_compliance::{describes_child, RegionPolicy, Verdict, DISCLAIMER};
+use imagesearch_compliance::{describes_child, RegionPolicy, DISCLAIMER};
 use imagesearch_proto::v1 as pb;
 
 use crate::config::Config;
@@ -174,13 +174,22 @@ impl App {
         pb::Withheld { disclaimer: DISCLAIMER.to_string() }
     }
 
-    /// A photo as the requester may see it: the photo, or the disclaimer in its place.
-    fn show(&self, meta: &PhotoMeta, restricted_region: bool, with_bytes: bool) -> Result<ShowOrWithhold, ServeError> {
+    /// A photo as the requester may see it: the photo (its bytes read on the blocking pool), or
+    /// the disclaimer in its place.
+    async fn show(&self, meta: &PhotoMeta, restricted_region: bool, with_bytes: bool) -> Result<ShowOrWithhold, ServeError> {
         if restricted_region && meta.flag.restricted() {
             metrics::counter!(m::WITHHELD, "what" => "photo").increment(1);
             return Ok(ShowOrWithhold::Withheld(Self::withheld()));
         }
-        let data = if with_bytes { self.store.photo_bytes(&meta.id)?.unwrap_or_default() } else { Vec::new() };
+        let data = if with_bytes {
+            let (store, id) = (self.store.clone(), meta.id.clone());
+            tokio::task::spawn_blocking(move || store.photo_bytes(&id))
+                .await
+                .map_err(|e| ServeError::Internal(e.to_string()))??
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
         Ok(ShowOrWithhold::Photo(pb::Photo {
             id: meta.id.to_string(),
             reference: format!("gallery:{}", meta.id),
@@ -200,8 +209,7 @@ impl App {
         let region = self.region(&req.routing)?;
         let version = self.resolve(&req.routing)?;
         let gallery_size = self.store.len() as u64;
-        let verdict = self.policy.check_query(Some(region.code.as_str()), &req.query)?;
-        if let Verdict::Blocked(hit) = verdict {
+        if let Some(hit) = describes_child(&req.query).filter(|_| region.restricted) {
             metrics::counter!(m::WITHHELD, "what" => "query").increment(1);
             tracing::info!(region = %region.code, rule = %hit, "query withheld");
             return Ok(Served {
@@ -221,7 +229,7 @@ impl App {
         for (id, score) in found {
             // A photo removed since the search ran is left out.
             let Some(meta) = self.store.get(&id) else { continue };
-            let content = match self.show(&meta, region.restricted, req.include_photos)? {
+            let content = match self.show(&meta, region.restricted, req.include_photos).await? {
                 ShowOrWithhold::Photo(p) => pb::search_hit::Content::Photo(p),
                 ShowOrWithhold::Withheld(w) => pb::search_hit::Content::Withheld(w),
             };
@@ -235,10 +243,10 @@ impl App {
     }
 
     /// One gallery photo, under the law of the requester's region.
-    pub fn get_photo(&self, req: pb::GetPhotoRequest) -> Result<pb::GetPhotoResponse, ServeError> {
+    pub async fn get_photo(&self, req: pb::GetPhotoRequest) -> Result<pb::GetPhotoResponse, ServeError> {
         let region = self.region(&req.routing)?;
         let meta = self.store.get(&req.id).ok_or_else(|| ServeError::NotFound(format!("gallery photo '{}' does not exist", req.id)))?;
-        let content = match self.show(&meta, region.restricted, true)? {
+        let content = match self.show(&meta, region.restricted, true).await? {
             ShowOrWithhold::Photo(p) => pb::get_photo_response::Content::Photo(p),
             ShowOrWithhold::Withheld(w) => pb::get_photo_response::Content::Withheld(w),
         };
@@ -308,15 +316,10 @@ impl App {
         Ok(pb::AddPhotosResponse { added: up.added, replaced: up.replaced, restricted, rejected })
     }
 
+    /// Applies an index job (upsert or remove) to every given version, waiting for each.
     async fn reindex(&self, job: ScorerJob, versions: Vec<Arc<LoadedVersion>>) -> Result<(), ServeError> {
-        let job = Arc::new(job);
         for v in versions {
-            let job = match job.as_ref() {
-                ScorerJob::Upsert(p) => ScorerJob::Upsert(p.clone()),
-                ScorerJob::Remove(ids) => ScorerJob::Remove(ids.clone()),
-                _ => unreachable!("only index jobs are sent to every version"),
-            };
-            let worker = v.worker.clone();
+            let (worker, job) = (v.worker.clone(), job.clone());
             tokio::task::spawn_blocking(move || worker.submit_blocking(job)).await.map_err(|e| ServeError::Internal(e.to_string()))??;
         }
         Ok(())

@@ -33,6 +33,11 @@ impl Timings {
     }
 }
 
+/// The encoder inputs of a decoded photo: one CHW tensor per view.
+fn view_inputs(img: &image::RgbImage, (w, h): (u32, u32), views: ImageViews) -> Vec<Vec<f32>> {
+    views.mirrors().iter().map(|&m| to_input(img, w, h, m)).collect()
+}
+
 fn rows(t: &Tensor) -> Result<Vec<Vec<f32>>, ServeError> {
     let n = t.size()[0];
     (0..n).map(|i| Vec::<f32>::try_from(t.get(i)).map_err(|e| ServeError::Internal(e.to_string()))).collect()
@@ -134,10 +139,10 @@ impl Encoders {
         if let Some(v) = self.image_cache.get(&key) {
             return Ok(v);
         }
-        let (limits, (w, h), views) = (self.limits, self.input_size, self.views);
+        let (limits, size, views) = (self.limits, self.input_size, self.views);
         let input = tokio::task::spawn_blocking(move || -> Result<Vec<Vec<f32>>, ServeError> {
             let img = decode(&bytes, limits).map_err(|source| ServeError::BadImage { index, source })?;
-            Ok(views.mirrors().iter().map(|&m| to_input(&img, w, h, m)).collect())
+            Ok(view_inputs(&img, size, views))
         })
         .await
         .map_err(|e| ServeError::Internal(e.to_string()))??;
@@ -154,9 +159,8 @@ impl Encoders {
         if let Some(v) = self.image_cache.get(&key) {
             return Ok((key, v));
         }
-        let (w, h) = self.input_size;
         let img = decode(bytes, self.limits).map_err(|source| ServeError::BadImage { index, source })?;
-        let out = self.image.submit_blocking(self.views.mirrors().iter().map(|&m| to_input(&img, w, h, m)).collect())?;
+        let out = self.image.submit_blocking(view_inputs(&img, self.input_size, self.views))?;
         let v = Arc::new(out.value);
         self.image_cache.insert(key, v.clone());
         Ok((key, v))
@@ -185,9 +189,8 @@ impl Encoders {
         let img = image::RgbImage::from_fn(64, 48, |x, y| image::Rgb([(x * 4) as u8, (y * 5) as u8, 128]));
         let mut png = std::io::Cursor::new(Vec::new());
         img.write_to(&mut png, image::ImageFormat::Png).map_err(|e| ServeError::Internal(e.to_string()))?;
-        let (w, h) = self.input_size;
         let decoded = decode(png.get_ref(), self.limits).map_err(|source| ServeError::BadImage { index: 0, source })?;
-        self.image.submit_blocking(self.views.mirrors().iter().map(|&m| to_input(&decoded, w, h, m)).collect())?;
+        self.image.submit_blocking(view_inputs(&decoded, self.input_size, self.views))?;
         self.text.submit_blocking("a photo used to warm up the text encoder".to_string())?;
         Ok(())
     }

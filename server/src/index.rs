@@ -12,6 +12,7 @@ use crate::batcher::BatchWorker;
 use crate::error::ServeError;
 
 /// Work for a version's thread.
+#[derive(Clone)]
 pub enum ScorerJob {
     /// One request's pairs: image and text vectors, same length.
     Pairs { images: Vec<Arc<Vec<f32>>>, texts: Vec<Arc<Vec<f32>>> },

@@ -183,7 +183,7 @@ impl ImageSearch for SearchService {
     async fn get_photo(&self, req: Request<pb::GetPhotoRequest>) -> Result<Response<pb::GetPhotoResponse>, Status> {
         let md = req.metadata().clone();
         let app = self.0.clone();
-        handle("GetPhoto", &md, async move { app.get_photo(req.into_inner()).map(plain) }).await
+        handle("GetPhoto", &md, async move { app.get_photo(req.into_inner()).await.map(plain) }).await
     }
 
     async fn info(&self, req: Request<pb::InfoRequest>) -> Result<Response<pb::InfoResponse>, Status> {
@@ -263,8 +263,10 @@ impl Gallery for GalleryService {
 
     async fn stats(&self, req: Request<pb::GalleryStatsRequest>) -> Result<Response<pb::GalleryStatsResponse>, Status> {
         let md = req.metadata().clone();
-        let s = self.0.store.stats();
+        let store = self.0.store.clone();
         handle("GalleryStats", &md, async move {
+            // Stats reads every photo file's size: off the async workers.
+            let s = tokio::task::spawn_blocking(move || store.stats()).await.map_err(|e| ServeError::Internal(e.to_string()))?;
             Ok(plain(pb::GalleryStatsResponse {
                 photos: s.photos,
                 restricted: s.by_flag[1] + s.by_flag[2] + s.by_flag[3],

@@ -113,7 +113,6 @@ impl Versions {
                 self.repo.scorer_root().display()
             )));
         }
-        let previous = self.state(version);
         self.set_state(version, VersionState::Loading);
         match self.load_inner(version, gallery) {
             Ok(v) => {
@@ -124,7 +123,6 @@ impl Versions {
             Err(e) => {
                 tracing::error!(version, error = %e, "scorer version failed to load");
                 self.set_state(version, VersionState::Failed(e.to_string()));
-                let _ = previous;
                 Err(e)
             }
         }
