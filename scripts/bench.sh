@@ -21,6 +21,7 @@ log "naive ceiling: the TorchScript modules in a loop, one thread ($DEVICE)"
   --queries "$DATA/test_queries.csv" > "$OUT/models.json"
 cat "$OUT/models.json"
 
+export IMAGESEARCH_WRITER_TOKEN="${IMAGESEARCH_WRITER_TOKEN:-bench-writer-$$}"
 run_server() { # name, extra server flags...
   local name=$1; shift
   "$BIN_DIR/imagesearch-server" --listen "127.0.0.1:$PORT" --metrics-listen off --device "$DEVICE" \

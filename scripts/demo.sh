@@ -27,7 +27,8 @@ DEMO="$ROOT/var/demo"
 mkdir -p "$DEMO"
 PORT="${IMAGESEARCH_DEMO_PORT:-50051}"
 export IMAGESEARCH_ENDPOINT="http://127.0.0.1:$PORT"
-export IMAGESEARCH_ADMIN_TOKEN="${IMAGESEARCH_ADMIN_TOKEN:-demo-$(date +%s)}"
+export IMAGESEARCH_ADMIN_TOKEN="${IMAGESEARCH_ADMIN_TOKEN:-demo-admin-$(date +%s)}"
+export IMAGESEARCH_WRITER_TOKEN="${IMAGESEARCH_WRITER_TOKEN:-demo-writer-$(date +%s)}"
 log "starting imagesearch-server on $IMAGESEARCH_ENDPOINT (log: $DEMO/server.log, metrics: http://127.0.0.1:9091/metrics)"
 "$BIN_DIR/imagesearch-server" --listen "127.0.0.1:$PORT" --data-dir "$ROOT/var/server" \
   --restricted-regions DE,FR > "$DEMO/server.log" 2>&1 &

@@ -82,12 +82,18 @@ pub struct ClientConfig {
     pub request_timeout: Duration,
     pub keep_alive: Duration,
     pub retry: RetryPolicy,
-    /// Bearer token for model admin calls.
+    /// Bearer token for model admin calls and reviews of photo flags.
     pub admin_token: Option<String>,
+    /// Bearer token for gallery writes (add, remove).
+    pub writer_token: Option<String>,
     /// Regions the client itself treats as restricted (united with the server's list).
     pub restricted_regions: Option<RegionPolicy>,
     /// PEM of a CA to trust for `https://` endpoints (system roots otherwise).
     pub tls_ca_pem: Option<Vec<u8>>,
+    /// PEM certificate and key the client presents (servers that ask for client certificates).
+    pub tls_identity_pem: Option<(Vec<u8>, Vec<u8>)>,
+    /// Name the server's certificate must carry, when it differs from the endpoint's host.
+    pub tls_domain: Option<String>,
     /// Largest message accepted from the server.
     pub max_message_bytes: usize,
 }
@@ -101,8 +107,11 @@ impl ClientConfig {
             keep_alive: Duration::from_secs(30),
             retry: RetryPolicy::default(),
             admin_token: None,
+            writer_token: None,
             restricted_regions: None,
             tls_ca_pem: None,
+            tls_identity_pem: None,
+            tls_domain: None,
             max_message_bytes: 64 << 20,
         }
     }
@@ -194,6 +203,12 @@ impl Client {
             if let Some(pem) = &cfg.tls_ca_pem {
                 tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(pem));
             }
+            if let Some((cert, key)) = &cfg.tls_identity_pem {
+                tls = tls.identity(tonic::transport::Identity::from_pem(cert, key));
+            }
+            if let Some(domain) = &cfg.tls_domain {
+                tls = tls.domain_name(domain.clone());
+            }
             ep = ep.tls_config(tls).map_err(|e| err(e.to_string()))?;
         }
         let channel = ep.connect().await.map_err(|e| err(format!("{e} ({:?})", std::error::Error::source(&e))))?;
@@ -215,11 +230,21 @@ impl Client {
     }
 
     fn admin_request<T>(&self, msg: T, deadline: Instant) -> Result<Request<T>, ClientError> {
-        let mut r = self.request(msg, deadline);
         let token = self.cfg.admin_token.as_deref().ok_or_else(|| {
-            ClientError::InvalidInput("model admin calls need an admin token (--admin-token / IMAGESEARCH_ADMIN_TOKEN)".into())
+            ClientError::InvalidInput("model admin calls and reviews need an admin token (--admin-token / IMAGESEARCH_ADMIN_TOKEN)".into())
         })?;
-        let value = format!("Bearer {token}").parse().map_err(|_| ClientError::InvalidInput("admin token is not valid ASCII".into()))?;
+        Self::authorized(self.request(msg, deadline), "admin", token)
+    }
+
+    fn writer_request<T>(&self, msg: T, deadline: Instant) -> Result<Request<T>, ClientError> {
+        let token = self.cfg.writer_token.as_deref().ok_or_else(|| {
+            ClientError::InvalidInput("gallery writes need a writer token (--writer-token / IMAGESEARCH_WRITER_TOKEN)".into())
+        })?;
+        Self::authorized(self.request(msg, deadline), "writer", token)
+    }
+
+    fn authorized<T>(mut r: Request<T>, role: &str, token: &str) -> Result<Request<T>, ClientError> {
+        let value = format!("Bearer {token}").parse().map_err(|_| ClientError::InvalidInput(format!("{role} token is not valid ASCII")))?;
         r.metadata_mut().insert("authorization", value);
         Ok(r)
     }
@@ -303,7 +328,48 @@ impl Client {
                 async move { c.search(req).await.map(|r| r.into_inner()) }
             })
             .await?;
-        Ok(to_results(resp, restricted))
+        let mut results = to_results(resp, restricted);
+        if opts.include_photos {
+            self.fill_missing_bytes(&mut results, region).await?;
+        }
+        Ok(results)
+    }
+
+    /// Fetches, one by one under the same law, the photos the server sent without bytes
+    /// because the answer's byte budget was spent.
+    async fn fill_missing_bytes(&self, results: &mut SearchResults, region: Option<&str>) -> Result<(), ClientError> {
+        for slot in &mut results.hits {
+            let Slot::Photo(found) = slot else { continue };
+            if !found.data.is_empty() {
+                continue;
+            }
+            match self.get_photo(&found.id, region).await? {
+                Some(photo) => found.data = photo.data,
+                None => *slot = Slot::Withheld { rank: found.rank, score: found.score, disclaimer: DISCLAIMER.to_string() },
+            }
+        }
+        Ok(())
+    }
+
+    /// One gallery photo under the law of `region`: `None` when it is withheld there (a photo
+    /// flagged restricted is withheld in a restricted region whatever the server sent).
+    pub async fn get_photo(&self, id: &str, region: Option<&str>) -> Result<Option<pb::Photo>, ClientError> {
+        let restricted = self.is_restricted(region).await?;
+        let msg = pb::GetPhotoRequest {
+            id: id.to_string(),
+            routing: Some(pb::Routing { region: region.unwrap_or("").trim().to_string(), ..Default::default() }),
+        };
+        let resp = self
+            .call(|d| {
+                let mut c = self.search_client();
+                let req = self.request(msg.clone(), d);
+                async move { c.get_photo(req).await.map(|r| r.into_inner()) }
+            })
+            .await?;
+        Ok(match resp.content {
+            Some(pb::get_photo_response::Content::Photo(p)) if !(restricted && p.restricted) => Some(p),
+            _ => None,
+        })
     }
 
     /// Scores pairs; returns the scores and the version that served.
@@ -362,7 +428,7 @@ impl Client {
     /// Adds photos; answers once the server stored them durably.
     pub async fn add_photos(&self, photos: Vec<pb::AddPhotoRequest>) -> Result<pb::AddPhotosResponse, ClientError> {
         let mut c = GalleryClient::new(self.channel.clone()).max_encoding_message_size(self.cfg.max_message_bytes);
-        let req = self.request(tokio_stream::iter(photos), Instant::now() + self.cfg.request_timeout.max(Duration::from_secs(600)));
+        let req = self.writer_request(tokio_stream::iter(photos), Instant::now() + self.cfg.request_timeout.max(Duration::from_secs(600)))?;
         Ok(c.add_photos(req).await?.into_inner())
     }
 
@@ -404,10 +470,23 @@ impl Client {
     }
 
     pub async fn remove_photos(&self, ids: Vec<String>) -> Result<pb::RemovePhotosResponse, ClientError> {
+        self.writer_request((), self.deadline())?;
         self.call(|d| {
             let mut c = GalleryClient::new(self.channel.clone());
-            let req = self.request(pb::RemovePhotosRequest { ids: ids.clone() }, d);
-            async move { c.remove_photos(req).await.map(|r| r.into_inner()) }
+            let req = self.writer_request(pb::RemovePhotosRequest { ids: ids.clone() }, d).map_err(|e| Status::invalid_argument(e.to_string()));
+            async move { c.remove_photos(req?).await.map(|r| r.into_inner()) }
+        })
+        .await
+    }
+
+    /// Records a review of a photo's restricted flag (needs the admin token).
+    pub async fn review_photo(&self, id: &str, restricted: bool, reviewer: &str, note: &str) -> Result<pb::ReviewPhotoResponse, ClientError> {
+        let msg = pb::ReviewPhotoRequest { id: id.to_string(), restricted, reviewer: reviewer.to_string(), note: note.to_string() };
+        self.admin_request((), self.deadline())?;
+        self.call(|d| {
+            let mut c = GalleryClient::new(self.channel.clone());
+            let req = self.admin_request(msg.clone(), d).map_err(|e| Status::invalid_argument(e.to_string()));
+            async move { c.review_photo(req?).await.map(|r| r.into_inner()) }
         })
         .await
     }
@@ -590,6 +669,7 @@ mod tests {
             version: 3,
             query_withheld: None,
             gallery_size: 10,
+            photos_without_bytes: 0,
         };
         let r = to_results(resp.clone(), true);
         assert!(matches!(&r.hits[0], Slot::Photo(p) if p.id == "dog.jpg"));

@@ -18,9 +18,24 @@ struct Cli {
     /// Server endpoint (http:// or https://).
     #[arg(long, env = "IMAGESEARCH_ENDPOINT", default_value = "http://127.0.0.1:50051", global = true)]
     endpoint: String,
-    /// Bearer token for `models` commands.
+    /// Bearer token for `models` commands and `gallery review`.
     #[arg(long, env = "IMAGESEARCH_ADMIN_TOKEN", global = true, hide_env_values = true)]
     admin_token: Option<String>,
+    /// Bearer token for gallery writes (`gallery add`, `gallery remove`).
+    #[arg(long, env = "IMAGESEARCH_WRITER_TOKEN", global = true, hide_env_values = true)]
+    writer_token: Option<String>,
+    /// PEM CA certificate to trust for an https:// endpoint (system roots otherwise).
+    #[arg(long, env = "IMAGESEARCH_TLS_CA", global = true)]
+    tls_ca: Option<PathBuf>,
+    /// PEM client certificate, for servers that require one (with --tls-key).
+    #[arg(long, env = "IMAGESEARCH_TLS_CERT", global = true, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "IMAGESEARCH_TLS_KEY", global = true, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Name the server's certificate must carry, when it differs from the endpoint's host.
+    #[arg(long, env = "IMAGESEARCH_TLS_DOMAIN", global = true)]
+    tls_domain: Option<String>,
     /// Deadline of each call in seconds (retries included).
     #[arg(long, env = "IMAGESEARCH_TIMEOUT_S", default_value_t = 30.0, global = true)]
     timeout_s: f64,
@@ -105,6 +120,18 @@ enum GalleryCommand {
     },
     Remove { ids: Vec<String> },
     Stats,
+    /// Records a review of a photo's restricted flag (needs the admin token); applies to every
+    /// photo with the same bytes.
+    Review {
+        id: String,
+        /// The photo shows a child (restrict) or does not (clear a detector's or unverified flag).
+        #[arg(long, value_parser = ["restrict", "clear"])]
+        decision: String,
+        #[arg(long)]
+        reviewer: String,
+        #[arg(long, default_value = "")]
+        note: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -233,6 +260,13 @@ fn main() -> anyhow::Result<()> {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut cfg = ClientConfig::new(cli.endpoint.clone());
     cfg.admin_token = cli.admin_token.clone();
+    cfg.writer_token = cli.writer_token.clone();
+    let read = |p: &PathBuf| std::fs::read(p).with_context(|| p.display().to_string());
+    cfg.tls_ca_pem = cli.tls_ca.as_ref().map(read).transpose()?;
+    if let (Some(cert), Some(key)) = (&cli.tls_cert, &cli.tls_key) {
+        cfg.tls_identity_pem = Some((read(cert)?, read(key)?));
+    }
+    cfg.tls_domain = cli.tls_domain.clone();
     cfg.request_timeout = Duration::from_secs_f64(cli.timeout_s.max(0.001));
     let client = Client::connect(cfg).await?;
     let json = cli.json;
@@ -319,11 +353,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 let s = client.gallery_stats().await?;
                 let v = serde_json::json!({"photos": s.photos, "restricted": s.restricted, "restricted_by_captions": s.restricted_by_captions,
                     "restricted_by_detector": s.restricted_by_detector, "restricted_unverified": s.restricted_unverified,
+                    "restricted_by_review": s.restricted_by_review, "cleared_by_review": s.cleared_by_review,
                     "photo_bytes": s.photo_bytes, "log_bytes": s.log_bytes});
                 if json { return print_json(&v); }
-                println!("{} photos · {} restricted ({} by captions, {} by the detector, {} unverified) · {} MB photos · {} MB log",
+                println!("{} photos · {} restricted ({} by captions, {} by the detector, {} unverified, {} by review; {} cleared by review) · {} MB photos · {} MB log",
                     s.photos, s.restricted, s.restricted_by_captions, s.restricted_by_detector, s.restricted_unverified,
-                    s.photo_bytes / 1_000_000, s.log_bytes / 1_000_000);
+                    s.restricted_by_review, s.cleared_by_review, s.photo_bytes / 1_000_000, s.log_bytes / 1_000_000);
+            }
+            GalleryCommand::Review { id, decision, reviewer, note } => {
+                let r = client.review_photo(&id, decision == "restrict", &reviewer, &note).await?;
+                if json {
+                    return print_json(&serde_json::json!({"id": id, "flag": r.flag, "changed": r.changed}));
+                }
+                println!("{id}: {} · {} photo(s) changed: {:?}", r.flag, r.changed.len(), r.changed);
             }
         },
         Command::Models { command } => match command {

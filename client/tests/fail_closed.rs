@@ -58,17 +58,31 @@ impl ImageSearch for Fake {
     async fn score_stream(&self, _: Request<Streaming<pb::ScoreStreamRequest>>) -> Result<Response<Out>, Status> {
         Err(Status::unimplemented("not in this fake"))
     }
-    async fn search(&self, _: Request<pb::SearchRequest>) -> Result<Response<pb::SearchResponse>, Status> {
+    async fn search(&self, req: Request<pb::SearchRequest>) -> Result<Response<pb::SearchResponse>, Status> {
         self.0.searches.fetch_add(1, Ordering::SeqCst);
+        let mut hits = vec![photo("dog.jpg", false), photo("child.jpg", true)];
+        // With include_photos it spends its byte budget at once: references only.
+        let budget_spent = req.into_inner().include_photos;
+        if budget_spent {
+            for h in &mut hits {
+                if let Some(pb::search_hit::Content::Photo(p)) = &mut h.content {
+                    p.data.clear();
+                }
+            }
+        }
         Ok(Response::new(pb::SearchResponse {
-            hits: vec![photo("dog.jpg", false), photo("child.jpg", true)],
+            hits,
             version: 3,
             query_withheld: None,
             gallery_size: 2,
+            photos_without_bytes: if budget_spent { 2 } else { 0 },
         }))
     }
-    async fn get_photo(&self, _: Request<pb::GetPhotoRequest>) -> Result<Response<pb::GetPhotoResponse>, Status> {
-        Err(Status::unimplemented("not in this fake"))
+    async fn get_photo(&self, req: Request<pb::GetPhotoRequest>) -> Result<Response<pb::GetPhotoResponse>, Status> {
+        // Sends every photo to every region.
+        let id = req.into_inner().id;
+        let Some(pb::search_hit::Content::Photo(p)) = photo(&id, id.starts_with("child")).content else { unreachable!() };
+        Ok(Response::new(pb::GetPhotoResponse { content: Some(pb::get_photo_response::Content::Photo(p)) }))
     }
     async fn info(&self, _: Request<pb::InfoRequest>) -> Result<Response<pb::InfoResponse>, Status> {
         Ok(Response::new(pb::InfoResponse { restricted_regions: vec!["DE".into()], ..Default::default() }))
@@ -118,6 +132,25 @@ async fn restricted_photos_and_child_queries_never_get_through_in_restricted_reg
     assert_eq!(fake.searches.load(Ordering::SeqCst), before, "child queries reached the server");
     // A malformed region is an error, not a guess.
     assert!(matches!(c.search("a dog", Some("D3"), 2).await, Err(ClientError::BadRegion(..))));
+}
+
+#[tokio::test]
+async fn photos_fetched_after_the_answer_budget_and_disguised_queries_obey_the_law_too() {
+    let fake = Arc::new(Misbehaving::default());
+    let c = client(start(fake.clone()).await, |_| {}).await;
+    let opts = imagesearch_client::SearchOptions { include_photos: true, ..Default::default() };
+    let r = c.search_with("a dog", Some("DE"), 2, &opts).await.unwrap();
+    assert!(matches!(&r.hits[0], Slot::Photo(p) if p.data == b"jpeg"), "the photo left out of the answer is fetched");
+    assert!(matches!(&r.hits[1], Slot::Withheld { .. }));
+    assert!(c.get_photo("child.jpg", Some("DE")).await.unwrap().is_none(), "GetPhoto of a restricted photo in DE");
+    assert!(c.get_photo("child.jpg", None).await.unwrap().is_none());
+    assert!(c.get_photo("child.jpg", Some("US")).await.unwrap().is_some());
+    let before = fake.searches.load(Ordering::SeqCst);
+    for q in ["k\u{200B}ids on a swing", "ｂｏｙｓ running", "a t\u{043E}ddler"] {
+        let e = c.search(q, Some("DE"), 2).await.unwrap_err();
+        assert!(matches!(e, ClientError::QueryWithheld { .. }), "{q:?}: {e}");
+    }
+    assert_eq!(fake.searches.load(Ordering::SeqCst), before, "disguised child queries reached the server");
 }
 
 #[tokio::test]

@@ -7,6 +7,11 @@
 //! whose caption [`describes_child`]; the server and the client call
 //! [`RegionPolicy::check_query`] and show [`DISCLAIMER`] in place of restricted images.
 //!
+//! The lexicon reads [`normalize`]`(text)`, and the trainer and the server feed the
+//! text encoder exactly that string, so a word hidden from the law by invisible
+//! characters, accents or lookalike letters is never read by the model either.
+//! [`quote`] makes untrusted text safe to echo in messages and logs.
+//!
 //! ```
 //! use imagesearch_compliance::{RegionPolicy, Verdict};
 //!
@@ -16,15 +21,20 @@
 //! assert!(policy.check_query(None, "two kids")?.is_blocked()); // no region: fail closed
 //! assert_eq!(policy.check_query(Some("US"), "a boy on a bike")?, Verdict::Allowed);
 //! assert_eq!(policy.check_query(Some("DE"), "a young woman")?, Verdict::Allowed);
+//! assert!(policy.check_query(Some("DE"), "k\u{200B}ids in the park")?.is_blocked());
 //! assert!(policy.check_query(Some("DEU"), "a dog").is_err());
 //! # Ok(())
 //! # }
 //! ```
 
 pub mod lexicon;
+mod normalize;
+mod quote;
 pub mod region;
 
 pub use lexicon::{child_matches, describes_child, AgeUnit, ChildMatch, Rule, CHILD_AGE_LIMIT};
+pub use normalize::{is_ignorable, normalize};
+pub use quote::quote;
 pub use region::{RegionCode, RegionError, RegionPolicy, Verdict};
 
 /// Shown in place of an image that may not be shown in the requester's region.

@@ -51,17 +51,9 @@ pub enum RegionError {
     Unassigned(String),
 }
 
-/// Quotes (a bounded, printable prefix of) untrusted input for an error message.
+/// Quotes (a bounded, escaped prefix of) untrusted input for an error message.
 fn quote(input: &str) -> String {
-    let mut quoted: String = input
-        .chars()
-        .take(QUOTE_LIMIT)
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect();
-    if input.chars().nth(QUOTE_LIMIT).is_some() {
-        quoted.push('…');
-    }
-    quoted
+    crate::quote::quote(input, QUOTE_LIMIT)
 }
 
 /// An officially assigned ISO 3166-1 alpha-2 region code, in upper case.
@@ -301,7 +293,14 @@ mod tests {
         let Err(RegionError::Malformed(quoted)) = RegionCode::parse(&long) else {
             panic!("long input should be malformed");
         };
-        assert_eq!(quoted, format!("{}…", "a".repeat(QUOTE_LIMIT)));
+        assert_eq!(quoted, format!("{}… (101 chars)", "a".repeat(QUOTE_LIMIT)));
+        let Err(error) = RegionCode::parse("\u{202E}d\ne") else {
+            panic!("hostile input should be malformed");
+        };
+        assert_eq!(
+            error.to_string(),
+            "region '\\u{202E}d\\ne' is not an ISO 3166-1 alpha-2 code (two letters, e.g. DE)"
+        );
     }
 
     #[test]

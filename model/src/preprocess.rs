@@ -58,8 +58,10 @@ pub fn decode(bytes: &[u8], limits: ImageLimits) -> Result<RgbImage, ImageError>
         return Err(ImageError::UnsupportedFormat(format));
     }
     // The JPEG decoder fills a truncated file with grey instead of failing: check its end.
-    if format == ImageFormat::Jpeg && !jpeg_is_complete(bytes) {
-        return Err(ImageError::Corrupt("JPEG ends before its end-of-image marker".into()));
+    if format == ImageFormat::Jpeg {
+        if let Some(fault) = jpeg_fault(bytes) {
+            return Err(ImageError::Corrupt(fault.to_string()));
+        }
     }
     let mut decoder = reader.into_decoder().map_err(|e| ImageError::Corrupt(e.to_string()))?;
     let (width, height) = decoder.dimensions();
@@ -76,47 +78,101 @@ pub fn decode(bytes: &[u8], limits: ImageLimits) -> Result<RgbImage, ImageError>
     Ok(img.into_rgb8())
 }
 
-/// Whether a JPEG's main image runs to its end-of-image marker: walks the marker segments
-/// (skipping APPn payloads, where an EXIF thumbnail has its own markers), then the entropy-coded
-/// scans, until EOI. A file cut short ends inside a segment or a scan.
+/// What is wrong with a JPEG's marker structure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JpegFault {
+    /// The file ends inside a segment or a scan, before its end-of-image marker.
+    Truncated,
+    /// A byte that cannot be there (a bad marker or segment) at this offset.
+    Corrupt(usize),
+}
+
+impl std::fmt::Display for JpegFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JpegFault::Truncated => f.write_str("JPEG ends before its end-of-image marker"),
+            JpegFault::Corrupt(at) => write!(f, "JPEG has an invalid marker or segment at byte {at}"),
+        }
+    }
+}
+
+/// Whether a JPEG's main image runs to its end-of-image marker.
 pub fn jpeg_is_complete(b: &[u8]) -> bool {
-    if b.len() < 4 || b[0] != 0xFF || b[1] != 0xD8 {
-        return false;
+    jpeg_fault(b).is_none()
+}
+
+/// Walks a JPEG's marker segments (skipping APPn payloads, where an EXIF thumbnail has its own
+/// markers), then the entropy-coded scans, until EOI. A file cut short ends inside a segment or
+/// a scan ([`JpegFault::Truncated`]); a byte that no valid file has there is
+/// [`JpegFault::Corrupt`] (the decoder would otherwise fill the rest with grey).
+pub fn jpeg_fault(b: &[u8]) -> Option<JpegFault> {
+    if b.len() < 4 {
+        return Some(JpegFault::Truncated);
+    }
+    if b[0] != 0xFF || b[1] != 0xD8 {
+        return Some(JpegFault::Corrupt(0));
     }
     let mut i = 2;
     let mut in_scan = false;
     while i + 1 < b.len() {
         if b[i] != 0xFF {
             if !in_scan {
-                return false;
+                return Some(JpegFault::Corrupt(i));
             }
             i += 1;
             continue;
         }
         let m = b[i + 1];
         match m {
-            0xD9 => return true,
+            0xD9 => return None,
             // A fill byte before a marker.
             0xFF => i += 1,
             // A stuffed 0xFF inside a scan.
             0x00 if in_scan => i += 2,
-            0x00 => return false,
             // Restart markers and TEM stand alone.
             0x01 | 0xD0..=0xD7 => i += 2,
+            // Reserved markers (and a stuffed zero outside a scan) never occur.
+            0x00 | 0x02..=0xBF => return Some(JpegFault::Corrupt(i)),
             _ => {
                 if i + 3 >= b.len() {
-                    return false;
+                    return Some(JpegFault::Truncated);
                 }
                 let len = usize::from(u16::from_be_bytes([b[i + 2], b[i + 3]]));
                 if len < 2 {
-                    return false;
+                    return Some(JpegFault::Corrupt(i + 2));
                 }
                 i += 2 + len;
                 in_scan = m == 0xDA;
             }
         }
     }
-    false
+    Some(JpegFault::Truncated)
+}
+
+/// The width and height a photo claims, read from its header only (no pixel is decoded),
+/// within `limits`.
+pub fn dimensions(bytes: &[u8], limits: ImageLimits) -> Result<(u32, u32), ImageError> {
+    if bytes.is_empty() {
+        return Err(ImageError::Empty);
+    }
+    if bytes.len() > limits.max_bytes {
+        return Err(ImageError::TooLarge { bytes: bytes.len(), max: limits.max_bytes });
+    }
+    let reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| ImageError::Corrupt(e.to_string()))?;
+    let format = reader.format().ok_or(ImageError::UnknownFormat)?;
+    if !matches!(format, ImageFormat::Jpeg | ImageFormat::Png | ImageFormat::WebP) {
+        return Err(ImageError::UnsupportedFormat(format));
+    }
+    let (width, height) = reader.into_dimensions().map_err(|e| ImageError::Corrupt(e.to_string()))?;
+    if width == 0 || height == 0 {
+        return Err(ImageError::ZeroSize { width, height });
+    }
+    if u64::from(width) * u64::from(height) > limits.max_pixels {
+        return Err(ImageError::TooManyPixels { width, height, max: limits.max_pixels });
+    }
+    Ok((width, height))
 }
 
 /// Resizes the whole photo to `width`×`height` (aspect not kept, triangle filter), optionally
@@ -159,6 +215,20 @@ mod tests {
             let err = decode(&jpeg[..cut], ImageLimits::default()).unwrap_err();
             assert!(matches!(err, ImageError::Corrupt(_)), "cut at {cut}: {err}");
         }
+        assert_eq!(jpeg_fault(&jpeg[..jpeg.len() / 2]), Some(JpegFault::Truncated));
+        // A corrupted middle (inside the scan of a photo-sized file) is reported as corrupt, not
+        // as truncated.
+        let img = RgbImage::from_fn(256, 256, |x, y| image::Rgb([(x * 7 ^ y * 3) as u8, (y * 5) as u8, ((x * y) % 251) as u8]));
+        let mut jpeg = Cursor::new(Vec::new());
+        img.write_to(&mut jpeg, ImageFormat::Jpeg).unwrap();
+        let jpeg = jpeg.into_inner();
+        let mut broken = jpeg.clone();
+        let mid = jpeg.len() / 2;
+        broken[mid] = 0xFF;
+        broken[mid + 1] = 0x37;
+        assert_eq!(jpeg_fault(&broken), Some(JpegFault::Corrupt(mid)));
+        let err = decode(&broken, ImageLimits::default()).unwrap_err().to_string();
+        assert!(err.contains("invalid marker") && !err.contains("ends before"), "{err}");
         // Data appended after the end-of-image marker (camera trailers) is fine.
         let mut trailer = jpeg.clone();
         trailer.extend_from_slice(b"trailing bytes");

@@ -1,6 +1,10 @@
 //! The text side's tokenizer: `tokenizer.json` read by the `tokenizers` crate, with the file's
-//! fixed 128-token padding replaced by batch-longest padding (DESIGN.md: fixed padding makes
-//! text encoding several times slower), and truncation at the encoder's maximum length.
+//! fixed 128-token padding replaced by batch-longest padding (fixed padding makes text encoding
+//! several times slower), and truncation at the encoder's maximum length.
+//!
+//! Every text is passed through [`imagesearch_compliance::normalize`] before it is tokenized, so
+//! the model reads exactly the text the law's lexicon judged (a zero-width space or a Cyrillic
+//! lookalike cannot hide a word from the law and still reach the model).
 
 use std::path::Path;
 
@@ -14,12 +18,15 @@ use crate::ModelError;
 pub enum TextError {
     #[error("text is empty")]
     Empty,
+    #[error("text is empty once invisible characters are removed")]
+    Invisible,
     #[error("text is {chars} characters, more than the limit of {max}")]
     TooLong { chars: usize, max: usize },
 }
 
-/// Checks a text against the product's limits: not blank, at most `max_chars` characters.
-pub fn validate_text(text: &str, max_chars: usize) -> Result<&str, TextError> {
+/// Checks a text against the product's limits (not blank, at most `max_chars` characters as
+/// sent) and returns the text the model will read: [`imagesearch_compliance::normalize`]d.
+pub fn validate_text(text: &str, max_chars: usize) -> Result<String, TextError> {
     let trimmed = text.trim();
     if trimmed.is_empty() {
         return Err(TextError::Empty);
@@ -28,7 +35,11 @@ pub fn validate_text(text: &str, max_chars: usize) -> Result<&str, TextError> {
     if chars > max_chars {
         return Err(TextError::TooLong { chars, max: max_chars });
     }
-    Ok(trimmed)
+    let normalized = imagesearch_compliance::normalize(trimmed);
+    if normalized.is_empty() {
+        return Err(TextError::Invisible);
+    }
+    Ok(normalized)
 }
 
 /// Tokenizer with batch-longest padding and truncation.
@@ -57,7 +68,7 @@ impl TextTokenizer {
     pub fn encode_batch(&self, texts: &[&str]) -> Result<(Tensor, Tensor), ModelError> {
         let encodings = self
             .inner
-            .encode_batch(texts.to_vec(), true)
+            .encode_batch(texts.iter().map(|t| imagesearch_compliance::normalize(t)).collect::<Vec<_>>(), true)
             .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
         let len = encodings.iter().map(|e| e.get_ids().len()).max().unwrap_or(0);
         let mut ids = Vec::with_capacity(texts.len() * len);
@@ -80,5 +91,7 @@ mod tests {
         assert!(matches!(validate_text("  \n", 10), Err(TextError::Empty)));
         assert!(matches!(validate_text("abcdefghijk", 10), Err(TextError::TooLong { chars: 11, max: 10 })));
         assert_eq!(validate_text("  a dog ", 10).unwrap(), "a dog");
+        assert!(matches!(validate_text("\u{200b}\u{2060}\u{00ad}", 10), Err(TextError::Invisible)));
+        assert_eq!(validate_text("k\u{200b}ids", 10).unwrap(), "kids");
     }
 }

@@ -5,17 +5,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use imagesearch_compliance::{describes_child, RegionPolicy, DISCLAIMER};
+use imagesearch_compliance::{describes_child, quote, RegionPolicy, DISCLAIMER};
 use imagesearch_proto::v1 as pb;
 
 use crate::config::Config;
+use crate::decode::Admission;
 use crate::encoders::{Encoders, Timings};
 use crate::error::ServeError;
-use crate::gallery::{NewPhoto, PhotoMeta, PhotoStore};
+use crate::gallery::{PhotoMeta, PhotoStore};
 use crate::index::{ScorerJob, ScorerOutput};
 use crate::metrics as m;
 use crate::versions::{LoadedVersion, Versions};
-use crate::wal::Flag;
+
+/// Longest piece of a caller's text (an id, a query) quoted back in a message or a log line.
+pub const QUOTE_CHARS: usize = 64;
 
 /// The server's state.
 pub struct App {
@@ -43,30 +46,6 @@ struct Region {
     code: String,
 }
 
-fn mime_of(bytes: &[u8]) -> &'static str {
-    match image::guess_format(bytes) {
-        Ok(image::ImageFormat::Png) => "image/png",
-        Ok(image::ImageFormat::WebP) => "image/webp",
-        _ => "image/jpeg",
-    }
-}
-
-/// The flag of a photo from its captions, or else from the child detectors of the ready
-/// versions (any one flagging wins; none to ask = unverified, which is restricted).
-pub fn flag_photo(captions: &[String], vector: &[f32], versions: &[Arc<LoadedVersion>]) -> Flag {
-    if !captions.is_empty() {
-        return if captions.iter().any(|c| describes_child(c).is_some()) { Flag::Captions } else { Flag::Clear };
-    }
-    let detectors: Vec<_> = versions.iter().filter_map(|v| v.detector.as_ref()).collect();
-    if detectors.is_empty() {
-        Flag::Unverified
-    } else if detectors.iter().any(|d| d.flags(vector)) {
-        Flag::Detector
-    } else {
-        Flag::Clear
-    }
-}
-
 impl App {
     pub fn new(cfg: Config, device: String, encoders: Encoders, versions: Versions, store: Arc<dyn PhotoStore>, policy: RegionPolicy) -> Self {
         App { cfg, device, encoders, versions, store, policy, gallery_write: tokio::sync::Mutex::new(()), ready: AtomicBool::new(false) }
@@ -80,7 +59,7 @@ impl App {
         self.ready.store(ready, Ordering::Release);
     }
 
-    fn check_ready(&self) -> Result<(), ServeError> {
+    pub(crate) fn check_ready(&self) -> Result<(), ServeError> {
         if self.is_ready() {
             Ok(())
         } else {
@@ -113,10 +92,12 @@ impl App {
             )));
         }
         let region = self.region(&req.routing)?;
+        // The law judges, and the model reads, the same normalised text.
+        let mut texts = Vec::with_capacity(n);
         for (i, p) in req.pairs.iter().enumerate() {
-            self.encoders.check_text(&format!("pair {i}: text"), &p.text)?;
+            let text = self.encoders.check_text(&format!("pair {i}: text"), &p.text)?;
             if region.restricted {
-                if let Some(hit) = describes_child(&p.text) {
+                if let Some(hit) = describes_child(&text) {
                     metrics::counter!(m::WITHHELD, "what" => "score").increment(1);
                     return Err(ServeError::Refused(format!(
                         "pair {i}: the text describes a child ({hit}), which may not be scored in region '{}' \
@@ -125,21 +106,20 @@ impl App {
                     )));
                 }
             }
+            texts.push(text);
         }
         let version = self.resolve(&req.routing)?;
+        let images = self.checked_images(req.pairs.into_iter().map(|p| p.image).collect())?;
         let mut timings = Timings::default();
         // Photos and texts are encoded at the same time, each through its own batcher.
-        let images = futures::future::try_join_all(req.pairs.iter().enumerate().map(|(i, p)| {
-            let image = p.image.clone();
-            async move {
-                let mut t = Timings::default();
-                let v = self.image_of(image, i, deadline, &mut t).await?;
-                Ok::<_, ServeError>((v, t))
-            }
-        }));
-        let texts = futures::future::try_join_all(req.pairs.iter().map(|p| async move {
+        let images = futures::future::try_join_all(images.into_iter().enumerate().map(|(i, image)| async move {
             let mut t = Timings::default();
-            let v = self.encoders.text_vector(&p.text, deadline, &mut t).await?;
+            let v = self.image_of(image, i, deadline, &mut t).await?;
+            Ok::<_, ServeError>((v, t))
+        }));
+        let texts = futures::future::try_join_all(texts.iter().map(|text| async move {
+            let mut t = Timings::default();
+            let v = self.encoders.text_vector(text, deadline, &mut t).await?;
             Ok::<_, ServeError>((v, t))
         }));
         let (images, texts) = tokio::try_join!(images, texts)?;
@@ -158,15 +138,45 @@ impl App {
         Ok(Served { value: pb::ScoreResponse { scores, version: version.version }, version: version.version, timings })
     }
 
-    async fn image_of(&self, image: Option<pb::Image>, i: usize, deadline: Option<Instant>, t: &mut Timings) -> Result<Arc<Vec<f32>>, ServeError> {
-        match image.and_then(|im| im.source) {
-            Some(pb::image::Source::Data(bytes)) => self.encoders.image_vector(Arc::new(bytes), i, deadline, t).await,
-            Some(pb::image::Source::GalleryId(id)) => self
-                .store
-                .get(&id)
-                .map(|p| p.vector)
-                .ok_or_else(|| ServeError::NotFound(format!("pair {i}: gallery photo '{id}' does not exist"))),
-            None => Err(ServeError::InvalidArgument(format!("pair {i}: no image (send bytes or a gallery_id)"))),
+    /// The request's images, each checked before any is decoded: a gallery id must exist, photo
+    /// bytes must have a readable header, and the pixels still to decode (photos not cached)
+    /// must fit the request's pixel budget.
+    fn checked_images(&self, images: Vec<Option<pb::Image>>) -> Result<Vec<ImageInput>, ServeError> {
+        let mut pixels = 0u64;
+        let mut out = Vec::with_capacity(images.len());
+        for (i, image) in images.into_iter().enumerate() {
+            let input = match image.and_then(|im| im.source) {
+                Some(pb::image::Source::Data(bytes)) => {
+                    let key = imagesearch_model::hashing::sha256(&bytes);
+                    if !self.encoders.has_image(&key) {
+                        pixels += self.encoders.pixels(&bytes, i)?;
+                    }
+                    ImageInput::Bytes(Arc::new(bytes), key)
+                }
+                Some(pb::image::Source::GalleryId(id)) => {
+                    let photo = self.store.get(&id).ok_or_else(|| {
+                        ServeError::NotFound(format!("pair {i}: gallery photo '{}' does not exist", quote(&id, QUOTE_CHARS)))
+                    })?;
+                    ImageInput::Vector(photo.vector)
+                }
+                None => return Err(ServeError::InvalidArgument(format!("pair {i}: no image (send bytes or a gallery_id)"))),
+            };
+            out.push(input);
+        }
+        if pixels > self.cfg.max_request_pixels {
+            return Err(ServeError::InvalidArgument(format!(
+                "the request's images hold {pixels} pixels to decode, more than the limit of {} per request \
+                 (--max-request-pixels); send fewer or smaller images per request",
+                self.cfg.max_request_pixels
+            )));
+        }
+        Ok(out)
+    }
+
+    async fn image_of(&self, image: ImageInput, i: usize, deadline: Option<Instant>, t: &mut Timings) -> Result<Arc<Vec<f32>>, ServeError> {
+        match image {
+            ImageInput::Bytes(bytes, key) => self.encoders.image_vector(bytes, key, i, deadline, t, Admission::Shed).await,
+            ImageInput::Vector(v) => Ok(v),
         }
     }
 
@@ -174,22 +184,27 @@ impl App {
         pb::Withheld { disclaimer: DISCLAIMER.to_string() }
     }
 
-    /// A photo as the requester may see it: the photo (its bytes read on the blocking pool), or
-    /// the disclaimer in its place.
-    async fn show(&self, meta: &PhotoMeta, restricted_region: bool, with_bytes: bool) -> Result<ShowOrWithhold, ServeError> {
+    /// A photo as the requester may see it: the photo (its bytes read on the blocking pool, if
+    /// they fit in `budget` bytes, which they then use up), or the disclaimer in its place.
+    async fn show(&self, meta: &PhotoMeta, restricted_region: bool, budget: Option<&mut usize>) -> Result<ShowOrWithhold, ServeError> {
         if restricted_region && meta.flag.restricted() {
             metrics::counter!(m::WITHHELD, "what" => "photo").increment(1);
             return Ok(ShowOrWithhold::Withheld(Self::withheld()));
         }
-        let data = if with_bytes {
+        let mut data = Vec::new();
+        if let Some(budget) = budget {
             let (store, id) = (self.store.clone(), meta.id.clone());
-            tokio::task::spawn_blocking(move || store.photo_bytes(&id))
+            let bytes = tokio::task::spawn_blocking(move || store.photo_bytes(&id))
                 .await
                 .map_err(|e| ServeError::Internal(e.to_string()))??
-                .unwrap_or_default()
-        } else {
-            Vec::new()
-        };
+                .unwrap_or_default();
+            if bytes.len() <= *budget {
+                *budget -= bytes.len();
+                data = bytes;
+            } else {
+                *budget = 0;
+            }
+        }
         Ok(ShowOrWithhold::Photo(pb::Photo {
             id: meta.id.to_string(),
             reference: format!("gallery:{}", meta.id),
@@ -202,41 +217,58 @@ impl App {
     /// Searches the gallery.
     pub async fn search(&self, req: pb::SearchRequest, deadline: Option<Instant>) -> Result<Served<pb::SearchResponse>, ServeError> {
         self.check_ready()?;
-        self.encoders.check_text("query", &req.query)?;
+        let query = self.encoders.check_text("query", &req.query)?;
         if req.k == 0 || req.k as usize > self.cfg.max_k {
             return Err(ServeError::InvalidArgument(format!("k is {}, it must be 1..={}", req.k, self.cfg.max_k)));
         }
         let region = self.region(&req.routing)?;
         let version = self.resolve(&req.routing)?;
         let gallery_size = self.store.len() as u64;
-        if let Some(hit) = describes_child(&req.query).filter(|_| region.restricted) {
+        if let Some(hit) = describes_child(&query).filter(|_| region.restricted) {
             metrics::counter!(m::WITHHELD, "what" => "query").increment(1);
             tracing::info!(region = %region.code, rule = %hit, "query withheld");
             return Ok(Served {
-                value: pb::SearchResponse { hits: vec![], version: version.version, query_withheld: Some(Self::withheld()), gallery_size },
+                value: pb::SearchResponse {
+                    hits: vec![],
+                    version: version.version,
+                    query_withheld: Some(Self::withheld()),
+                    gallery_size,
+                    photos_without_bytes: 0,
+                },
                 version: version.version,
                 timings: Timings::default(),
             });
         }
         let mut timings = Timings::default();
-        let text = self.encoders.text_vector(&req.query, deadline, &mut timings).await?;
+        let text = self.encoders.text_vector(&query, deadline, &mut timings).await?;
         let out = version.worker.submit(ScorerJob::Search { text, k: req.k as usize }, deadline).await?;
         timings.add(&out);
         let ScorerOutput::Hits(found) = out.value else {
             return Err(ServeError::Internal("scorer answered a search with something else".into()));
         };
         let mut hits = Vec::with_capacity(found.len());
+        // The answer must fit in a message: photo bytes up to the budget, references after it.
+        let mut budget = self.cfg.answer_photo_budget();
+        let mut without_bytes = 0;
         for (id, score) in found {
             // A photo removed since the search ran is left out.
             let Some(meta) = self.store.get(&id) else { continue };
-            let content = match self.show(&meta, region.restricted, req.include_photos).await? {
-                ShowOrWithhold::Photo(p) => pb::search_hit::Content::Photo(p),
+            let content = match self.show(&meta, region.restricted, req.include_photos.then_some(&mut budget)).await? {
+                ShowOrWithhold::Photo(p) => {
+                    if req.include_photos && p.data.is_empty() {
+                        without_bytes += 1;
+                    }
+                    pb::search_hit::Content::Photo(p)
+                }
                 ShowOrWithhold::Withheld(w) => pb::search_hit::Content::Withheld(w),
             };
             hits.push(pb::SearchHit { rank: hits.len() as u32 + 1, score, content: Some(content) });
         }
+        if without_bytes > 0 {
+            metrics::counter!(m::PHOTOS_WITHOUT_BYTES).increment(u64::from(without_bytes));
+        }
         Ok(Served {
-            value: pb::SearchResponse { hits, version: version.version, query_withheld: None, gallery_size },
+            value: pb::SearchResponse { hits, version: version.version, query_withheld: None, gallery_size, photos_without_bytes: without_bytes },
             version: version.version,
             timings,
         })
@@ -245,128 +277,23 @@ impl App {
     /// One gallery photo, under the law of the requester's region.
     pub async fn get_photo(&self, req: pb::GetPhotoRequest) -> Result<pb::GetPhotoResponse, ServeError> {
         let region = self.region(&req.routing)?;
-        let meta = self.store.get(&req.id).ok_or_else(|| ServeError::NotFound(format!("gallery photo '{}' does not exist", req.id)))?;
-        let content = match self.show(&meta, region.restricted, true).await? {
+        let meta = self
+            .store
+            .get(&req.id)
+            .ok_or_else(|| ServeError::NotFound(format!("gallery photo '{}' does not exist", quote(&req.id, QUOTE_CHARS))))?;
+        let mut budget = usize::MAX;
+        let content = match self.show(&meta, region.restricted, Some(&mut budget)).await? {
             ShowOrWithhold::Photo(p) => pb::get_photo_response::Content::Photo(p),
             ShowOrWithhold::Withheld(w) => pb::get_photo_response::Content::Withheld(w),
         };
         Ok(pb::GetPhotoResponse { content: Some(content) })
     }
+}
 
-    /// Decodes, checks, encodes, flags and stores photos; answers once they are durable and
-    /// every ready version indexes them. Bad photos are rejected one by one with a reason.
-    pub async fn add_photos(self: &Arc<Self>, photos: Vec<pb::AddPhotoRequest>) -> Result<pb::AddPhotosResponse, ServeError> {
-        self.check_ready()?;
-        let mut rejected = Vec::new();
-        let mut accepted: Vec<pb::AddPhotoRequest> = Vec::new();
-        for p in photos {
-            let id_ok = !p.id.trim().is_empty() && p.id.len() <= 256 && !p.id.chars().any(char::is_control);
-            if !id_ok {
-                rejected.push(pb::RejectedPhoto { id: p.id.clone(), reason: "id must be 1..=256 printable characters".into() });
-                continue;
-            }
-            if let Some(bad) = p.captions.iter().find_map(|c| self.encoders.check_text("caption", c).err()) {
-                rejected.push(pb::RejectedPhoto { id: p.id.clone(), reason: bad.to_string() });
-                continue;
-            }
-            accepted.push(p);
-        }
-        // Encode in parallel so the image batcher sees full batches.
-        let mut tasks = tokio::task::JoinSet::new();
-        let limit = Arc::new(tokio::sync::Semaphore::new(self.cfg.max_batch_size.max(4)));
-        for (i, p) in accepted.into_iter().enumerate() {
-            let app = self.clone();
-            let permit = limit.clone().acquire_owned().await.map_err(|e| ServeError::Internal(e.to_string()))?;
-            tasks.spawn_blocking(move || {
-                let _permit = permit;
-                let out = app.encoders.image_vector_blocking(&p.data, i);
-                (i, p, out)
-            });
-        }
-        let mut encoded = Vec::new();
-        while let Some(done) = tasks.join_next().await {
-            let (i, p, out) = done.map_err(|e| ServeError::Internal(e.to_string()))?;
-            match out {
-                Ok((sha, vector)) => encoded.push((i, p, sha, vector)),
-                Err(ServeError::BadImage { source, .. }) => rejected.push(pb::RejectedPhoto { id: p.id, reason: source.to_string() }),
-                Err(e) => return Err(e),
-            }
-        }
-        encoded.sort_by_key(|(i, ..)| *i);
-        let _writer = self.gallery_write.lock().await;
-        let ready = self.versions.ready();
-        let new: Vec<NewPhoto> = encoded
-            .into_iter()
-            .map(|(_, p, sha256, vector)| NewPhoto {
-                flag: flag_photo(&p.captions, &vector, &ready),
-                mime: mime_of(&p.data).to_string(),
-                bytes: Arc::new(p.data),
-                id: p.id,
-                sha256,
-                captions: p.captions,
-                vector,
-            })
-            .collect();
-        let restricted = new.iter().filter(|p| p.flag.restricted()).count() as u32;
-        let index: Vec<(Arc<str>, Arc<Vec<f32>>)> = new.iter().map(|p| (Arc::from(p.id.as_str()), p.vector.clone())).collect();
-        let store = self.store.clone();
-        let up = tokio::task::spawn_blocking(move || store.upsert(new)).await.map_err(|e| ServeError::Internal(e.to_string()))??;
-        self.reindex(ScorerJob::Upsert(index), ready).await?;
-        metrics::gauge!(m::GALLERY_PHOTOS).set(self.store.len() as f64);
-        Ok(pb::AddPhotosResponse { added: up.added, replaced: up.replaced, restricted, rejected })
-    }
-
-    /// Applies an index job (upsert or remove) to every given version, waiting for each.
-    async fn reindex(&self, job: ScorerJob, versions: Vec<Arc<LoadedVersion>>) -> Result<(), ServeError> {
-        for v in versions {
-            let (worker, job) = (v.worker.clone(), job.clone());
-            tokio::task::spawn_blocking(move || worker.submit_blocking(job)).await.map_err(|e| ServeError::Internal(e.to_string()))??;
-        }
-        Ok(())
-    }
-
-    /// Removes photos.
-    pub async fn remove_photos(&self, ids: Vec<String>) -> Result<pb::RemovePhotosResponse, ServeError> {
-        self.check_ready()?;
-        let _writer = self.gallery_write.lock().await;
-        let store = self.store.clone();
-        let ids2 = ids.clone();
-        let not_found = tokio::task::spawn_blocking(move || store.remove(&ids2)).await.map_err(|e| ServeError::Internal(e.to_string()))??;
-        let gone: Vec<Arc<str>> = ids.iter().filter(|id| !not_found.contains(id)).map(|id| Arc::from(id.as_str())).collect();
-        let removed = gone.len() as u32;
-        self.reindex(ScorerJob::Remove(gone), self.versions.ready()).await?;
-        metrics::gauge!(m::GALLERY_PHOTOS).set(self.store.len() as f64);
-        Ok(pb::RemovePhotosResponse { removed, not_found })
-    }
-
-    /// Loads a version (indexing the gallery) and lets its child detector check the photos
-    /// that have no captions.
-    pub async fn load_version(self: &Arc<Self>, version: u32) -> Result<Arc<LoadedVersion>, ServeError> {
-        let _writer = self.gallery_write.lock().await;
-        let app = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let gallery = app.store.all();
-            let loaded = app.versions.load(version, &gallery)?;
-            if let Some(d) = &loaded.detector {
-                let changes: Vec<(String, Flag)> = gallery
-                    .iter()
-                    .filter(|p| p.captions.is_empty())
-                    .filter_map(|p| match (p.flag, d.flags(&p.vector)) {
-                        (Flag::Unverified | Flag::Clear, true) => Some((p.id.to_string(), Flag::Detector)),
-                        (Flag::Unverified, false) => Some((p.id.to_string(), Flag::Clear)),
-                        _ => None,
-                    })
-                    .collect();
-                if !changes.is_empty() {
-                    tracing::info!(version, changed = changes.len(), "child detector re-checked uncaptioned photos");
-                }
-                app.store.set_flags(&changes)?;
-            }
-            Ok(loaded)
-        })
-        .await
-        .map_err(|e| ServeError::Internal(e.to_string()))?
-    }
+/// An image of a Score pair, checked: bytes (with their sha256) to decode, or a gallery vector.
+enum ImageInput {
+    Bytes(Arc<Vec<u8>>, [u8; 32]),
+    Vector(Arc<Vec<f32>>),
 }
 
 enum ShowOrWithhold {

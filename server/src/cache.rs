@@ -27,6 +27,11 @@ impl<K: Hash + Eq> VectorCache<K> {
         found
     }
 
+    /// Whether `key` is cached (not counted as a lookup, does not refresh it).
+    pub fn contains(&self, key: &K) -> bool {
+        self.inner.as_ref().is_some_and(|c| c.lock().unwrap_or_else(|e| e.into_inner()).contains(key))
+    }
+
     pub fn insert(&self, key: K, value: Arc<Vec<f32>>) {
         if let Some(c) = &self.inner {
             c.lock().unwrap_or_else(|e| e.into_inner()).put(key, value);

@@ -32,9 +32,45 @@ pub struct Config {
     /// may be shown. Requests without a region are treated as restricted.
     #[arg(long, env = "IMAGESEARCH_RESTRICTED_REGIONS", default_value = "")]
     pub restricted_regions: String,
-    /// Bearer token for ModelAdmin calls; without one, admin calls are refused.
-    #[arg(long, env = "IMAGESEARCH_ADMIN_TOKEN", hide_env_values = true)]
+    /// Bearer token for ModelAdmin calls and Gallery.ReviewPhoto; without one they are refused.
+    #[arg(long, env = "IMAGESEARCH_ADMIN_TOKEN", hide_env_values = true, conflicts_with = "admin_token_file")]
     pub admin_token: Option<String>,
+    /// File holding the admin token (first line); keeps it out of `ps` and the environment.
+    #[arg(long, env = "IMAGESEARCH_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// Bearer token for gallery writes (AddPhotos, RemovePhotos); must differ from the admin
+    /// token. Without one, gallery writes are refused.
+    #[arg(long, env = "IMAGESEARCH_WRITER_TOKEN", hide_env_values = true, conflicts_with = "writer_token_file")]
+    pub writer_token: Option<String>,
+    /// File holding the writer token (first line).
+    #[arg(long, env = "IMAGESEARCH_WRITER_TOKEN_FILE")]
+    pub writer_token_file: Option<PathBuf>,
+    /// PEM certificate chain: serve gRPC over TLS (with --tls-key).
+    #[arg(long, env = "IMAGESEARCH_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "IMAGESEARCH_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificate(s): every client must present a certificate signed by one (mutual TLS).
+    #[arg(long, env = "IMAGESEARCH_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Most open client connections; further connections wait in the listen backlog.
+    #[arg(long, env = "IMAGESEARCH_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+    /// Most concurrent HTTP/2 streams (calls) per connection.
+    #[arg(long, env = "IMAGESEARCH_MAX_CONCURRENT_STREAMS", default_value_t = 256)]
+    pub max_concurrent_streams: u32,
+    /// HTTP/2 keep-alive ping interval in seconds (0 = off); a peer that does not answer within
+    /// --http2-keepalive-timeout-s is disconnected.
+    #[arg(long, env = "IMAGESEARCH_HTTP2_KEEPALIVE_S", default_value_t = 30)]
+    pub http2_keepalive_s: u64,
+    /// How long a keep-alive ping may go unanswered, in seconds.
+    #[arg(long, env = "IMAGESEARCH_HTTP2_KEEPALIVE_TIMEOUT_S", default_value_t = 10)]
+    pub http2_keepalive_timeout_s: u64,
+    /// Connections older than this many seconds are asked to go away (clients reconnect; idle and
+    /// stale connections do not pile up). 0 = never.
+    #[arg(long, env = "IMAGESEARCH_MAX_CONNECTION_AGE_S", default_value_t = 1800)]
+    pub max_connection_age_s: u64,
     /// Most items per forward pass (1 = no cross-request batching).
     #[arg(long, env = "IMAGESEARCH_MAX_BATCH_SIZE", default_value_t = 32)]
     pub max_batch_size: usize,
@@ -59,6 +95,19 @@ pub struct Config {
     /// Largest width × height of an image.
     #[arg(long, env = "IMAGESEARCH_MAX_IMAGE_PIXELS", default_value_t = 40_000_000)]
     pub max_image_pixels: u64,
+    /// Most width × height summed over the images of one request (decoding is paid per pixel).
+    #[arg(long, env = "IMAGESEARCH_MAX_REQUEST_PIXELS", default_value_t = 64_000_000)]
+    pub max_request_pixels: u64,
+    /// Photos decoded at once (0 = one per core).
+    #[arg(long, env = "IMAGESEARCH_DECODE_WORKERS", default_value_t = 0)]
+    pub decode_workers: usize,
+    /// Photos that may wait for a decode worker before Score sheds with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "IMAGESEARCH_DECODE_QUEUE", default_value_t = 64)]
+    pub decode_queue: usize,
+    /// Most photo bytes in one Search answer with include_photos (0 = half of
+    /// --max-message-bytes); photos past it come as references only.
+    #[arg(long, env = "IMAGESEARCH_MAX_ANSWER_PHOTO_BYTES", default_value_t = 0)]
+    pub max_answer_photo_bytes: usize,
     /// Largest k of a Search.
     #[arg(long, env = "IMAGESEARCH_MAX_K", default_value_t = 100)]
     pub max_k: usize,
@@ -93,5 +142,23 @@ impl Config {
     /// The batcher's wait for a batch to fill.
     pub fn max_queue_delay(&self) -> Duration {
         Duration::from_micros(self.max_queue_delay_us)
+    }
+
+    /// Photos decoded at once.
+    pub fn decode_workers(&self) -> usize {
+        if self.decode_workers > 0 {
+            self.decode_workers
+        } else {
+            std::thread::available_parallelism().map_or(2, usize::from)
+        }
+    }
+
+    /// Most photo bytes in one Search answer.
+    pub fn answer_photo_budget(&self) -> usize {
+        if self.max_answer_photo_bytes > 0 {
+            self.max_answer_photo_bytes.min(self.max_message_bytes)
+        } else {
+            self.max_message_bytes / 2
+        }
     }
 }

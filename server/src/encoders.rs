@@ -1,6 +1,6 @@
 //! The two encoders behind their batchers, with the caches in front: photo bytes → image
-//! vector (mean of the photo's and its mirror image's encoder vectors, as in training) and
-//! text → text vector.
+//! vector (mean of the photo's and its mirror image's encoder vectors, as in training; decoded
+//! in the bounded [`DecodePool`]) and text → text vector (of the normalised text the law judged).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,6 +12,7 @@ use tch::Tensor;
 
 use crate::batcher::{BatchConfig, BatchWorker, Batcher, Timed};
 use crate::cache::VectorCache;
+use crate::decode::{Admission, DecodePool};
 use crate::error::ServeError;
 
 /// Time spent waiting in queues and in forward passes, summed over the models a request used.
@@ -81,6 +82,7 @@ pub struct Encoders {
     text: Batcher<String, Vec<f32>>,
     image_cache: VectorCache<[u8; 32]>,
     text_cache: VectorCache<String>,
+    decode: DecodePool,
     pub image_manifest: EncoderManifest,
     pub text_manifest: EncoderManifest,
     pub limits: ImageLimits,
@@ -98,6 +100,8 @@ pub struct EncoderSettings {
     pub image_cache: usize,
     pub text_cache: usize,
     pub views: ImageViews,
+    pub decode_workers: usize,
+    pub decode_queue: usize,
 }
 
 impl Encoders {
@@ -113,6 +117,7 @@ impl Encoders {
             text: Batcher::spawn("text_encoder", text_manifest.name.clone(), s.batch, TextWorker(text)),
             image_cache: VectorCache::new("image", s.image_cache),
             text_cache: VectorCache::new("text", s.text_cache),
+            decode: DecodePool::new(s.decode_workers, s.decode_queue),
             views: s.views,
             image_manifest,
             text_manifest,
@@ -122,51 +127,67 @@ impl Encoders {
         }
     }
 
-    /// Checks a text against the limits (empty, too long).
-    pub fn check_text<'a>(&self, what: &str, text: &'a str) -> Result<&'a str, ServeError> {
+    /// Checks a text against the limits (empty, too long, nothing but invisible characters) and
+    /// returns the text the model will read (normalised; the law judges the same string).
+    pub fn check_text(&self, what: &str, text: &str) -> Result<String, ServeError> {
         validate_text(text, self.max_text_chars).map_err(|source| ServeError::BadText { what: what.to_string(), source })
     }
 
-    /// The image vector of a photo: from the cache, or decoded (on the blocking pool) and encoded.
+    /// Whether a photo's vector is cached (no decode needed).
+    pub fn has_image(&self, key: &[u8; 32]) -> bool {
+        self.image_cache.contains(key)
+    }
+
+    /// Width × height a photo claims, from its header (nothing decoded).
+    pub fn pixels(&self, bytes: &[u8], index: usize) -> Result<u64, ServeError> {
+        let (w, h) = imagesearch_model::preprocess::dimensions(bytes, self.limits).map_err(|source| ServeError::BadImage { index, source })?;
+        Ok(u64::from(w) * u64::from(h))
+    }
+
+    /// Decodes run at once.
+    pub fn decode_workers(&self) -> usize {
+        self.decode.workers()
+    }
+
+    /// The image vector of a photo (`key` = sha256 of its bytes): from the cache, or decoded in
+    /// the decode pool and encoded. `Admission::Wait` waits for room in both queues instead of
+    /// shedding.
     pub async fn image_vector(
         &self,
         bytes: Arc<Vec<u8>>,
+        key: [u8; 32],
         index: usize,
         deadline: Option<Instant>,
         timings: &mut Timings,
+        admission: Admission,
     ) -> Result<Arc<Vec<f32>>, ServeError> {
-        let key = imagesearch_model::hashing::sha256(&bytes);
         if let Some(v) = self.image_cache.get(&key) {
             return Ok(v);
         }
         let (limits, size, views) = (self.limits, self.input_size, self.views);
-        let input = tokio::task::spawn_blocking(move || -> Result<Vec<Vec<f32>>, ServeError> {
-            let img = decode(&bytes, limits).map_err(|source| ServeError::BadImage { index, source })?;
-            Ok(view_inputs(&img, size, views))
-        })
-        .await
-        .map_err(|e| ServeError::Internal(e.to_string()))??;
-        let out = self.image.submit(input, deadline).await?;
+        let input = self
+            .decode
+            .run(admission, move || -> Result<Vec<Vec<f32>>, ServeError> {
+                let img = decode(&bytes, limits).map_err(|source| ServeError::BadImage { index, source })?;
+                Ok(view_inputs(&img, size, views))
+            })
+            .await??;
+        let out = match admission {
+            Admission::Shed => self.image.submit(input, deadline).await?,
+            Admission::Wait => {
+                let image = self.image.clone();
+                tokio::task::spawn_blocking(move || image.submit_blocking(input))
+                    .await
+                    .map_err(|e| ServeError::Internal(e.to_string()))??
+            }
+        };
         timings.add(&out);
         let v = Arc::new(out.value);
         self.image_cache.insert(key, v.clone());
         Ok(v)
     }
 
-    /// The image vector of already-decoded input, waiting for queue room (gallery adds).
-    pub fn image_vector_blocking(&self, bytes: &[u8], index: usize) -> Result<([u8; 32], Arc<Vec<f32>>), ServeError> {
-        let key = imagesearch_model::hashing::sha256(bytes);
-        if let Some(v) = self.image_cache.get(&key) {
-            return Ok((key, v));
-        }
-        let img = decode(bytes, self.limits).map_err(|source| ServeError::BadImage { index, source })?;
-        let out = self.image.submit_blocking(view_inputs(&img, self.input_size, self.views))?;
-        let v = Arc::new(out.value);
-        self.image_cache.insert(key, v.clone());
-        Ok((key, v))
-    }
-
-    /// The text vector of a (checked) text.
+    /// The text vector of a checked, normalised text ([`Encoders::check_text`]).
     pub async fn text_vector(
         &self,
         text: &str,

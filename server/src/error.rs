@@ -29,8 +29,12 @@ pub enum ServeError {
     Unavailable(String),
     #[error("{0}")]
     FailedPrecondition(String),
-    #[error("admin call needs 'authorization: Bearer <token>' with the server's admin token")]
-    Unauthenticated,
+    #[error("{0} call needs 'authorization: Bearer <token>' with the server's {0} token")]
+    Unauthenticated(&'static str),
+    #[error("the gallery's disk is full: nothing was stored (searches still work); free space, then retry")]
+    DiskFull,
+    #[error("{what} too large: {detail}")]
+    TooLarge { what: &'static str, detail: String },
     #[error("model: {0}")]
     Model(#[from] ModelError),
     #[error("storage: {0}")]
@@ -49,11 +53,12 @@ impl ServeError {
             | ServeError::BadRegion(_) => Code::InvalidArgument,
             ServeError::Refused(_) => Code::PermissionDenied,
             ServeError::UnknownVersion(_) | ServeError::NotFound(_) => Code::NotFound,
-            ServeError::QueueFull { .. } => Code::ResourceExhausted,
+            ServeError::QueueFull { .. } | ServeError::DiskFull => Code::ResourceExhausted,
+            ServeError::TooLarge { .. } => Code::OutOfRange,
             ServeError::DeadlineExceeded(_) => Code::DeadlineExceeded,
             ServeError::Unavailable(_) => Code::Unavailable,
             ServeError::FailedPrecondition(_) => Code::FailedPrecondition,
-            ServeError::Unauthenticated => Code::Unauthenticated,
+            ServeError::Unauthenticated(_) => Code::Unauthenticated,
             ServeError::Model(ModelError::Image(_) | ModelError::Text(_)) => Code::InvalidArgument,
             ServeError::Model(_) | ServeError::Storage(_) | ServeError::Internal(_) => Code::Internal,
         }
@@ -100,7 +105,8 @@ mod tests {
             (ServeError::BadText { what: "query".into(), source: TextError::Empty }, Code::InvalidArgument),
             (ServeError::UnknownVersion(9), Code::NotFound),
             (ServeError::QueueFull { queue: "text encoder", capacity: 4 }, Code::ResourceExhausted),
-            (ServeError::Unauthenticated, Code::Unauthenticated),
+            (ServeError::Unauthenticated("admin"), Code::Unauthenticated),
+            (ServeError::DiskFull, Code::ResourceExhausted),
             (ServeError::Unavailable("warming".into()), Code::Unavailable),
             (ServeError::Refused("law".into()), Code::PermissionDenied),
         ];

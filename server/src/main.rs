@@ -12,11 +12,11 @@ use imagesearch_proto::v1::gallery_server::GalleryServer;
 use imagesearch_proto::v1::image_search_server::ImageSearchServer;
 use imagesearch_proto::v1::model_admin_server::ModelAdminServer;
 use imagesearch_server::app::App;
-use imagesearch_server::auth::AdminAuth;
+use imagesearch_server::auth::{read_token_file, TokenAuth};
 use imagesearch_server::batcher::BatchConfig;
 use imagesearch_server::config::Config;
 use imagesearch_server::encoders::{EncoderSettings, Encoders};
-use imagesearch_server::gallery::LocalStore;
+use imagesearch_server::local_store::LocalStore;
 use imagesearch_server::rollout::Rollout;
 use imagesearch_server::service::{AdminService, GalleryService, SearchService};
 use imagesearch_server::versions::Versions;
@@ -104,6 +104,8 @@ fn main() -> anyhow::Result<()> {
             image_cache: cfg.image_cache,
             text_cache: cfg.text_cache,
             views: cfg.image_views,
+            decode_workers: cfg.decode_workers(),
+            decode_queue: cfg.decode_queue,
         },
     );
     let versions = Versions::new(repo.clone(), device, batch, image_manifest, text_manifest, rollout_path);
@@ -124,8 +126,36 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(serve(app, wanted))
 }
 
+/// A role's token, from its flag or its file.
+fn token(role: &'static str, value: &Option<String>, file: &Option<std::path::PathBuf>) -> anyhow::Result<TokenAuth> {
+    let from_file = match file {
+        Some(path) => Some(read_token_file(path).with_context(|| format!("--{role}-token-file {}", path.display()))?),
+        None => None,
+    };
+    let auth = TokenAuth::new(role, from_file.as_deref().or(value.as_deref()));
+    if !auth.is_configured() {
+        tracing::warn!(role, "no {role} token configured: every {role} call is refused");
+    }
+    Ok(auth)
+}
+
+/// The TLS set-up from --tls-cert, --tls-key and --tls-client-ca, if any.
+fn tls_config(cfg: &Config) -> anyhow::Result<Option<tonic::transport::ServerTlsConfig>> {
+    let (Some(cert), Some(key)) = (&cfg.tls_cert, &cfg.tls_key) else { return Ok(None) };
+    let read = |p: &std::path::PathBuf, what: &str| std::fs::read(p).with_context(|| format!("{what} {}", p.display()));
+    let identity = tonic::transport::Identity::from_pem(read(cert, "--tls-cert")?, read(key, "--tls-key")?);
+    let mut tls = tonic::transport::ServerTlsConfig::new().identity(identity).timeout(Duration::from_secs(10));
+    if let Some(ca) = &cfg.tls_client_ca {
+        tls = tls.client_ca_root(tonic::transport::Certificate::from_pem(read(ca, "--tls-client-ca")?));
+    }
+    Ok(Some(tls))
+}
+
 async fn serve(app: Arc<App>, wanted: Vec<u32>) -> anyhow::Result<()> {
     let cfg = app.cfg.clone();
+    let admin_auth = token("admin", &cfg.admin_token, &cfg.admin_token_file)?;
+    let writer_auth = token("writer", &cfg.writer_token, &cfg.writer_token_file)?;
+    anyhow::ensure!(!admin_auth.same_token_as(&writer_auth), "the writer token must differ from the admin token");
     if cfg.metrics_listen != "off" {
         let addr = cfg.metrics_listen.parse().context("--metrics-listen")?;
         imagesearch_server::metrics::install(addr).map_err(anyhow::Error::msg).context("metrics endpoint")?;
@@ -143,10 +173,12 @@ async fn serve(app: Arc<App>, wanted: Vec<u32>) -> anyhow::Result<()> {
         .build_v1()?;
     let max = cfg.max_message_bytes;
     let search = ImageSearchServer::new(SearchService(app.clone())).max_decoding_message_size(max).max_encoding_message_size(max);
-    let gallery = GalleryServer::new(GalleryService(app.clone())).max_decoding_message_size(max).max_encoding_message_size(max);
+    let gallery = GalleryServer::new(GalleryService { app: app.clone(), writer: writer_auth, admin: admin_auth.clone() })
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
     let admin = tonic::service::interceptor::InterceptedService::new(
         ModelAdminServer::new(AdminService(app.clone())).max_decoding_message_size(max).max_encoding_message_size(max),
-        AdminAuth::new(cfg.admin_token.as_deref()),
+        admin_auth,
     );
 
     // Warm up in the background; health says NOT_SERVING until every version is warm.
@@ -184,16 +216,35 @@ async fn serve(app: Arc<App>, wanted: Vec<u32>) -> anyhow::Result<()> {
     }
 
     let listener = tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("listen on {}", cfg.listen))?;
-    tracing::info!(listen = %listener.local_addr()?, metrics = %cfg.metrics_listen, device = %app.device, "serving");
+    let tls = tls_config(&cfg)?;
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        tls = tls.is_some(),
+        client_certificates = cfg.tls_client_ca.is_some(),
+        metrics = %cfg.metrics_listen,
+        device = %app.device,
+        "serving"
+    );
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tonic::transport::Server::builder()
+    let seconds = |s: u64| (s > 0).then(|| Duration::from_secs(s));
+    let mut builder = tonic::transport::Server::builder()
+        .max_concurrent_streams(cfg.max_concurrent_streams)
+        .http2_keepalive_interval(seconds(cfg.http2_keepalive_s))
+        .http2_keepalive_timeout(seconds(cfg.http2_keepalive_timeout_s));
+    if let Some(age) = seconds(cfg.max_connection_age_s) {
+        builder = builder.max_connection_age(age).max_connection_age_grace(Duration::from_secs(cfg.drain_timeout_s));
+    }
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls).context("TLS set-up (--tls-cert, --tls-key, --tls-client-ca)")?;
+    }
+    let incoming = imagesearch_server::connections::limited(listener, cfg.max_connections);
+    let server = builder
         .add_service(health_service)
         .add_service(reflection)
         .add_service(search)
         .add_service(gallery)
         .add_service(admin)
-        // TCP_NODELAY: without it Nagle and delayed ACKs add ~40 ms to small answers.
-        .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)), async {
+        .serve_with_incoming_shutdown(incoming, async {
             let _ = stop_rx.await;
         });
     let mut server = Box::pin(server);

@@ -14,6 +14,11 @@ pub const CACHE: &str = "imagesearch_cache_lookups_total";
 pub const GALLERY_PHOTOS: &str = "imagesearch_gallery_photos";
 pub const WITHHELD: &str = "imagesearch_withheld_total";
 pub const VERSIONS_READY: &str = "imagesearch_versions_ready";
+pub const UNAUTHENTICATED: &str = "imagesearch_unauthenticated_total";
+pub const REVIEWS: &str = "imagesearch_reviews_total";
+pub const DECODE_REJECTED: &str = "imagesearch_decode_rejected_total";
+pub const PHOTOS_WITHOUT_BYTES: &str = "imagesearch_search_photos_without_bytes_total";
+pub const CONNECTIONS: &str = "imagesearch_connections";
 
 /// Starts the Prometheus exporter on its own port (HTTP `GET /metrics`).
 pub fn install(listen: SocketAddr) -> Result<(), String> {

@@ -31,6 +31,12 @@ impl Rollout {
         if self.canary_percent > 100 {
             return Err(ServeError::InvalidArgument(format!("canary_percent {} is above 100", self.canary_percent)));
         }
+        if self.canary == 0 && self.canary_percent > 0 {
+            return Err(ServeError::InvalidArgument(format!(
+                "canary_percent {} needs a canary version (canary is 0); set canary or canary_percent 0",
+                self.canary_percent
+            )));
+        }
         if !ready.contains(&self.stable) {
             return Err(ServeError::FailedPrecondition(format!(
                 "stable version {} is not loaded and ready (ready: {ready:?}); load it first",
@@ -112,6 +118,9 @@ mod tests {
         assert!(e.to_string().contains("stable version 3 is not loaded"));
         assert!(Rollout { stable: 1, canary: 2, canary_percent: 101 }.validate(&ready).is_err());
         assert!(Rollout { stable: 1, canary: 1, canary_percent: 5 }.validate(&ready).is_err());
+        let e = Rollout { stable: 1, canary: 0, canary_percent: 50 }.validate(&ready).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(e.to_string().contains("needs a canary version"), "{e}");
     }
 
     #[test]

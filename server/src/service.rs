@@ -18,11 +18,13 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
 use crate::app::{App, Served};
+use crate::auth::TokenAuth;
 use crate::encoders::Timings;
 use crate::error::{code_label, ServeError};
 use crate::metrics as m;
 use crate::rollout::Rollout;
 use crate::versions::VersionState;
+use crate::wal::Flag;
 
 /// Parses a `grpc-timeout` header ("100m", "5S", ...) into a deadline.
 pub fn deadline_of(md: &MetadataMap) -> Option<Instant> {
@@ -224,6 +226,10 @@ pub fn info(app: &App) -> pb::InfoResponse {
             max_image_pixels: c.max_image_pixels,
             max_k: c.max_k as u32,
             max_stream_in_flight: c.max_stream_in_flight as u32,
+            max_request_pixels: c.max_request_pixels,
+            max_answer_photo_bytes: c.answer_photo_budget() as u64,
+            decode_workers: app.encoders.decode_workers() as u32,
+            decode_queue: c.decode_queue as u32,
         }),
         rollout: Some(rollout_pb(r)),
         restricted_regions: app.policy.restricted_regions().map(|c| c.as_str().to_string()).collect(),
@@ -236,43 +242,79 @@ fn rollout_pb(r: Rollout) -> pb::Rollout {
     pb::Rollout { stable: r.stable, canary: r.canary, canary_percent: r.canary_percent }
 }
 
-/// `imagesearch.v1.Gallery`.
-pub struct GalleryService(pub Arc<App>);
+/// `imagesearch.v1.Gallery`: writes need the writer token, reviews the admin token.
+pub struct GalleryService {
+    pub app: Arc<App>,
+    pub writer: TokenAuth,
+    pub admin: TokenAuth,
+}
+
+/// A broken photo stream as an error: a message over the size limit keeps its code
+/// (OUT_OF_RANGE, as on every other call), anything else is a bad stream.
+fn stream_error(s: Status, photo: usize) -> ServeError {
+    if s.code() == tonic::Code::OutOfRange {
+        ServeError::TooLarge { what: "photo message", detail: format!("message {photo} of the stream: {}", s.message()) }
+    } else {
+        ServeError::InvalidArgument(format!("photo stream broke at message {photo}: {} ({})", s.message(), code_label(s.code())))
+    }
+}
 
 #[tonic::async_trait]
 impl Gallery for GalleryService {
     async fn add_photos(&self, req: Request<Streaming<pb::AddPhotoRequest>>) -> Result<Response<pb::AddPhotosResponse>, Status> {
         let md = req.metadata().clone();
-        let mut stream = req.into_inner();
-        let app = self.0.clone();
+        let checked = self.writer.check(&md);
+        let mut n = 0usize;
+        let stream = req.into_inner().map(move |m| {
+            n += 1;
+            m.map_err(|s| stream_error(s, n))
+        });
+        let app = self.app.clone();
         handle("AddPhotos", &md, async move {
-            let mut photos = Vec::new();
-            while let Some(p) = stream.next().await {
-                photos.push(p.map_err(|s| ServeError::InvalidArgument(format!("photo stream broke: {}", s.message())))?);
-            }
-            app.add_photos(photos).await.map(plain)
+            checked?;
+            app.add_photos(Box::pin(stream)).await.map(plain)
         })
         .await
     }
 
     async fn remove_photos(&self, req: Request<pb::RemovePhotosRequest>) -> Result<Response<pb::RemovePhotosResponse>, Status> {
         let md = req.metadata().clone();
-        let app = self.0.clone();
-        handle("RemovePhotos", &md, async move { app.remove_photos(req.into_inner().ids).await.map(plain) }).await
+        let checked = self.writer.check(&md);
+        let app = self.app.clone();
+        handle("RemovePhotos", &md, async move {
+            checked?;
+            app.remove_photos(req.into_inner().ids).await.map(plain)
+        })
+        .await
+    }
+
+    async fn review_photo(&self, req: Request<pb::ReviewPhotoRequest>) -> Result<Response<pb::ReviewPhotoResponse>, Status> {
+        let md = req.metadata().clone();
+        let checked = self.admin.check(&md);
+        let app = self.app.clone();
+        let id = request_id(&md);
+        handle("ReviewPhoto", &md, async move {
+            checked?;
+            app.review_photo(req.into_inner(), &id).await.map(plain)
+        })
+        .await
     }
 
     async fn stats(&self, req: Request<pb::GalleryStatsRequest>) -> Result<Response<pb::GalleryStatsResponse>, Status> {
         let md = req.metadata().clone();
-        let store = self.0.store.clone();
+        let store = self.app.store.clone();
         handle("GalleryStats", &md, async move {
             // Stats reads every photo file's size: off the async workers.
             let s = tokio::task::spawn_blocking(move || store.stats()).await.map_err(|e| ServeError::Internal(e.to_string()))?;
+            let count = |f: Flag| s.by_flag[f as usize];
             Ok(plain(pb::GalleryStatsResponse {
                 photos: s.photos,
-                restricted: s.by_flag[1] + s.by_flag[2] + s.by_flag[3],
-                restricted_by_captions: s.by_flag[1],
-                restricted_by_detector: s.by_flag[2],
-                restricted_unverified: s.by_flag[3],
+                restricted: Flag::ALL.iter().filter(|f| f.restricted()).map(|f| count(*f)).sum(),
+                restricted_by_captions: count(Flag::Captions),
+                restricted_by_detector: count(Flag::Detector),
+                restricted_unverified: count(Flag::Unverified),
+                restricted_by_review: count(Flag::Reviewed),
+                cleared_by_review: count(Flag::ReviewedClear),
                 photo_bytes: s.photo_bytes,
                 log_bytes: s.log_bytes,
             }))

@@ -1,6 +1,11 @@
 //! The gallery's write-ahead log: length- and CRC-framed records appended to one file and
 //! synced before a write is acknowledged. Replay stops at the first torn or corrupt record
 //! (only an unacknowledged tail can be torn) and cuts the file there.
+//!
+//! A failed append (a full disk, an I/O error) is cut back to the last good record before the
+//! error is returned; if even that fails, the log refuses every append until a later one has
+//! cut it back. So nothing is ever appended after a torn record, and an acknowledged record is
+//! never lost to a replay that stops early.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -17,11 +22,31 @@ pub enum Flag {
     Detector = 2,
     /// No caption and no detector could check it: restricted until one does (fail closed).
     Unverified = 3,
+    /// A reviewer marked it as showing a child.
+    Reviewed = 4,
+    /// A reviewer cleared it (a detector's or an unverified flag lifted by an authenticated review).
+    ReviewedClear = 5,
 }
 
 impl Flag {
+    /// Every flag, in the order of their numbers.
+    pub const ALL: [Flag; 6] = [Flag::Clear, Flag::Captions, Flag::Detector, Flag::Unverified, Flag::Reviewed, Flag::ReviewedClear];
+
+    /// Whether a photo with this flag may not be shown in restricted regions.
     pub fn restricted(self) -> bool {
-        self != Flag::Clear
+        !matches!(self, Flag::Clear | Flag::ReviewedClear)
+    }
+
+    /// A short name for logs and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Flag::Clear => "clear",
+            Flag::Captions => "captions",
+            Flag::Detector => "detector",
+            Flag::Unverified => "unverified",
+            Flag::Reviewed => "reviewed",
+            Flag::ReviewedClear => "reviewed-clear",
+        }
     }
 
     fn from_u8(b: u8) -> Option<Flag> {
@@ -30,6 +55,8 @@ impl Flag {
             1 => Flag::Captions,
             2 => Flag::Detector,
             3 => Flag::Unverified,
+            4 => Flag::Reviewed,
+            5 => Flag::ReviewedClear,
             _ => return None,
         })
     }
@@ -41,6 +68,9 @@ pub enum Record {
     Put { id: String, sha256: [u8; 32], mime: String, captions: Vec<String>, flag: Flag, vector: Vec<f32> },
     Remove { id: String },
     SetFlag { id: String, flag: Flag },
+    /// What is known of some bytes whatever id they are stored under: evidence that they show a
+    /// child, or a reviewer's decision (`by` names the reviewer, `note` says why).
+    Content { sha256: [u8; 32], flag: Flag, by: String, note: String },
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
@@ -99,6 +129,13 @@ impl Record {
                 put_str(&mut out, id);
                 out.push(*flag as u8);
             }
+            Record::Content { sha256, flag, by, note } => {
+                out.push(4);
+                out.extend_from_slice(sha256);
+                out.push(*flag as u8);
+                put_str(&mut out, by);
+                put_str(&mut out, note);
+            }
         }
         out
     }
@@ -120,6 +157,11 @@ impl Record {
             }
             2 => Record::Remove { id: r.string()? },
             3 => Record::SetFlag { id: r.string()?, flag: Flag::from_u8(r.u8()?)? },
+            4 => {
+                let sha256: [u8; 32] = r.take(32)?.try_into().ok()?;
+                let flag = Flag::from_u8(r.u8()?)?;
+                Record::Content { sha256, flag, by: r.string()?, note: r.string()? }
+            }
             _ => return None,
         };
         r.0.is_empty().then_some(rec)
@@ -154,10 +196,22 @@ pub fn replay(bytes: &[u8]) -> (Vec<Record>, usize) {
     (records, at)
 }
 
+/// Whether an I/O error means the disk (or the user's quota) is full.
+pub fn is_disk_full(e: &std::io::Error) -> bool {
+    // ENOSPC = 28, EDQUOT = 122 on Linux; EFBIG (27) when a file-size limit is hit.
+    e.kind() == std::io::ErrorKind::StorageFull
+        || e.kind() == std::io::ErrorKind::QuotaExceeded
+        || e.kind() == std::io::ErrorKind::FileTooLarge
+        || matches!(e.raw_os_error(), Some(27 | 28 | 122))
+}
+
 /// An open log, appended to and synced.
 pub struct Log {
     file: File,
+    /// Length of the intact, synced prefix: everything acknowledged and nothing else.
     len: u64,
+    /// A failed append could not be cut back: the file may end in a torn record.
+    torn: bool,
 }
 
 impl Log {
@@ -174,19 +228,45 @@ impl Log {
             file.sync_all()?;
         }
         file.seek(SeekFrom::End(0))?;
-        Ok((Log { file, len: good as u64 }, records, cut))
+        Ok((Log { file, len: good as u64, torn: false }, records, cut))
     }
 
-    /// Appends records and syncs them to disk before returning.
+    /// Appends records and syncs them to disk before returning. On failure the file is cut back
+    /// to its last good record (see the module comment) and the error returned.
     pub fn append(&mut self, records: &[Record]) -> std::io::Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        if self.torn {
+            self.cut_back()?;
+        }
         let mut buf = Vec::new();
         for r in records {
             buf.extend_from_slice(&frame(r));
         }
-        self.file.write_all(&buf)?;
-        self.file.sync_data()?;
+        let written = self.file.write_all(&buf).and_then(|()| self.file.sync_data());
+        if let Err(e) = written {
+            // A failed fsync may have dropped the written pages: the tail is unknown, cut it.
+            self.torn = true;
+            let _ = self.cut_back();
+            return Err(e);
+        }
         self.len += buf.len() as u64;
         Ok(())
+    }
+
+    /// Cuts the file back to the last good record and syncs the cut.
+    fn cut_back(&mut self) -> std::io::Result<()> {
+        self.file.set_len(self.len)?;
+        self.file.sync_all()?;
+        self.file.seek(SeekFrom::End(0))?;
+        self.torn = false;
+        Ok(())
+    }
+
+    /// Whether the log may end in a torn record that is not cut back yet.
+    pub fn is_torn(&self) -> bool {
+        self.torn
     }
 
     pub fn len(&self) -> u64 {
@@ -229,7 +309,8 @@ mod tests {
 
     #[test]
     fn records_round_trip() {
-        for r in [put("a", Flag::Clear), Record::Remove { id: "a".into() }, Record::SetFlag { id: "b".into(), flag: Flag::Detector }] {
+        let content = Record::Content { sha256: [9; 32], flag: Flag::ReviewedClear, by: "reviewer".into(), note: "no person".into() };
+        for r in [put("a", Flag::Clear), Record::Remove { id: "a".into() }, Record::SetFlag { id: "b".into(), flag: Flag::Detector }, content] {
             assert_eq!(Record::decode(&r.encode()), Some(r));
         }
     }

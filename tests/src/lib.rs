@@ -187,16 +187,27 @@ pub struct Server {
 
 /// Admin token the tests' servers use.
 pub const ADMIN_TOKEN: &str = "test-admin-token";
+/// Writer token (gallery writes) the tests' servers use.
+pub const WRITER_TOKEN: &str = "test-writer-token";
 
 impl Server {
     /// Starts the server on the repository and data directory; `extra` adds flags.
     pub fn start(models: &Path, data_dir: &Path, extra: &[&str]) -> Server {
         let port = free_port();
-        let log = data_dir.with_extension(format!("{port}.log"));
+        Self::start_on(port, models, data_dir, &data_dir.with_extension(format!("{port}.log")), extra)
+    }
+
+    /// Starts the server with its log in `log` (e.g. off a deliberately tiny data disk).
+    pub fn start_logging_to(models: &Path, data_dir: &Path, log: &Path, extra: &[&str]) -> Server {
+        Self::start_on(free_port(), models, data_dir, log, extra)
+    }
+
+    fn start_on(port: u16, models: &Path, data_dir: &Path, log: &Path, extra: &[&str]) -> Server {
+        let log = log.to_path_buf();
         fs::create_dir_all(data_dir).unwrap();
         let child = Command::new(bin("imagesearch-server"))
             .args(["--listen", &format!("127.0.0.1:{port}"), "--metrics-listen", "off", "--device", "cpu"])
-            .args(["--restricted-regions", "DE,FR", "--admin-token", ADMIN_TOKEN])
+            .args(["--restricted-regions", "DE,FR", "--admin-token", ADMIN_TOKEN, "--writer-token", WRITER_TOKEN])
             .arg("--models")
             .arg(models)
             .arg("--data-dir")
@@ -222,6 +233,7 @@ impl Server {
             }
             let mut cfg = ClientConfig::new(self.endpoint());
             cfg.admin_token = Some(ADMIN_TOKEN.to_string());
+            cfg.writer_token = Some(WRITER_TOKEN.to_string());
             cfg.request_timeout = Duration::from_secs(60);
             if let Ok(c) = Client::connect(cfg).await {
                 if c.health("").await.ok() == Some(1) {
@@ -251,4 +263,41 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A well-formed PNG whose header claims `width`×`height` pixels, with no pixel data.
+pub fn png_header_claiming(width: u32, height: u32) -> Vec<u8> {
+    // A PNG signature and an IHDR chunk claiming a huge image, no pixel data.
+    let mut ihdr = Vec::new();
+    ihdr.extend_from_slice(&width.to_be_bytes());
+    ihdr.extend_from_slice(&height.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    let mut chunk = b"IHDR".to_vec();
+    chunk.extend_from_slice(&ihdr);
+    let crc = crc32(&chunk);
+    let mut png = vec![0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A];
+    png.extend_from_slice(&(ihdr.len() as u32).to_be_bytes());
+    png.extend_from_slice(&chunk);
+    png.extend_from_slice(&crc.to_be_bytes());
+    // An IDAT with an empty zlib stream and IEND: a well-formed file whose header lies.
+    for (kind, data) in [(&b"IDAT"[..], &[0x78, 0x01, 0x01, 0x00, 0x00, 0xFF, 0xFF, 0x00, 0x00, 0x00, 0x01][..]), (&b"IEND"[..], &[][..])] {
+        let mut chunk = kind.to_vec();
+        chunk.extend_from_slice(data);
+        png.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        png.extend_from_slice(&chunk);
+        png.extend_from_slice(&crc32(&chunk).to_be_bytes());
+    }
+    png
+}
+
+/// CRC-32 (IEEE), as PNG chunks carry it.
+pub fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = 0xFFFF_FFFFu32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+        }
+    }
+    !crc
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use imagesearch_client::{score_request, ClientError, ImageRef, SearchOptions, Slot};
 use imagesearch_compliance::DISCLAIMER;
 use imagesearch_proto::v1 as pb;
-use imagesearch_tests::{bin, captioned_photos, test_photos, trained_repository, Server, ADMIN_TOKEN};
+use imagesearch_tests::{bin, captioned_photos, png_header_claiming, test_photos, trained_repository, Server, ADMIN_TOKEN, WRITER_TOKEN};
 use tonic::Code;
 
 /// Two tiny versions (1 and 2), trained once for the whole test binary.
@@ -168,40 +168,6 @@ async fn reflection_services(endpoint: &str) -> Vec<String> {
     }
 }
 
-fn png_header_claiming(width: u32, height: u32) -> Vec<u8> {
-    // A PNG signature and an IHDR chunk claiming a huge image, no pixel data.
-    let mut ihdr = Vec::new();
-    ihdr.extend_from_slice(&width.to_be_bytes());
-    ihdr.extend_from_slice(&height.to_be_bytes());
-    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
-    let mut chunk = b"IHDR".to_vec();
-    chunk.extend_from_slice(&ihdr);
-    let crc = crc32(&chunk);
-    let mut png = vec![0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A];
-    png.extend_from_slice(&(ihdr.len() as u32).to_be_bytes());
-    png.extend_from_slice(&chunk);
-    png.extend_from_slice(&crc.to_be_bytes());
-    // An IDAT with an empty zlib stream and IEND: a well-formed file whose header lies.
-    for (kind, data) in [(&b"IDAT"[..], &[0x78, 0x01, 0x01, 0x00, 0x00, 0xFF, 0xFF, 0x00, 0x00, 0x00, 0x01][..]), (&b"IEND"[..], &[][..])] {
-        let mut chunk = kind.to_vec();
-        chunk.extend_from_slice(data);
-        png.extend_from_slice(&(data.len() as u32).to_be_bytes());
-        png.extend_from_slice(&chunk);
-        png.extend_from_slice(&crc32(&chunk).to_be_bytes());
-    }
-    png
-}
-
-fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = 0xFFFF_FFFFu32;
-    for &b in bytes {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
-        }
-    }
-    !crc
-}
 
 #[test]
 fn every_bad_input_gets_a_precise_status_and_the_server_keeps_serving() {
@@ -389,7 +355,7 @@ fn the_cli_works_against_a_real_server() {
     rt().block_on(async { server.ready_client().await });
     let cli = |args: &[&str]| {
         let out = std::process::Command::new(bin("imagesearch"))
-            .args(["--endpoint", &server.endpoint(), "--admin-token", ADMIN_TOKEN])
+            .args(["--endpoint", &server.endpoint(), "--admin-token", ADMIN_TOKEN, "--writer-token", WRITER_TOKEN])
             .args(args)
             .output()
             .unwrap();

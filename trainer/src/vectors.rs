@@ -2,7 +2,7 @@
 //!
 //! The cache is one append-only file per encoder (named by the encoder's sha256): records of
 //! `[32-byte key][u32 dim][dim × f32]`, where the key is the sha256 of the content (photo bytes
-//! plus view, or text). A torn record at the end (a crash mid-write) is cut off on open, so a
+//! plus view, or the normalised text the model reads). A torn record at the end (a crash mid-write) is cut off on open, so a
 //! re-run resumes where encoding stopped and a second run encodes nothing.
 
 use std::collections::HashMap;
@@ -52,11 +52,12 @@ pub fn image_key(bytes_sha: &[u8; 32], view: View) -> Key {
     h.finalize().into()
 }
 
-/// Key of a text: sha256("text:" ‖ text).
+/// Key of a text: sha256("text:" ‖ the text the model reads), so two spellings the model reads
+/// alike share a vector and a change of the normaliser never reuses a stale one.
 pub fn text_key(text: &str) -> Key {
     let mut h = Sha256::new();
     h.update(b"text:");
-    h.update(text.as_bytes());
+    h.update(imagesearch_compliance::normalize(text).as_bytes());
     h.finalize().into()
 }
 

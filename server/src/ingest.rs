@@ -1,0 +1,292 @@
+//! Gallery writes: photos checked, encoded and staged one by one as their stream arrives (a
+//! bounded number in flight, so a long stream never sits in memory), flagged under the law and
+//! stored in one durable write; removals; reviews of flags; loading a version, whose child
+//! detector re-checks the photos no review has decided.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+use imagesearch_compliance::{is_ignorable, quote};
+use imagesearch_proto::v1 as pb;
+
+use crate::app::{App, QUOTE_CHARS};
+use crate::decode::Admission;
+use crate::encoders::Timings;
+use crate::error::ServeError;
+use crate::gallery::{captions_describe_child, decide_flag, merge_evidence, NewPhoto, Review};
+use crate::index::ScorerJob;
+use crate::metrics as m;
+use crate::versions::LoadedVersion;
+use crate::wal::Flag;
+
+/// Longest photo id, in bytes.
+pub const MAX_ID_BYTES: usize = 256;
+
+/// Why an id cannot name a photo, if it cannot: empty, too long, or holding a character that
+/// is invisible, a control or a bidi override (ids must read the same everywhere they appear).
+pub fn check_id(id: &str) -> Result<(), String> {
+    if id.trim().is_empty() {
+        return Err("id is empty".into());
+    }
+    if id.len() > MAX_ID_BYTES {
+        return Err(format!("id is {} bytes, more than the limit of {MAX_ID_BYTES} bytes", id.len()));
+    }
+    if let Some((at, c)) = id.chars().enumerate().find(|(_, c)| c.is_control() || is_ignorable(*c)) {
+        return Err(format!("id has an invisible or control character U+{:04X} at character {at}", u32::from(c)));
+    }
+    Ok(())
+}
+
+fn mime_of(bytes: &[u8]) -> &'static str {
+    match image::guess_format(bytes) {
+        Ok(image::ImageFormat::Png) => "image/png",
+        Ok(image::ImageFormat::WebP) => "image/webp",
+        _ => "image/jpeg",
+    }
+}
+
+/// What the child detectors of the ready versions say of an image vector: any one flagging
+/// wins; `None` when no version has a detector.
+fn detectors_say(vector: &[f32], versions: &[Arc<LoadedVersion>]) -> Option<bool> {
+    let detectors: Vec<_> = versions.iter().filter_map(|v| v.detector.as_ref()).collect();
+    (!detectors.is_empty()).then(|| detectors.iter().any(|d| d.flags(vector)))
+}
+
+/// A photo encoded and staged, waiting for the stream's end.
+struct Staged {
+    order: usize,
+    id: String,
+    sha256: [u8; 32],
+    mime: &'static str,
+    captions: Vec<String>,
+    vector: Arc<Vec<f32>>,
+}
+
+impl App {
+    /// Reads a stream of photos; checks, encodes and stages each as it comes (at most
+    /// `max(4, --max-batch-size)` in flight: the stream is read no faster than that), then flags
+    /// and stores all of them in one durable write. Bad photos are rejected one by one with a
+    /// reason; a broken stream or a storage failure stores nothing.
+    pub async fn add_photos<S>(self: &Arc<Self>, photos: S) -> Result<pb::AddPhotosResponse, ServeError>
+    where
+        S: Stream<Item = Result<pb::AddPhotoRequest, ServeError>> + Send + Unpin,
+    {
+        self.check_ready()?;
+        let mut staged = Vec::new();
+        let outcome = self.stage_stream(photos, &mut staged).await;
+        let store = self.store.clone();
+        let release = |staged: &[Staged]| {
+            let shas: Vec<[u8; 32]> = staged.iter().map(|s| s.sha256).collect();
+            tokio::task::spawn_blocking(move || store.unstage(&shas))
+        };
+        let rejected = match outcome {
+            Ok(rejected) => rejected,
+            Err(e) => {
+                let _ = release(&staged).await;
+                return Err(e);
+            }
+        };
+        staged.sort_by_key(|s| s.order);
+        let _writer = self.gallery_write.lock().await;
+        let ready = self.versions.ready();
+        let new = self.flag(&staged, &ready);
+        let restricted = new.iter().filter(|p| p.flag.restricted()).count() as u32;
+        let index: Vec<(Arc<str>, Arc<Vec<f32>>)> = new.iter().map(|p| (Arc::from(p.id.as_str()), p.vector.clone())).collect();
+        let store = self.store.clone();
+        let up = tokio::task::spawn_blocking(move || store.upsert(new)).await.map_err(|e| ServeError::Internal(e.to_string()))??;
+        self.reindex(ScorerJob::Upsert(index), ready).await?;
+        metrics::gauge!(m::GALLERY_PHOTOS).set(self.store.len() as f64);
+        Ok(pb::AddPhotosResponse { added: up.added, replaced: up.replaced, restricted, rejected })
+    }
+
+    /// Reads the stream, staging good photos into `staged`; returns the rejections.
+    async fn stage_stream<S>(self: &Arc<Self>, mut photos: S, staged: &mut Vec<Staged>) -> Result<Vec<pb::RejectedPhoto>, ServeError>
+    where
+        S: Stream<Item = Result<pb::AddPhotoRequest, ServeError>> + Send + Unpin,
+    {
+        let in_flight = Arc::new(tokio::sync::Semaphore::new(self.cfg.max_batch_size.max(4)));
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut rejected = Vec::new();
+        let mut order = 0;
+        let reject = |id: &str, reason: String| pb::RejectedPhoto { id: quote(id, QUOTE_CHARS), reason };
+        loop {
+            let permit = in_flight.clone().acquire_owned().await.map_err(|e| ServeError::Internal(e.to_string()))?;
+            let Some(next) = photos.next().await else { break };
+            let p = next?;
+            order += 1;
+            if let Err(why) = check_id(&p.id) {
+                rejected.push(reject(&p.id, why));
+                continue;
+            }
+            if let Some(bad) = p.captions.iter().find_map(|c| self.encoders.check_text("caption", c).err()) {
+                rejected.push(reject(&p.id, bad.to_string()));
+                continue;
+            }
+            let app = self.clone();
+            tasks.spawn(async move {
+                let _permit = permit;
+                let outcome = app.stage_one(order, p.id.clone(), p.data, p.captions).await;
+                (p.id, outcome)
+            });
+            while let Some(done) = tasks.try_join_next() {
+                Self::collect(done, staged, &mut rejected)?;
+            }
+        }
+        while let Some(done) = tasks.join_next().await {
+            Self::collect(done, staged, &mut rejected)?;
+        }
+        Ok(rejected)
+    }
+
+    fn collect(
+        done: Result<(String, Result<Staged, ServeError>), tokio::task::JoinError>,
+        staged: &mut Vec<Staged>,
+        rejected: &mut Vec<pb::RejectedPhoto>,
+    ) -> Result<(), ServeError> {
+        let (id, outcome) = done.map_err(|e| ServeError::Internal(e.to_string()))?;
+        match outcome {
+            Ok(s) => staged.push(s),
+            Err(ServeError::BadImage { source, .. }) => rejected.push(pb::RejectedPhoto { id: quote(&id, QUOTE_CHARS), reason: source.to_string() }),
+            Err(e) => return Err(e),
+        }
+        Ok(())
+    }
+
+    /// Encodes one photo (waiting for room rather than shedding) and stages its bytes.
+    async fn stage_one(&self, order: usize, id: String, data: Vec<u8>, captions: Vec<String>) -> Result<Staged, ServeError> {
+        let data = Arc::new(data);
+        let sha256 = imagesearch_model::hashing::sha256(&data);
+        let vector = self.encoders.image_vector(data.clone(), sha256, order, None, &mut Timings::default(), Admission::Wait).await?;
+        let mime = mime_of(&data);
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.stage(&sha256, &data)).await.map_err(|e| ServeError::Internal(e.to_string()))??;
+        Ok(Staged { order, id, sha256, mime, captions, vector })
+    }
+
+    /// The law's flag of each staged photo: its own captions, what is known of its bytes (in the
+    /// store and elsewhere in this stream: the same bytes get the same verdict whatever their
+    /// order), and the child detectors. Captions never clear what the detector flags.
+    fn flag(&self, staged: &[Staged], ready: &[Arc<LoadedVersion>]) -> Vec<NewPhoto> {
+        let verdicts: Vec<(bool, Option<bool>)> =
+            staged.iter().map(|s| (captions_describe_child(&s.captions), detectors_say(&s.vector, ready))).collect();
+        let mut known: HashMap<[u8; 32], Option<Flag>> = HashMap::new();
+        for (s, (own, detector)) in staged.iter().zip(&verdicts) {
+            let before = *known.entry(s.sha256).or_insert_with(|| self.store.content_flag(&s.sha256));
+            known.insert(s.sha256, merge_evidence(before, decide_flag(*own, before, *detector)));
+        }
+        staged
+            .iter()
+            .zip(verdicts)
+            .map(|(s, (own, detector))| NewPhoto {
+                flag: decide_flag(own, known[&s.sha256], detector),
+                id: s.id.clone(),
+                sha256: s.sha256,
+                mime: s.mime.to_string(),
+                captions: s.captions.clone(),
+                vector: s.vector.clone(),
+            })
+            .collect()
+    }
+
+    /// Applies an index job (upsert or remove) to every given version, waiting for each.
+    pub(crate) async fn reindex(&self, job: ScorerJob, versions: Vec<Arc<LoadedVersion>>) -> Result<(), ServeError> {
+        for v in versions {
+            let (worker, job) = (v.worker.clone(), job.clone());
+            tokio::task::spawn_blocking(move || worker.submit_blocking(job)).await.map_err(|e| ServeError::Internal(e.to_string()))??;
+        }
+        Ok(())
+    }
+
+    /// Removes photos.
+    pub async fn remove_photos(&self, ids: Vec<String>) -> Result<pb::RemovePhotosResponse, ServeError> {
+        self.check_ready()?;
+        let _writer = self.gallery_write.lock().await;
+        let store = self.store.clone();
+        let asked = ids.clone();
+        let not_found = tokio::task::spawn_blocking(move || store.remove(&asked)).await.map_err(|e| ServeError::Internal(e.to_string()))??;
+        let missing: HashSet<&str> = not_found.iter().map(String::as_str).collect();
+        let gone: Vec<Arc<str>> =
+            ids.iter().filter(|id| !missing.contains(id.as_str())).collect::<HashSet<_>>().into_iter().map(|id| Arc::from(id.as_str())).collect();
+        let removed = gone.len() as u32;
+        self.reindex(ScorerJob::Remove(gone), self.versions.ready()).await?;
+        metrics::gauge!(m::GALLERY_PHOTOS).set(self.store.len() as f64);
+        let not_found = not_found.iter().map(|id| quote(id, QUOTE_CHARS)).collect();
+        Ok(pb::RemovePhotosResponse { removed, not_found })
+    }
+
+    /// Records a reviewer's decision on a photo's flag (the caller holds the admin token).
+    pub async fn review_photo(&self, req: pb::ReviewPhotoRequest, request_id: &str) -> Result<pb::ReviewPhotoResponse, ServeError> {
+        self.check_ready()?;
+        let reviewer = req.reviewer.trim();
+        if reviewer.is_empty() || reviewer.len() > 128 || reviewer.chars().any(|c| c.is_control() || is_ignorable(c)) {
+            return Err(ServeError::InvalidArgument("reviewer must be 1..=128 bytes of visible characters".into()));
+        }
+        if req.note.len() > 2000 {
+            return Err(ServeError::InvalidArgument(format!("note is {} bytes, more than the limit of 2000 bytes", req.note.len())));
+        }
+        let review = Review { restricted: req.restricted, by: reviewer.to_string(), note: req.note.clone() };
+        let _writer = self.gallery_write.lock().await;
+        let store = self.store.clone();
+        let id = req.id.clone();
+        let changed = tokio::task::spawn_blocking(move || store.review(&id, &review)).await.map_err(|e| ServeError::Internal(e.to_string()))??;
+        let flag = self.store.get(&req.id).map_or(Flag::Reviewed, |p| p.flag);
+        metrics::counter!(m::REVIEWS, "decision" => if req.restricted { "restrict" } else { "clear" }).increment(1);
+        tracing::warn!(
+            request_id,
+            id = %quote(&req.id, QUOTE_CHARS),
+            reviewer = %quote(reviewer, QUOTE_CHARS),
+            restricted = req.restricted,
+            changed = changed.len(),
+            flag = flag.name(),
+            "photo flag reviewed"
+        );
+        Ok(pb::ReviewPhotoResponse { changed: changed.iter().map(|(id, _)| quote(id, QUOTE_CHARS)).collect(), flag: flag.name().to_string() })
+    }
+
+    /// Loads a version (indexing the gallery) and lets its child detector check every photo no
+    /// review has decided (flags are never lifted by a second detector).
+    pub async fn load_version(self: &Arc<Self>, version: u32) -> Result<Arc<LoadedVersion>, ServeError> {
+        let _writer = self.gallery_write.lock().await;
+        let app = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let gallery = app.store.all();
+            let loaded = app.versions.load(version, &gallery)?;
+            if let Some(d) = &loaded.detector {
+                let changes: Vec<(String, Flag)> = gallery
+                    .iter()
+                    .filter_map(|p| match (p.flag, d.flags(&p.vector)) {
+                        (Flag::Unverified | Flag::Clear, true) => Some((p.id.to_string(), Flag::Detector)),
+                        (Flag::Unverified, false) => Some((p.id.to_string(), Flag::Clear)),
+                        _ => None,
+                    })
+                    .collect();
+                if !changes.is_empty() {
+                    tracing::info!(version, changed = changes.len(), "child detector re-checked the gallery");
+                }
+                app.store.set_flags(&changes)?;
+            }
+            Ok(loaded)
+        })
+        .await
+        .map_err(|e| ServeError::Internal(e.to_string()))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_must_be_visible_bounded_and_plain() {
+        assert!(check_id("photo-1.jpg").is_ok());
+        assert!(check_id("fotó ✓").is_ok());
+        for bad in ["", "   ", "\u{200b}", "\u{202e}\u{2066}", "a\nb", "x\u{200d}y"] {
+            assert!(check_id(bad).is_err(), "{bad:?} accepted");
+        }
+        let long = "x".repeat(MAX_ID_BYTES + 1);
+        assert!(check_id(&long).unwrap_err().contains("bytes"));
+        assert!(check_id(&"é".repeat(200)).unwrap_err().contains("400 bytes"));
+        assert!(check_id("a\u{200b}").unwrap_err().contains("U+200B at character 1"));
+    }
+}
