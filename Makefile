@@ -1,7 +1,7 @@
 # Thin targets over scripts/. Everything heavy is cached under $IMAGESEARCH_HOME
 # (default ~/.cache/imagesearch): the Python venv, the exported encoders, cargo's target dir
 # and the vector cache.
-.PHONY: setup demo test eval bench build
+.PHONY: setup demo test eval bench build fuzz faults
 
 setup:
 	bash scripts/setup.sh
@@ -20,3 +20,9 @@ bench:
 
 build: setup
 	cargo test --workspace --no-run
+
+fuzz:
+	bash scripts/fuzz.sh
+
+faults:
+	IMAGESEARCH_FAULT_ROUNDS=$${IMAGESEARCH_FAULT_ROUNDS:-1000} cargo test -p imagesearch-server --test fault_loop -- --nocapture

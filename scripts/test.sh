@@ -7,3 +7,5 @@ cd "$ROOT"
 bash scripts/setup.sh
 log "running the test suite"
 cargo test --workspace 2>&1
+log "fuzz smoke run (each target briefly; make fuzz runs them longer)"
+bash scripts/fuzz.sh --smoke

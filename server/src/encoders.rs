@@ -34,6 +34,9 @@ impl Timings {
     }
 }
 
+/// A decoded photo as the image encoder takes it: one CHW tensor per view.
+pub struct PhotoViews(Vec<Vec<f32>>);
+
 /// The encoder inputs of a decoded photo: one CHW tensor per view.
 fn view_inputs(img: &image::RgbImage, (w, h): (u32, u32), views: ImageViews) -> Vec<Vec<f32>> {
     views.mirrors().iter().map(|&m| to_input(img, w, h, m)).collect()
@@ -138,6 +141,11 @@ impl Encoders {
         self.image_cache.contains(key)
     }
 
+    /// A photo's cached vector, if any.
+    pub fn cached_image(&self, key: &[u8; 32]) -> Option<Arc<Vec<f32>>> {
+        self.image_cache.get(key)
+    }
+
     /// Width × height a photo claims, from its header (nothing decoded).
     pub fn pixels(&self, bytes: &[u8], index: usize) -> Result<u64, ServeError> {
         let (w, h) = imagesearch_model::preprocess::dimensions(bytes, self.limits).map_err(|source| ServeError::BadImage { index, source })?;
@@ -164,14 +172,34 @@ impl Encoders {
         if let Some(v) = self.image_cache.get(&key) {
             return Ok(v);
         }
+        let views = self.decode_views(bytes, index, admission).await?;
+        self.encode_views(views, key, deadline, timings, admission).await
+    }
+
+    /// Decodes a photo in the decode pool into the encoder's inputs (one small tensor per view);
+    /// the photo's bytes and full-size pixels are dropped once this returns.
+    pub async fn decode_views(&self, bytes: Arc<Vec<u8>>, index: usize, admission: Admission) -> Result<PhotoViews, ServeError> {
         let (limits, size, views) = (self.limits, self.input_size, self.views);
-        let input = self
+        let inputs = self
             .decode
             .run(admission, move || -> Result<Vec<Vec<f32>>, ServeError> {
                 let img = decode(&bytes, limits).map_err(|source| ServeError::BadImage { index, source })?;
                 Ok(view_inputs(&img, size, views))
             })
             .await??;
+        Ok(PhotoViews(inputs))
+    }
+
+    /// Encodes decoded views into the photo's vector (and caches it under `key`).
+    pub async fn encode_views(
+        &self,
+        views: PhotoViews,
+        key: [u8; 32],
+        deadline: Option<Instant>,
+        timings: &mut Timings,
+        admission: Admission,
+    ) -> Result<Arc<Vec<f32>>, ServeError> {
+        let input = views.0;
         let out = match admission {
             Admission::Shed => self.image.submit(input, deadline).await?,
             Admission::Wait => {

@@ -60,6 +60,12 @@ impl ServeError {
             ServeError::FailedPrecondition(_) => Code::FailedPrecondition,
             ServeError::Unauthenticated(_) => Code::Unauthenticated,
             ServeError::Model(ModelError::Image(_) | ModelError::Text(_)) => Code::InvalidArgument,
+            // A version's files missing, unreadable, tampered or made for other encoders: the
+            // repository is not in a state to load it (nothing is wrong with the server).
+            ServeError::Model(ModelError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => Code::NotFound,
+            ServeError::Model(ModelError::Io { .. } | ModelError::Manifest { .. } | ModelError::Checksum { .. } | ModelError::Incompatible(_)) => {
+                Code::FailedPrecondition
+            }
             ServeError::Model(_) | ServeError::Storage(_) | ServeError::Internal(_) => Code::Internal,
         }
     }

@@ -23,6 +23,10 @@ use crate::wal::Flag;
 /// Longest photo id, in bytes.
 pub const MAX_ID_BYTES: usize = 256;
 
+/// Bytes of photos read from an AddPhotos stream but not yet decoded and staged (at least one
+/// message's worth): what a long stream of large photos costs in memory.
+const ADD_BYTES_IN_FLIGHT: usize = 64 << 20;
+
 /// Why an id cannot name a photo, if it cannot: empty, too long, or holding a character that
 /// is invisible, a control or a bidi override (ids must read the same everywhere they appear).
 pub fn check_id(id: &str) -> Result<(), String> {
@@ -105,7 +109,11 @@ impl App {
     where
         S: Stream<Item = Result<pb::AddPhotoRequest, ServeError>> + Send + Unpin,
     {
+        // Two bounds: photos in flight (enough to fill the encoder's batches), and the bytes of
+        // photos not yet decoded (their full size lives only until they are staged and decoded).
         let in_flight = Arc::new(tokio::sync::Semaphore::new(self.cfg.max_batch_size.max(4)));
+        let bytes_budget_kib = (ADD_BYTES_IN_FLIGHT.max(self.cfg.max_message_bytes) >> 10) as u32;
+        let undecoded = Arc::new(tokio::sync::Semaphore::new(bytes_budget_kib as usize));
         let mut tasks = tokio::task::JoinSet::new();
         let mut rejected = Vec::new();
         let mut order = 0;
@@ -123,10 +131,12 @@ impl App {
                 rejected.push(reject(&p.id, bad.to_string()));
                 continue;
             }
+            let kib = ((p.data.len() >> 10) as u32 + 1).min(bytes_budget_kib);
+            let bytes_permit = undecoded.clone().acquire_many_owned(kib).await.map_err(|e| ServeError::Internal(e.to_string()))?;
             let app = self.clone();
             tasks.spawn(async move {
                 let _permit = permit;
-                let outcome = app.stage_one(order, p.id.clone(), p.data, p.captions).await;
+                let outcome = app.stage_one(order, p.id.clone(), p.data, p.captions, bytes_permit).await;
                 (p.id, outcome)
             });
             while let Some(done) = tasks.try_join_next() {
@@ -153,14 +163,33 @@ impl App {
         Ok(())
     }
 
-    /// Encodes one photo (waiting for room rather than shedding) and stages its bytes.
-    async fn stage_one(&self, order: usize, id: String, data: Vec<u8>, captions: Vec<String>) -> Result<Staged, ServeError> {
+    /// Decodes one photo, stages its bytes and drops them (releasing `bytes_permit`), then
+    /// encodes it — waiting for room rather than shedding.
+    async fn stage_one(
+        &self,
+        order: usize,
+        id: String,
+        data: Vec<u8>,
+        captions: Vec<String>,
+        bytes_permit: tokio::sync::OwnedSemaphorePermit,
+    ) -> Result<Staged, ServeError> {
         let data = Arc::new(data);
         let sha256 = imagesearch_model::hashing::sha256(&data);
-        let vector = self.encoders.image_vector(data.clone(), sha256, order, None, &mut Timings::default(), Admission::Wait).await?;
         let mime = mime_of(&data);
+        let cached = self.encoders.cached_image(&sha256);
+        let views = match cached {
+            Some(_) => None,
+            None => Some(self.encoders.decode_views(data.clone(), order, Admission::Wait).await?),
+        };
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || store.stage(&sha256, &data)).await.map_err(|e| ServeError::Internal(e.to_string()))??;
+        drop(bytes_permit);
+        let mut t = Timings::default();
+        let vector = match (cached, views) {
+            (Some(vector), _) => vector,
+            (None, Some(views)) => self.encoders.encode_views(views, sha256, None, &mut t, Admission::Wait).await?,
+            (None, None) => return Err(ServeError::Internal("photo neither cached nor decoded".into())),
+        };
         Ok(Staged { order, id, sha256, mime, captions, vector })
     }
 

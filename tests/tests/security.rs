@@ -432,3 +432,80 @@ fn tls_with_client_certificates_and_tokens_from_files() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn corrupt_and_unreadable_versions_get_clear_statuses_and_serving_goes_on() {
+    let data = tempfile::tempdir().unwrap();
+    let models = data.path().join("models");
+    std::fs::create_dir_all(models.join("scorer")).unwrap();
+    std::os::unix::fs::symlink(std::fs::canonicalize(repo().join("encoders")).unwrap(), models.join("encoders")).unwrap();
+    for v in ["1", "2", "3", "4"] {
+        let dst = models.join("scorer").join(v);
+        std::fs::create_dir_all(&dst).unwrap();
+        for f in std::fs::read_dir(repo().join("scorer/1")).unwrap() {
+            let f = f.unwrap();
+            std::fs::copy(f.path(), dst.join(f.file_name())).unwrap();
+        }
+    }
+    // 2: its manifest cannot be read as a file; 3: a model file emptied; 4: a manifest that is not JSON.
+    std::fs::remove_file(models.join("scorer/2/manifest.json")).unwrap();
+    std::fs::create_dir(models.join("scorer/2/manifest.json")).unwrap();
+    std::fs::write(models.join("scorer/3/scorer.pt"), b"").unwrap();
+    std::fs::write(models.join("scorer/4/manifest.json"), b"{ not json").unwrap();
+    let mut server = Server::start(&models, &data.path().join("srv"), &["--versions", "1"]);
+    rt().block_on(async {
+        let c = server.ready_client().await;
+        for (v, code, says) in [
+            // A directory without a readable manifest is not a version.
+            (2, Code::NotFound, "not in the model repository"),
+            (3, Code::FailedPrecondition, "sha256"),
+            (4, Code::FailedPrecondition, "invalid manifest"),
+        ] {
+            let e = c.load_version(v).await.unwrap_err();
+            assert_eq!(e.code(), Some(code), "version {v}: {e}");
+            assert!(e.to_string().contains(says), "version {v}: '{e}' does not say '{says}'");
+            assert_eq!(c.search("a dog", Some("US"), 1).await.unwrap().version, 1, "version 1 still serves");
+        }
+        let e = c.load_version(9).await.unwrap_err();
+        assert_eq!(e.code(), Some(Code::NotFound), "{e}");
+    });
+}
+
+/// Peak resident memory of a process, in MB (VmHWM).
+fn peak_rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: f64 = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).unwrap().trim().trim_end_matches(" kB").trim().parse().unwrap();
+    kb / 1024.0
+}
+
+/// Not a test: the figures in README "Security and reliability"
+/// (`cargo test -p imagesearch-tests --test security measure -- --ignored --nocapture`).
+#[test]
+#[ignore = "a measurement, run by hand"]
+fn measure_bounded_work() {
+    let data = tempfile::tempdir().unwrap();
+    let mut server = Server::start(&repo(), &data.path().join("srv"), &[]);
+    rt().block_on(async {
+        let c = server.ready_client().await;
+        c.add_photos(vec![pb::AddPhotoRequest { id: "warm.jpg".into(), data: test_photos(1).remove(0).1, captions: vec![] }]).await.unwrap();
+        let before = peak_rss_mb(server.child.id());
+        let n: u32 = std::env::var("MEASURE_PHOTOS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
+        let photos: Vec<pb::AddPhotoRequest> =
+            (0..n).map(|i| pb::AddPhotoRequest { id: format!("big-{i}.png"), data: noise_png(2240, i + 10), captions: vec![] }).collect();
+        let mb: usize = photos.iter().map(|p| p.data.len()).sum::<usize>() >> 20;
+        let t = std::time::Instant::now();
+        let r = c.add_photos(photos).await.unwrap();
+        println!("AddPhotos: {n} photos, {mb} MB in one stream: added {} in {:.1} s; peak RSS {before:.0} MB before, {:.0} MB after", r.added, t.elapsed().as_secs_f64(), peak_rss_mb(server.child.id()));
+        let ids: Vec<String> = (0..40_000).map(|i| format!("missing-{i}")).collect();
+        let t = std::time::Instant::now();
+        let r = c.remove_photos(ids).await.unwrap();
+        println!("RemovePhotos: 40,000 unknown ids answered in {:.3} s ({} not found)", t.elapsed().as_secs_f64(), r.not_found.len());
+        let mut raw = ImageSearchClient::connect(server.endpoint()).await.unwrap();
+        let pairs = (0..4)
+            .map(|_| pb::Pair { image: Some(pb::Image { source: Some(pb::image::Source::Data(png_header_claiming(6000, 6000))) }), text: "a dog".into() })
+            .collect();
+        let t = std::time::Instant::now();
+        let e = raw.score(pb::ScoreRequest { pairs, routing: routing("US") }).await.unwrap_err();
+        println!("Score with four 6000x6000 PNGs: {:?} in {:.3} s", e.code(), t.elapsed().as_secs_f64());
+    });
+}
