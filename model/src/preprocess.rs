@@ -42,8 +42,8 @@ pub enum ImageError {
     Corrupt(String),
 }
 
-/// Decodes JPEG, PNG or WebP bytes into RGB, applying the EXIF orientation, within `limits`.
-pub fn decode(bytes: &[u8], limits: ImageLimits) -> Result<RgbImage, ImageError> {
+/// A reader for bytes within the size limit in an accepted format (JPEG, PNG, WebP).
+fn accepted_reader(bytes: &[u8], limits: ImageLimits) -> Result<(ImageReader<Cursor<&[u8]>>, ImageFormat), ImageError> {
     if bytes.is_empty() {
         return Err(ImageError::Empty);
     }
@@ -57,6 +57,23 @@ pub fn decode(bytes: &[u8], limits: ImageLimits) -> Result<RgbImage, ImageError>
     if !matches!(format, ImageFormat::Jpeg | ImageFormat::Png | ImageFormat::WebP) {
         return Err(ImageError::UnsupportedFormat(format));
     }
+    Ok((reader, format))
+}
+
+/// Refuses a claimed size that is empty or over the pixel limit.
+fn check_size(width: u32, height: u32, limits: ImageLimits) -> Result<(), ImageError> {
+    if width == 0 || height == 0 {
+        return Err(ImageError::ZeroSize { width, height });
+    }
+    if u64::from(width) * u64::from(height) > limits.max_pixels {
+        return Err(ImageError::TooManyPixels { width, height, max: limits.max_pixels });
+    }
+    Ok(())
+}
+
+/// Decodes JPEG, PNG or WebP bytes into RGB, applying the EXIF orientation, within `limits`.
+pub fn decode(bytes: &[u8], limits: ImageLimits) -> Result<RgbImage, ImageError> {
+    let (reader, format) = accepted_reader(bytes, limits)?;
     // The JPEG decoder fills a truncated file with grey instead of failing: check its end.
     if format == ImageFormat::Jpeg {
         if let Some(fault) = jpeg_fault(bytes) {
@@ -65,12 +82,7 @@ pub fn decode(bytes: &[u8], limits: ImageLimits) -> Result<RgbImage, ImageError>
     }
     let mut decoder = reader.into_decoder().map_err(|e| ImageError::Corrupt(e.to_string()))?;
     let (width, height) = decoder.dimensions();
-    if width == 0 || height == 0 {
-        return Err(ImageError::ZeroSize { width, height });
-    }
-    if u64::from(width) * u64::from(height) > limits.max_pixels {
-        return Err(ImageError::TooManyPixels { width, height, max: limits.max_pixels });
-    }
+    check_size(width, height, limits)?;
     let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
     let mut img =
         DynamicImage::from_decoder(decoder).map_err(|e| ImageError::Corrupt(e.to_string()))?;
@@ -152,26 +164,9 @@ pub fn jpeg_fault(b: &[u8]) -> Option<JpegFault> {
 /// The width and height a photo claims, read from its header only (no pixel is decoded),
 /// within `limits`.
 pub fn dimensions(bytes: &[u8], limits: ImageLimits) -> Result<(u32, u32), ImageError> {
-    if bytes.is_empty() {
-        return Err(ImageError::Empty);
-    }
-    if bytes.len() > limits.max_bytes {
-        return Err(ImageError::TooLarge { bytes: bytes.len(), max: limits.max_bytes });
-    }
-    let reader = ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| ImageError::Corrupt(e.to_string()))?;
-    let format = reader.format().ok_or(ImageError::UnknownFormat)?;
-    if !matches!(format, ImageFormat::Jpeg | ImageFormat::Png | ImageFormat::WebP) {
-        return Err(ImageError::UnsupportedFormat(format));
-    }
+    let (reader, _) = accepted_reader(bytes, limits)?;
     let (width, height) = reader.into_dimensions().map_err(|e| ImageError::Corrupt(e.to_string()))?;
-    if width == 0 || height == 0 {
-        return Err(ImageError::ZeroSize { width, height });
-    }
-    if u64::from(width) * u64::from(height) > limits.max_pixels {
-        return Err(ImageError::TooManyPixels { width, height, max: limits.max_pixels });
-    }
+    check_size(width, height, limits)?;
     Ok((width, height))
 }
 
