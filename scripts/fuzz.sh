@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fuzzing with cargo fuzz (libFuzzer): the law's normaliser and lexicon, photo decoding, the
-# gallery's write-ahead log. Corpora are seeded from the real data and kept under
+# gallery's write-ahead log, every RPC's request decoding with the law's checks. Corpora are seeded from the real data and kept under
 # $IMAGESEARCH_HOME/fuzz; every saved crash input in fuzz/regressions/<target>/ is replayed first.
 #
 #   scripts/fuzz.sh            each target for $FUZZ_SECONDS (default 300) seconds
@@ -12,7 +12,7 @@ cd "$ROOT"
 
 SECONDS_EACH="${FUZZ_SECONDS:-300}"
 [ "${1:-}" = "--smoke" ] && SECONDS_EACH=20
-TARGETS="${FUZZ_TARGETS:-law image_decode wal_replay}"
+TARGETS="${FUZZ_TARGETS:-law image_decode wal_replay requests}"
 TOOLS="$IMAGESEARCH_HOME/tools"
 WORK="$IMAGESEARCH_HOME/fuzz"
 OUT="$ROOT/var/fuzz"
@@ -46,6 +46,31 @@ seed() { # target dir
     image_decode)
       # Real photos (the smaller ones), and a PNG and a WebP made from one of them.
       find "$IMAGESEARCH_DATA/image_search/test_images" -name '*.jpg' -size -60k | head -n 20 | while read -r f; do cp "$f" "$dir/"; done
+      ;;
+    requests)
+      # One encoded request of each kind (first byte: which message), with real query texts.
+      "$IMAGESEARCH_HOME/venv/bin/python" - "$dir" <<'PY'
+import os, sys
+def varint(n):
+    out = b''
+    while True:
+        b = n & 0x7f; n >>= 7
+        out += bytes([b | (0x80 if n else 0)])
+        if not n: return out
+def field(num, payload): return varint(num << 3 | 2) + varint(len(payload)) + payload
+routing = field(3, field(1, b'DE'))
+pair = field(1, field(2, field(2, b'photo.jpg')) + field(2, 'two k\u200bids in the park'.encode()))
+seeds = {
+  0: pair + field(2, field(1, b'DE')),
+  2: field(1, 'a dog jumps'.encode()) + varint(2 << 3) + varint(5) + routing,
+  3: field(1, b'photo.jpg') + field(2, field(1, b'US')),
+  4: field(1, b'photo.jpg') + field(3, b'a boy on a bike'),
+  5: field(1, b'a') + field(1, b'b'),
+  6: field(1, b'photo.jpg') + field(3, b'reviewer') + field(4, b'a statue'),
+}
+for kind, body in seeds.items():
+    open(os.path.join(sys.argv[1], f'seed-{kind}'), 'wb').write(bytes([kind]) + body)
+PY
       ;;
     wal_replay)
       "$IMAGESEARCH_HOME/venv/bin/python" - "$dir" <<'PY'

@@ -28,10 +28,10 @@ struct Cli {
     #[arg(long, env = "IMAGESEARCH_TLS_CA", global = true)]
     tls_ca: Option<PathBuf>,
     /// PEM client certificate, for servers that require one (with --tls-key).
-    #[arg(long, env = "IMAGESEARCH_TLS_CERT", global = true, requires = "tls_key")]
+    #[arg(long, env = "IMAGESEARCH_CLIENT_TLS_CERT", global = true, requires = "tls_key")]
     tls_cert: Option<PathBuf>,
     /// PEM private key of --tls-cert.
-    #[arg(long, env = "IMAGESEARCH_TLS_KEY", global = true, requires = "tls_cert")]
+    #[arg(long, env = "IMAGESEARCH_CLIENT_TLS_KEY", global = true, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
     /// Name the server's certificate must carry, when it differs from the endpoint's host.
     #[arg(long, env = "IMAGESEARCH_TLS_DOMAIN", global = true)]

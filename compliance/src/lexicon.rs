@@ -442,7 +442,9 @@ impl<'t> Tokens<'t> {
                 self.keys.extend(c.to_lowercase());
             }
         }
-        if self.keys.ends_with("'s") {
+        // Only this token's own key may lose its possessive (a key of just "s" after one
+        // ending in "'" must not cut into the previous key).
+        if self.keys[key_start..].ends_with("'s") {
             self.keys.truncate(self.keys.len() - 2);
         }
         self.list.push(Token {

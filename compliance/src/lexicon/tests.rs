@@ -556,3 +556,13 @@ fn ordinary_text_is_not_a_disguise() {
         assert_no_child(text);
     }
 }
+
+/// Found by the `requests` fuzz target: a key of just "s" after one ending in an apostrophe
+/// made the possessive rule cut into the previous key (a slicing panic).
+#[test]
+fn fuzz_regression_possessive_across_tokens() {
+    let text = "a babfew(+++++++)++++++++++++++++++++++++++++s''s++//++++++++++++'s/++'s/++++'s/++'s/upless";
+    let _ = describes_child(text);
+    let _ = child_matches(text);
+    let _ = describes_child("boy' 's s''s");
+}
