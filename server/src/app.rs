@@ -192,7 +192,7 @@ impl App {
             return Ok(ShowOrWithhold::Withheld(Self::withheld()));
         }
         let mut data = Vec::new();
-        if let Some(budget) = budget {
+        if let Some(budget) = budget.filter(|b| **b > 0) {
             let (store, id) = (self.store.clone(), meta.id.clone());
             let bytes = tokio::task::spawn_blocking(move || store.photo_bytes(&id))
                 .await

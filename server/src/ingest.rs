@@ -245,7 +245,7 @@ impl App {
     }
 
     /// Records a reviewer's decision on a photo's flag (the caller holds the admin token).
-    pub async fn review_photo(&self, req: pb::ReviewPhotoRequest, request_id: &str) -> Result<pb::ReviewPhotoResponse, ServeError> {
+    pub async fn review_photo(&self, req: pb::ReviewPhotoRequest) -> Result<pb::ReviewPhotoResponse, ServeError> {
         self.check_ready()?;
         let reviewer = req.reviewer.trim();
         if reviewer.is_empty() || reviewer.len() > 128 || reviewer.chars().any(|c| c.is_control() || is_ignorable(c)) {
@@ -261,8 +261,8 @@ impl App {
         let changed = tokio::task::spawn_blocking(move || store.review(&id, &review)).await.map_err(|e| ServeError::Internal(e.to_string()))??;
         let flag = self.store.get(&req.id).map_or(Flag::Reviewed, |p| p.flag);
         metrics::counter!(m::REVIEWS, "decision" => if req.restricted { "restrict" } else { "clear" }).increment(1);
+        // Logged inside the request's span, which carries its request id.
         tracing::warn!(
-            request_id,
             id = %quote(&req.id, QUOTE_CHARS),
             reviewer = %quote(reviewer, QUOTE_CHARS),
             restricted = req.restricted,

@@ -237,8 +237,7 @@ impl LocalStore {
         let tmp = path.with_extension(format!("tmp-{}-{}", std::process::id(), rand::random::<u32>()));
         let written = File::create(&tmp)
             .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()))
-            .and_then(|()| std::fs::rename(&tmp, &path))
-            .and_then(|()| File::open(self.dir.join("photos"))?.sync_all());
+            .and_then(|()| std::fs::rename(&tmp, &path));
         written.map_err(|e| {
             let _ = std::fs::remove_file(&tmp);
             io_error(&path, &e)
@@ -286,7 +285,7 @@ impl PhotoStore for LocalStore {
         let mut out = Upserted::default();
         let mut seen = HashSet::new();
         for p in &photos {
-            if !self.photo_path(&p.sha256).is_file() {
+            if !inner.state.held(&p.sha256) {
                 return Err(ServeError::Internal(format!("photo '{}' was not staged", imagesearch_compliance::quote(&p.id, 64))));
             }
             if inner.state.photos.contains_key(p.id.as_str()) || !seen.insert(p.id.as_str()) {
@@ -305,7 +304,12 @@ impl PhotoStore for LocalStore {
             .map(|p| Record::Put { id: p.id, sha256: p.sha256, mime: p.mime, captions: p.captions, flag: p.flag, vector: p.vector.as_ref().clone() })
             .collect();
         records.extend(spread);
-        let committed = self.commit(&mut inner, records);
+        // The renames of the staged files are made durable once, before the records refer to them.
+        let photos_dir = self.dir.join("photos");
+        let committed = File::open(&photos_dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io_error(&photos_dir, &e))
+            .and_then(|()| self.commit(&mut inner, records));
         // Committed or not, the stream's pins are released.
         for sha in &shas {
             bump(&mut inner.state.staged, *sha, false);

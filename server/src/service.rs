@@ -292,10 +292,9 @@ impl Gallery for GalleryService {
         let md = req.metadata().clone();
         let checked = self.admin.check(&md);
         let app = self.app.clone();
-        let id = request_id(&md);
         handle("ReviewPhoto", &md, async move {
             checked?;
-            app.review_photo(req.into_inner(), &id).await.map(plain)
+            app.review_photo(req.into_inner()).await.map(plain)
         })
         .await
     }

@@ -62,7 +62,7 @@ fn disguised() -> Vec<(String, &'static str)> {
             (spaced, "spaced letters"),
             (dotted, "dotted letters"),
             (leet, "leetspeak"),
-            (format!("{}\u{200B}{}", inside("\u{00AD}"), ""), "soft hyphen + zero width"),
+            (inside("\u{00AD}") + "\u{200B}", "soft hyphen + zero width"),
         ] {
             if text != word {
                 out.push((format!("{text} playing in the park"), how));
