@@ -5,12 +5,13 @@
 //! (anyone under 16). The [`lexicon`] decides whether a text describes a child; the
 //! [`region`] policy decides where that matters. The trainer drops training pairs
 //! whose caption [`describes_child`]; the server and the client call
-//! [`RegionPolicy::check_query`] and show [`DISCLAIMER`] in place of restricted images.
+//! [`RegionPolicy::check_query`] and show the API's disclaimer (`imagesearch_proto::DISCLAIMER`)
+//! in place of restricted images.
 //!
 //! The lexicon reads [`normalize`]`(text)`, and the trainer and the server feed the
 //! text encoder exactly that string, so a word hidden from the law by invisible
 //! characters, accents or lookalike letters is never read by the model either.
-//! [`quote`] makes untrusted text safe to echo in messages and logs.
+//! [`quote`] makes untrusted text safe to echo in messages and logs, [`escape_html`] in pages.
 //!
 //! ```
 //! use imagesearch_compliance::{RegionPolicy, Verdict};
@@ -27,16 +28,15 @@
 //! # }
 //! ```
 
+mod html;
 pub mod lexicon;
 mod normalize;
 mod quote;
 pub mod region;
 
+pub use html::escape_html;
 pub use lexicon::{child_matches, describes_child, AgeUnit, ChildMatch, Rule, CHILD_AGE_LIMIT};
 pub use normalize::{is_ignorable, normalize};
 pub use quote::quote;
 pub use region::{RegionCode, RegionError, RegionPolicy, Verdict};
 
-/// Shown in place of an image that may not be shown in the requester's region.
-pub const DISCLAIMER: &str =
-    "This image is unavailable in your country in compliance with local laws";

@@ -50,6 +50,18 @@ impl Calibration {
     pub fn apply(&self, cos: f64) -> f64 {
         1.0 / (1.0 + (-(self.a * cos + self.b)).exp())
     }
+
+    /// The best `k` rows of `gallery` `[N, E]` for each row of `queries` `[Q, E]` by calibrated
+    /// cosine, best first: scores `[Q, k]` and row indices `[Q, k]`, `k` clamped to `1..=N`.
+    pub fn rank(&self, queries: &Tensor, gallery: &Tensor, k: i64) -> (Tensor, Tensor) {
+        let k = k.clamp(1, gallery.size()[0].max(1));
+        tch::no_grad(|| self.apply_tensor(&queries.matmul(&gallery.tr())).topk(k, 1, true, true))
+    }
+
+    /// Scores of a tensor of cosines (same shape, f32).
+    pub fn apply_tensor(&self, cos: &Tensor) -> Tensor {
+        (cos.to_kind(Kind::Float) * self.a + self.b).sigmoid()
+    }
 }
 
 /// `manifest.json` of a scorer version.
@@ -178,12 +190,12 @@ impl Scorer {
         })
     }
 
-    /// Joint embeddings of image encoder vectors `[B, Di]` (f32 on CPU out).
     /// The device the modules run on.
     pub fn device(&self) -> Device {
         self.device
     }
 
+    /// Joint embeddings of image encoder vectors `[B, Di]` (f32 on CPU out).
     pub fn embed_images(&self, image_vecs: &Tensor) -> Result<Tensor, ModelError> {
         self.run(&self.image_tower, &[image_vecs])
     }
@@ -196,6 +208,14 @@ impl Scorer {
     /// Calibrated scores in [0, 1] of aligned pairs `[B, Di]` × `[B, Dt]` → `[B]`.
     pub fn score(&self, image_vecs: &Tensor, text_vecs: &Tensor) -> Result<Tensor, ModelError> {
         self.run(&self.score, &[image_vecs, text_vecs])
+    }
+
+    /// The best `k` gallery rows for each query, best first: calibrated scores `[Q, k]` and row
+    /// indices `[Q, k]` (`k` is clamped to the gallery's size). `queries` `[Q, E]` and `gallery`
+    /// `[N, E]` are joint embeddings on one device; the outputs stay on it. The one ranking of
+    /// the project: the server's index, the trainer's evaluation and the bench use it.
+    pub fn rank(&self, queries: &Tensor, gallery: &Tensor, k: i64) -> (Tensor, Tensor) {
+        self.manifest.calibration.rank(queries, gallery, k)
     }
 
     fn run(&self, module: &CModule, inputs: &[&Tensor]) -> Result<Tensor, ModelError> {
@@ -216,6 +236,21 @@ mod tests {
         assert!((c.apply(0.3) - 0.5).abs() < 1e-12);
         assert!(c.apply(0.1) < c.apply(0.2));
         assert!(c.apply(-1.0) > 0.0 && c.apply(1.0) < 1.0);
+        let t = Vec::<f32>::try_from(c.apply_tensor(&Tensor::from_slice(&[0.3f32, 0.1]))).unwrap();
+        assert!((f64::from(t[0]) - 0.5).abs() < 1e-6 && (f64::from(t[1]) - c.apply(0.1)).abs() < 1e-6);
+    }
+
+    #[test]
+    fn rank_is_the_calibrated_top_k() {
+        let c = Calibration { a: 5.0, b: 0.0 };
+        let gallery = Tensor::from_slice(&[1.0f32, 0.0, 0.0, 1.0, 0.6, 0.8]).view([3, 2]);
+        let queries = Tensor::from_slice(&[0.0f32, 1.0, 1.0, 0.0]).view([2, 2]);
+        let (scores, rows) = c.rank(&queries, &gallery, 2);
+        assert_eq!(Vec::<i64>::try_from(rows.view([-1])).unwrap(), vec![1, 2, 0, 2]);
+        let s = Vec::<f32>::try_from(scores.view([-1])).unwrap();
+        assert!((f64::from(s[0]) - c.apply(1.0)).abs() < 1e-6 && (f64::from(s[1]) - c.apply(0.8)).abs() < 1e-6);
+        // k past the gallery's size is clamped.
+        assert_eq!(c.rank(&queries, &gallery, 10).1.size(), [2, 3]);
     }
 
     fn encoder(name: &str, sha: &str, dim: i64) -> EncoderManifest {

@@ -5,8 +5,11 @@
 use std::fmt;
 use std::str::FromStr;
 
+use tch::{Kind, Tensor};
+
 /// The views of a photo that are encoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum ImageViews {
     /// Mean of the photo's and its mirror image's vectors.
     #[default]
@@ -23,6 +26,21 @@ impl ImageViews {
             ImageViews::Original => &[false],
         }
     }
+}
+
+/// Serving vectors of a batch of photos from their views' encoder vectors: `[N·V, D]`, the `V`
+/// views of each photo adjacent, → `[N, D]`, the mean over each photo's views. The one
+/// definition of a photo's vector, shared by the server's encoders, the trainer and the bench.
+pub fn photo_vectors(encoded: &Tensor, views_per_photo: i64) -> Tensor {
+    let d = encoded.size().last().copied().unwrap_or(0);
+    encoded.view([-1, views_per_photo.max(1), d]).mean_dim([1i64].as_slice(), false, Kind::Float)
+}
+
+/// The serving vector of one photo from its views' encoder vectors (all of one length).
+pub fn photo_vector(views: &[&[f32]]) -> Vec<f32> {
+    let flat: Vec<f32> = views.iter().flat_map(|v| v.iter().copied()).collect();
+    let t = Tensor::from_slice(&flat).view([views.len() as i64, -1]);
+    Vec::<f32>::try_from(photo_vectors(&t, views.len() as i64).view([-1])).unwrap_or_default()
 }
 
 impl FromStr for ImageViews {
@@ -56,5 +74,15 @@ mod tests {
         }
         assert!("mirror".parse::<ImageViews>().is_err());
         assert_eq!(ImageViews::Both.mirrors(), &[false, true]);
+    }
+
+    #[test]
+    fn a_photo_vector_is_the_mean_of_its_views() {
+        assert_eq!(photo_vector(&[&[1.0, 2.0], &[3.0, 6.0]]), vec![2.0, 4.0]);
+        assert_eq!(photo_vector(&[&[1.0, -2.0]]), vec![1.0, -2.0]);
+        // Two photos of two views each, batched.
+        let t = Tensor::from_slice(&[1.0f32, 1.0, 3.0, 3.0, 0.0, 2.0, 0.0, 4.0]).view([4, 2]);
+        let m = Vec::<f32>::try_from(photo_vectors(&t, 2).view([-1])).unwrap();
+        assert_eq!(m, vec![2.0, 2.0, 0.0, 3.0]);
     }
 }
