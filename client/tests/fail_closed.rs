@@ -8,19 +8,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use imagesearch_client::{Client, ClientConfig, ClientError, ImageRef, RetryPolicy, Slot};
-use imagesearch_compliance::{RegionPolicy, DISCLAIMER};
-use imagesearch_proto::v1 as pb;
+use imagesearch_compliance::RegionPolicy;
+use imagesearch_proto::{v1 as pb, DISCLAIMER};
 use pb::image_search_server::{ImageSearch, ImageSearchServer};
 use tonic::{Code, Request, Response, Status, Streaming};
 
 /// Ignores the law: answers every query, sends restricted photos everywhere. Its Score fails
-/// with UNAVAILABLE `fail_first` times, and with INVALID_ARGUMENT for the text "bad".
+/// with UNAVAILABLE `fail_first` times (or always), and with INVALID_ARGUMENT for the text
+/// "bad"; each Score answer takes at least `score_delay`.
 #[derive(Default)]
 struct Misbehaving {
     searches: AtomicUsize,
     scores: AtomicUsize,
     fail_first: usize,
     always_unavailable: bool,
+    score_delay: Duration,
 }
 
 fn photo(id: &str, restricted: bool) -> pb::SearchHit {
@@ -45,6 +47,9 @@ struct Fake(Arc<Misbehaving>);
 impl ImageSearch for Fake {
     async fn score(&self, req: Request<pb::ScoreRequest>) -> Result<Response<pb::ScoreResponse>, Status> {
         let n = self.0.scores.fetch_add(1, Ordering::SeqCst);
+        if !self.0.score_delay.is_zero() {
+            tokio::time::sleep(self.0.score_delay).await;
+        }
         let req = req.into_inner();
         if req.pairs.iter().any(|p| p.text == "bad") {
             return Err(Status::invalid_argument("bad text"));
@@ -174,15 +179,32 @@ async fn retries_unavailable_but_not_invalid_argument() {
 }
 
 #[tokio::test]
-async fn retries_stop_at_the_deadline() {
+async fn retries_stop_after_max_attempts() {
+    // The test client's policy: 5 attempts, back-off ceilings 5, 10, 20, 20 ms. The waits
+    // (55 ms at most) fit the 30 s deadline many times over, so the attempts run out first.
     let fake = Arc::new(Misbehaving { always_unavailable: true, ..Default::default() });
+    let c = client(start(fake.clone()).await, |_| {}).await;
+    assert_eq!(c.config().retry.max_attempts, 5);
+    let e = c.score(vec![(ImageRef::Gallery("a".into()), "a dog".into())], Some("US")).await.unwrap_err();
+    assert_eq!(e.code(), Some(Code::Unavailable), "the last status is returned");
+    assert_eq!(fake.scores.load(Ordering::SeqCst), 5, "exactly max_attempts attempts");
+}
+
+#[tokio::test]
+async fn retries_stop_at_the_deadline() {
+    // Attempts are limitless and back-off is at most 1 ms, but every UNAVAILABLE takes at least
+    // 50 ms to come back and no attempt starts after the 1 s deadline: attempt k starts at
+    // (k - 1) * 50 ms or later, so at most 20 attempts, however fast or slow the machine.
+    let fake = Arc::new(Misbehaving { always_unavailable: true, score_delay: Duration::from_millis(50), ..Default::default() });
     let c = client(start(fake.clone()).await, |cfg| {
-        cfg.request_timeout = Duration::from_millis(250);
-        cfg.retry = RetryPolicy { max_attempts: 1000, initial_backoff: Duration::from_millis(100), max_backoff: Duration::from_millis(100) };
+        cfg.request_timeout = Duration::from_secs(1);
+        cfg.retry = RetryPolicy { max_attempts: 1000, initial_backoff: Duration::from_millis(1), max_backoff: Duration::from_millis(1) };
     })
     .await;
     let e = c.score(vec![(ImageRef::Gallery("a".into()), "a dog".into())], Some("US")).await.unwrap_err();
-    assert_eq!(e.code(), Some(Code::Unavailable));
+    // Either the retry loop stopped (the last UNAVAILABLE) or the deadline cut the last attempt
+    // short (the client's own timeout is CANCELLED); nothing else.
+    assert!(matches!(e.code(), Some(Code::Unavailable | Code::Cancelled | Code::DeadlineExceeded)), "{e}");
     let calls = fake.scores.load(Ordering::SeqCst);
-    assert!((1..1000).contains(&calls), "{calls} attempts within a 250 ms deadline");
+    assert!((2..=20).contains(&calls), "{calls} attempts of at least 50 ms each within a 1 s deadline (at most 20)");
 }

@@ -1,20 +1,21 @@
 //! What the server does for each call, apart from the wire: the models, the gallery, the law.
-//! Handlers in [`crate::service`] convert messages and call these methods.
+//! It takes and gives back the server's own types ([`crate::types`]); handlers in
+//! [`crate::service`] convert messages ([`crate::convert`]) and call these methods. Gallery
+//! writes are in [`crate::ingest`], model administration in [`crate::admin`].
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use imagesearch_compliance::{describes_child, quote, RegionPolicy, DISCLAIMER};
-use imagesearch_proto::v1 as pb;
+use imagesearch_compliance::{describes_child, quote, RegionPolicy};
 
 use crate::config::Config;
 use crate::decode::Admission;
 use crate::encoders::{Encoders, Timings};
 use crate::error::ServeError;
 use crate::gallery::{PhotoMeta, PhotoStore};
-use crate::index::{ScorerJob, ScorerOutput};
 use crate::metrics as m;
+use crate::types::{Hit, ImageRef, Routing, ScoreQuery, SearchAnswer, SearchQuery, Shown, ShownPhoto};
 use crate::versions::{LoadedVersion, Versions};
 
 /// Longest piece of a caller's text (an id, a query) quoted back in a message or a log line.
@@ -22,14 +23,14 @@ pub const QUOTE_CHARS: usize = 64;
 
 /// The server's state.
 pub struct App {
-    pub cfg: Config,
-    pub device: String,
-    pub encoders: Encoders,
-    pub versions: Versions,
-    pub store: Arc<dyn PhotoStore>,
-    pub policy: RegionPolicy,
+    pub(crate) cfg: Config,
+    pub(crate) device: String,
+    pub(crate) encoders: Encoders,
+    pub(crate) versions: Versions,
+    pub(crate) store: Arc<dyn PhotoStore>,
+    pub(crate) policy: RegionPolicy,
     /// Serialises gallery writes and version loads, so every index sees every photo.
-    pub gallery_write: tokio::sync::Mutex<()>,
+    pub(crate) gallery_write: tokio::sync::Mutex<()>,
     ready: AtomicBool,
 }
 
@@ -47,8 +48,24 @@ struct Region {
 }
 
 impl App {
-    pub fn new(cfg: Config, device: String, encoders: Encoders, versions: Versions, store: Arc<dyn PhotoStore>, policy: RegionPolicy) -> Self {
+    pub fn new(cfg: Config, device: String, encoders: Encoders, versions: Versions, store: Arc<dyn PhotoStore>) -> Self {
+        let policy = cfg.restricted_regions.clone();
         App { cfg, device, encoders, versions, store, policy, gallery_write: tokio::sync::Mutex::new(()), ready: AtomicBool::new(false) }
+    }
+
+    /// The settings the server runs with.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// The device the scorers run on ("cpu", "cuda:0").
+    pub fn device(&self) -> &str {
+        &self.device
+    }
+
+    /// Photos in the gallery.
+    pub fn gallery_len(&self) -> usize {
+        self.store.len()
     }
 
     pub fn is_ready(&self) -> bool {
@@ -67,19 +84,18 @@ impl App {
         }
     }
 
-    fn region(&self, routing: &Option<pb::Routing>) -> Result<Region, ServeError> {
-        let code = routing.as_ref().map(|r| r.region.trim().to_string()).unwrap_or_default();
+    fn region(&self, routing: &Routing) -> Result<Region, ServeError> {
+        let code = routing.region.trim().to_string();
         let restricted = self.policy.is_restricted(Some(code.as_str()))?;
         Ok(Region { restricted, code })
     }
 
-    fn resolve(&self, routing: &Option<pb::Routing>) -> Result<Arc<LoadedVersion>, ServeError> {
-        let (pin, key) = routing.as_ref().map_or((0, ""), |r| (r.version, r.routing_key.as_str()));
-        self.versions.resolve(pin, key)
+    fn resolve(&self, routing: &Routing) -> Result<Arc<LoadedVersion>, ServeError> {
+        self.versions.resolve(routing.version, &routing.routing_key)
     }
 
-    /// Scores pairs.
-    pub async fn score(&self, req: pb::ScoreRequest, deadline: Option<Instant>) -> Result<Served<pb::ScoreResponse>, ServeError> {
+    /// Scores pairs: one calibrated score in [0, 1] per pair.
+    pub async fn score(&self, req: ScoreQuery, deadline: Option<Instant>) -> Result<Served<Vec<f32>>, ServeError> {
         self.check_ready()?;
         let n = req.pairs.len();
         if n == 0 {
@@ -126,40 +142,34 @@ impl App {
         // Encoders run in parallel: a request waited as long as its slowest.
         let slowest = images.iter().chain(texts.iter()).map(|(_, t)| *t).max_by_key(|t| t.queue + t.inference);
         timings.merge(slowest.unwrap_or_default());
-        let job = ScorerJob::Pairs {
-            images: images.into_iter().map(|(v, _)| v).collect(),
-            texts: texts.into_iter().map(|(v, _)| v).collect(),
-        };
-        let out = version.worker.submit(job, deadline).await?;
+        let images = images.into_iter().map(|(v, _)| v).collect();
+        let texts = texts.into_iter().map(|(v, _)| v).collect();
+        let out = version.worker.score(images, texts, deadline).await?;
         timings.add(&out);
-        let ScorerOutput::Scores(scores) = out.value else {
-            return Err(ServeError::Internal("scorer answered a pair job with something else".into()));
-        };
-        Ok(Served { value: pb::ScoreResponse { scores, version: version.version }, version: version.version, timings })
+        Ok(Served { value: out.value, version: version.version, timings })
     }
 
     /// The request's images, each checked before any is decoded: a gallery id must exist, photo
     /// bytes must have a readable header, and the pixels still to decode (photos not cached)
     /// must fit the request's pixel budget.
-    fn checked_images(&self, images: Vec<Option<pb::Image>>) -> Result<Vec<ImageInput>, ServeError> {
+    fn checked_images(&self, images: Vec<ImageRef>) -> Result<Vec<ImageInput>, ServeError> {
         let mut pixels = 0u64;
         let mut out = Vec::with_capacity(images.len());
         for (i, image) in images.into_iter().enumerate() {
-            let input = match image.and_then(|im| im.source) {
-                Some(pb::image::Source::Data(bytes)) => {
+            let input = match image {
+                ImageRef::Bytes(bytes) => {
                     let key = imagesearch_model::hashing::sha256(&bytes);
                     if !self.encoders.has_image(&key) {
                         pixels += self.encoders.pixels(&bytes, i)?;
                     }
                     ImageInput::Bytes(Arc::new(bytes), key)
                 }
-                Some(pb::image::Source::GalleryId(id)) => {
+                ImageRef::Gallery(id) => {
                     let photo = self.store.get(&id).ok_or_else(|| {
                         ServeError::NotFound(format!("pair {i}: gallery photo '{}' does not exist", quote(&id, QUOTE_CHARS)))
                     })?;
                     ImageInput::Vector(photo.vector)
                 }
-                None => return Err(ServeError::InvalidArgument(format!("pair {i}: no image (send bytes or a gallery_id)"))),
             };
             out.push(input);
         }
@@ -180,16 +190,12 @@ impl App {
         }
     }
 
-    fn withheld() -> pb::Withheld {
-        pb::Withheld { disclaimer: DISCLAIMER.to_string() }
-    }
-
     /// A photo as the requester may see it: the photo (its bytes read on the blocking pool, if
     /// they fit in `budget` bytes, which they then use up), or the disclaimer in its place.
-    async fn show(&self, meta: &PhotoMeta, restricted_region: bool, budget: Option<&mut usize>) -> Result<ShowOrWithhold, ServeError> {
+    async fn show(&self, meta: &PhotoMeta, restricted_region: bool, budget: Option<&mut usize>) -> Result<Shown, ServeError> {
         if restricted_region && meta.flag.restricted() {
             metrics::counter!(m::WITHHELD, "what" => "photo").increment(1);
-            return Ok(ShowOrWithhold::Withheld(Self::withheld()));
+            return Ok(Shown::Withheld);
         }
         let mut data = Vec::new();
         if let Some(budget) = budget.filter(|b| **b > 0) {
@@ -205,17 +211,11 @@ impl App {
                 *budget = 0;
             }
         }
-        Ok(ShowOrWithhold::Photo(pb::Photo {
-            id: meta.id.to_string(),
-            reference: format!("gallery:{}", meta.id),
-            data,
-            mime_type: meta.mime.clone(),
-            restricted: meta.flag.restricted(),
-        }))
+        Ok(Shown::Photo(ShownPhoto { id: meta.id.to_string(), data, mime_type: meta.mime.clone(), restricted: meta.flag.restricted() }))
     }
 
     /// Searches the gallery.
-    pub async fn search(&self, req: pb::SearchRequest, deadline: Option<Instant>) -> Result<Served<pb::SearchResponse>, ServeError> {
+    pub async fn search(&self, req: SearchQuery, deadline: Option<Instant>) -> Result<Served<SearchAnswer>, ServeError> {
         self.check_ready()?;
         let query = self.encoders.check_text("query", &req.query)?;
         if req.k == 0 || req.k as usize > self.cfg.max_k {
@@ -228,24 +228,16 @@ impl App {
             metrics::counter!(m::WITHHELD, "what" => "query").increment(1);
             tracing::info!(region = %region.code, rule = %hit, "query withheld");
             return Ok(Served {
-                value: pb::SearchResponse {
-                    hits: vec![],
-                    version: version.version,
-                    query_withheld: Some(Self::withheld()),
-                    gallery_size,
-                    photos_without_bytes: 0,
-                },
+                value: SearchAnswer { query_withheld: true, gallery_size, ..SearchAnswer::default() },
                 version: version.version,
                 timings: Timings::default(),
             });
         }
         let mut timings = Timings::default();
         let text = self.encoders.text_vector(&query, deadline, &mut timings).await?;
-        let out = version.worker.submit(ScorerJob::Search { text, k: req.k as usize }, deadline).await?;
+        let out = version.worker.search(text, req.k as usize, deadline).await?;
         timings.add(&out);
-        let ScorerOutput::Hits(found) = out.value else {
-            return Err(ServeError::Internal("scorer answered a search with something else".into()));
-        };
+        let found = out.value;
         let mut hits = Vec::with_capacity(found.len());
         // The answer must fit in a message: photo bytes up to the budget, references after it.
         let mut budget = self.cfg.answer_photo_budget();
@@ -253,40 +245,31 @@ impl App {
         for (id, score) in found {
             // A photo removed since the search ran is left out.
             let Some(meta) = self.store.get(&id) else { continue };
-            let content = match self.show(&meta, region.restricted, req.include_photos.then_some(&mut budget)).await? {
-                ShowOrWithhold::Photo(p) => {
-                    if req.include_photos && p.data.is_empty() {
-                        without_bytes += 1;
-                    }
-                    pb::search_hit::Content::Photo(p)
-                }
-                ShowOrWithhold::Withheld(w) => pb::search_hit::Content::Withheld(w),
-            };
-            hits.push(pb::SearchHit { rank: hits.len() as u32 + 1, score, content: Some(content) });
+            let shown = self.show(&meta, region.restricted, req.include_photos.then_some(&mut budget)).await?;
+            if matches!(&shown, Shown::Photo(p) if req.include_photos && p.data.is_empty()) {
+                without_bytes += 1;
+            }
+            hits.push(Hit { rank: hits.len() as u32 + 1, score, shown });
         }
         if without_bytes > 0 {
             metrics::counter!(m::PHOTOS_WITHOUT_BYTES).increment(u64::from(without_bytes));
         }
         Ok(Served {
-            value: pb::SearchResponse { hits, version: version.version, query_withheld: None, gallery_size, photos_without_bytes: without_bytes },
+            value: SearchAnswer { hits, query_withheld: false, gallery_size, photos_without_bytes: without_bytes },
             version: version.version,
             timings,
         })
     }
 
     /// One gallery photo, under the law of the requester's region.
-    pub async fn get_photo(&self, req: pb::GetPhotoRequest) -> Result<pb::GetPhotoResponse, ServeError> {
-        let region = self.region(&req.routing)?;
+    pub async fn get_photo(&self, id: &str, routing: &Routing) -> Result<Shown, ServeError> {
+        let region = self.region(routing)?;
         let meta = self
             .store
-            .get(&req.id)
-            .ok_or_else(|| ServeError::NotFound(format!("gallery photo '{}' does not exist", quote(&req.id, QUOTE_CHARS))))?;
+            .get(id)
+            .ok_or_else(|| ServeError::NotFound(format!("gallery photo '{}' does not exist", quote(id, QUOTE_CHARS))))?;
         let mut budget = usize::MAX;
-        let content = match self.show(&meta, region.restricted, Some(&mut budget)).await? {
-            ShowOrWithhold::Photo(p) => pb::get_photo_response::Content::Photo(p),
-            ShowOrWithhold::Withheld(w) => pb::get_photo_response::Content::Withheld(w),
-        };
-        Ok(pb::GetPhotoResponse { content: Some(content) })
+        self.show(&meta, region.restricted, Some(&mut budget)).await
     }
 }
 
@@ -294,9 +277,4 @@ impl App {
 enum ImageInput {
     Bytes(Arc<Vec<u8>>, [u8; 32]),
     Vector(Arc<Vec<f32>>),
-}
-
-enum ShowOrWithhold {
-    Photo(pb::Photo),
-    Withheld(pb::Withheld),
 }

@@ -5,8 +5,6 @@
 //! libtorch only ever runs on these threads, never on the async workers. A full queue refuses
 //! at once (RESOURCE_EXHAUSTED) so a client can back off instead of piling up latency.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
@@ -51,13 +49,12 @@ struct Item<I, O> {
 pub struct Batcher<I, O> {
     name: &'static str,
     tx: Sender<Item<I, O>>,
-    depth: Arc<AtomicUsize>,
     capacity: usize,
 }
 
 impl<I, O> Clone for Batcher<I, O> {
     fn clone(&self) -> Self {
-        Batcher { name: self.name, tx: self.tx.clone(), depth: self.depth.clone(), capacity: self.capacity }
+        Batcher { name: self.name, tx: self.tx.clone(), capacity: self.capacity }
     }
 }
 
@@ -68,13 +65,11 @@ impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
         W: BatchWorker<Input = I, Output = O>,
     {
         let (tx, rx) = bounded::<Item<I, O>>(cfg.queue_capacity.max(1));
-        let depth = Arc::new(AtomicUsize::new(0));
-        let thread_depth = depth.clone();
         std::thread::Builder::new()
             .name(format!("batcher-{name}"))
-            .spawn(move || run_loop(name, &version, cfg, &rx, &thread_depth, &mut worker))
+            .spawn(move || run_loop(name, &version, cfg, &rx, &mut worker))
             .expect("spawn batcher thread");
-        Batcher { name, tx, depth, capacity: cfg.queue_capacity.max(1) }
+        Batcher { name, tx, capacity: cfg.queue_capacity.max(1) }
     }
 
     /// Queues `input`; refuses at once when the queue is full.
@@ -91,7 +86,6 @@ impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
                 return Err(ServeError::Unavailable(format!("{} is shutting down", self.name)))
             }
         }
-        self.depth.fetch_add(1, Ordering::Relaxed);
         rx.await.map_err(|_| ServeError::Internal(format!("{} worker stopped", self.name)))?
     }
 
@@ -101,13 +95,12 @@ impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
         let (reply, rx) = oneshot::channel();
         let item = Item { input, reply, enqueued: Instant::now(), deadline: None };
         self.tx.send(item).map_err(|_| ServeError::Unavailable(format!("{} is shutting down", self.name)))?;
-        self.depth.fetch_add(1, Ordering::Relaxed);
         rx.blocking_recv().map_err(|_| ServeError::Internal(format!("{} worker stopped", self.name)))?
     }
 
-    /// Items waiting now.
+    /// Items waiting now (the channel's own count: never off by a race).
     pub fn depth(&self) -> usize {
-        self.depth.load(Ordering::Relaxed)
+        self.tx.len()
     }
 }
 
@@ -116,7 +109,6 @@ fn run_loop<W: BatchWorker>(
     version: &str,
     cfg: BatchConfig,
     rx: &Receiver<Item<W::Input, W::Output>>,
-    depth: &AtomicUsize,
     worker: &mut W,
 ) {
     let max = cfg.max_batch_size.max(1);
@@ -142,7 +134,6 @@ fn run_loop<W: BatchWorker>(
                 Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => break,
             }
         }
-        depth.fetch_sub(items.len(), Ordering::Relaxed);
         last_batch = items.len();
         let now = Instant::now();
         // Drop what nobody waits for any more, before computing.
@@ -180,15 +171,9 @@ fn run_loop<W: BatchWorker>(
             }
             Err(e) => {
                 tracing::error!(model = name, error = %e, "batch failed");
-                let msg = e.to_string();
-                let code = e.code();
+                // Every waiter gets the batch's error with its own code.
                 for (reply, _) in meta {
-                    let err = if code == tonic::Code::Internal {
-                        ServeError::Internal(msg.clone())
-                    } else {
-                        ServeError::InvalidArgument(msg.clone())
-                    };
-                    let _ = reply.send(Err(err));
+                    let _ = reply.send(Err(e.replicate()));
                 }
             }
         }
@@ -198,7 +183,7 @@ fn run_loop<W: BatchWorker>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Mutex;
+    use std::sync::{Arc, Mutex};
 
     /// Doubles numbers and records the batch sizes it saw; sleeps to let a queue build up.
     struct Doubler {
@@ -216,6 +201,37 @@ mod tests {
                 .into_iter()
                 .map(|x| if x < 0 { Err(ServeError::InvalidArgument(format!("{x} is negative"))) } else { Ok(2 * x) })
                 .collect())
+        }
+    }
+
+    /// Fails every batch with the error it was built with.
+    struct Failing(fn() -> ServeError);
+
+    impl BatchWorker for Failing {
+        type Input = i64;
+        type Output = i64;
+        fn run(&mut self, _: Vec<i64>) -> Result<Vec<Result<i64, ServeError>>, ServeError> {
+            Err((self.0)())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_batch_keeps_its_error_code_for_every_waiter() {
+        let cases: [(fn() -> ServeError, tonic::Code); 4] = [
+            (|| ServeError::Unavailable("device lost".into()), tonic::Code::Unavailable),
+            (|| ServeError::DiskFull, tonic::Code::ResourceExhausted),
+            (|| ServeError::FailedPrecondition("not loaded".into()), tonic::Code::FailedPrecondition),
+            (|| ServeError::Internal("bug".into()), tonic::Code::Internal),
+        ];
+        for (make, code) in cases {
+            let cfg = BatchConfig { max_batch_size: 4, max_queue_delay: Duration::from_millis(5), queue_capacity: 8 };
+            let b = Batcher::spawn("failing", "1".into(), cfg, Failing(make));
+            let waiters: Vec<_> = (0..3).map(|i| { let b = b.clone(); tokio::spawn(async move { b.submit(i, None).await }) }).collect();
+            for w in waiters {
+                let e = w.await.unwrap().unwrap_err();
+                assert_eq!(e.code(), code, "{e}");
+                assert_eq!(e.to_string(), make().to_string());
+            }
         }
     }
 

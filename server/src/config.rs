@@ -2,9 +2,12 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
 
 use clap::Parser;
+use imagesearch_compliance::RegionPolicy;
+use imagesearch_model::device::DeviceChoice;
 
 /// imagesearch gRPC server: scoring, search over a gallery, model versions with rollout.
 #[derive(Parser, Debug, Clone)]
@@ -14,8 +17,8 @@ pub struct Config {
     #[arg(long, env = "IMAGESEARCH_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
     /// Address of the Prometheus metrics endpoint (`/metrics`); "off" disables it.
-    #[arg(long, env = "IMAGESEARCH_METRICS_LISTEN", default_value = "127.0.0.1:9091")]
-    pub metrics_listen: String,
+    #[arg(long, env = "IMAGESEARCH_METRICS_LISTEN", default_value = "127.0.0.1:9091", value_parser = metrics_listen)]
+    pub metrics_listen: MetricsListen,
     /// Model repository (encoders/ and scorer/<version>/).
     #[arg(long, env = "IMAGESEARCH_MODELS", default_value = "models")]
     pub models: PathBuf,
@@ -26,12 +29,12 @@ pub struct Config {
     #[arg(long, env = "IMAGESEARCH_VERSIONS", value_delimiter = ',')]
     pub versions: Vec<u32>,
     /// auto (CUDA when available), cpu, cuda or cuda:N.
-    #[arg(long, env = "IMAGESEARCH_DEVICE", default_value = "auto")]
-    pub device: String,
+    #[arg(long, env = "IMAGESEARCH_DEVICE", default_value = "auto", value_parser = DeviceChoice::from_str)]
+    pub device: DeviceChoice,
     /// Regions (ISO 3166-1 alpha-2, comma separated) where no description or image of a child
     /// may be shown. Requests without a region are treated as restricted.
-    #[arg(long, env = "IMAGESEARCH_RESTRICTED_REGIONS", default_value = "")]
-    pub restricted_regions: String,
+    #[arg(long, env = "IMAGESEARCH_RESTRICTED_REGIONS", default_value = "", value_parser = region_policy)]
+    pub restricted_regions: RegionPolicy,
     /// Bearer token for ModelAdmin calls and Gallery.ReviewPhoto; without one they are refused.
     #[arg(long, env = "IMAGESEARCH_ADMIN_TOKEN", hide_env_values = true, conflicts_with = "admin_token_file")]
     pub admin_token: Option<String>,
@@ -122,7 +125,7 @@ pub struct Config {
     pub text_cache: usize,
     /// Views of a photo that make its vector: both (photo and mirror image, as trained) or
     /// original (half the image-encoder cost; measured accuracy cost in README).
-    #[arg(long, env = "IMAGESEARCH_IMAGE_VIEWS", default_value = "both")]
+    #[arg(long, env = "IMAGESEARCH_IMAGE_VIEWS", value_enum, default_value_t = imagesearch_model::ImageViews::Both)]
     pub image_views: imagesearch_model::ImageViews,
     /// Threads libtorch may use per forward pass (0 = libtorch's default).
     #[arg(long, env = "IMAGESEARCH_TORCH_THREADS", default_value_t = 0)]
@@ -136,6 +139,33 @@ pub struct Config {
     /// Load and verify the models, print what was found, and exit.
     #[arg(long)]
     pub check: bool,
+}
+
+/// Where the metrics endpoint listens, if anywhere.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetricsListen {
+    Off,
+    At(SocketAddr),
+}
+
+impl std::fmt::Display for MetricsListen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MetricsListen::Off => f.write_str("off"),
+            MetricsListen::At(a) => a.fmt(f),
+        }
+    }
+}
+
+fn metrics_listen(s: &str) -> Result<MetricsListen, String> {
+    match s.trim() {
+        "off" => Ok(MetricsListen::Off),
+        addr => addr.parse().map(MetricsListen::At).map_err(|e| format!("'{addr}' is neither \"off\" nor an address such as 127.0.0.1:9091: {e}")),
+    }
+}
+
+fn region_policy(s: &str) -> Result<RegionPolicy, String> {
+    RegionPolicy::parse_list(s).map_err(|e| e.to_string())
 }
 
 impl Config {
@@ -159,6 +189,28 @@ impl Config {
             self.max_answer_photo_bytes.min(self.max_message_bytes)
         } else {
             self.max_message_bytes / 2
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, clap::Error> {
+        Config::try_parse_from(std::iter::once("imagesearch-server").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn fixed_value_flags_are_checked_at_start() {
+        let c = parse(&["--metrics-listen", "off", "--device", "cpu", "--restricted-regions", "de, FR", "--image-views", "original"]).unwrap();
+        assert_eq!(c.metrics_listen, MetricsListen::Off);
+        assert_eq!(c.device, DeviceChoice::Cpu);
+        assert!(c.restricted_regions.is_restricted(Some("DE")).unwrap());
+        assert_eq!(c.image_views, imagesearch_model::ImageViews::Original);
+        assert_eq!(parse(&["--metrics-listen", "127.0.0.1:9"]).unwrap().metrics_listen.to_string(), "127.0.0.1:9");
+        for bad in [&["--metrics-listen", "of"][..], &["--device", "gpu"], &["--restricted-regions", "DEU"], &["--image-views", "mirror"]] {
+            assert!(parse(bad).is_err(), "{bad:?} accepted");
         }
     }
 }

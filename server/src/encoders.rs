@@ -60,8 +60,7 @@ impl BatchWorker for ImageWorker {
         }
         let views: Vec<&[f32]> = inputs.iter().flat_map(|v| v.iter().map(Vec::as_slice)).collect();
         let out = self.0.encode(&views)?;
-        let n = inputs.len() as i64;
-        let mean = out.view([n, per_photo, -1]).mean_dim([1i64].as_slice(), false, tch::Kind::Float);
+        let mean = imagesearch_model::views::photo_vectors(&out, per_photo);
         Ok(rows(&mean)?.into_iter().map(Ok).collect())
     }
 }

@@ -41,9 +41,18 @@ pub enum ServeError {
     Storage(String),
     #[error("internal: {0}")]
     Internal(String),
+    /// Another error, as told to each of several waiters (a failed batch): its code and message.
+    #[error("{message}")]
+    Replicated { code: Code, message: String },
 }
 
 impl ServeError {
+    /// The same error again, for another waiter of a failed batch: its code and message kept
+    /// (the sources inside some errors cannot be cloned).
+    pub fn replicate(&self) -> ServeError {
+        ServeError::Replicated { code: self.code(), message: self.to_string() }
+    }
+
     /// The gRPC code this error means.
     pub fn code(&self) -> Code {
         match self {
@@ -67,6 +76,7 @@ impl ServeError {
                 Code::FailedPrecondition
             }
             ServeError::Model(_) | ServeError::Storage(_) | ServeError::Internal(_) => Code::Internal,
+            ServeError::Replicated { code, .. } => *code,
         }
     }
 }

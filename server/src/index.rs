@@ -4,38 +4,93 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use imagesearch_model::Scorer;
 use tch::{Device, Kind, Tensor};
+use tokio::sync::oneshot;
 
-use crate::batcher::BatchWorker;
+use crate::batcher::{BatchConfig, BatchWorker, Batcher, Timed};
 use crate::error::ServeError;
 
-/// Work for a version's thread.
-#[derive(Clone)]
+/// One answer's way back from the version's thread, typed by the job's kind.
+type Reply<T> = oneshot::Sender<T>;
+
+/// Work for a version's thread; each kind carries the channel of its own answer.
 pub enum ScorerJob {
-    /// One request's pairs: image and text vectors, same length.
-    Pairs { images: Vec<Arc<Vec<f32>>>, texts: Vec<Arc<Vec<f32>>> },
-    /// One query's text vector; the best `k` photos.
-    Search { text: Arc<Vec<f32>>, k: usize },
-    /// Puts photos (id, image vector) into the index, replacing those with the same id.
-    Upsert(Vec<(Arc<str>, Arc<Vec<f32>>)>),
-    /// Takes photos out of the index.
-    Remove(Vec<Arc<str>>),
+    /// One request's pairs: image and text vectors, same length → one score per pair.
+    Pairs { images: Vec<Arc<Vec<f32>>>, texts: Vec<Arc<Vec<f32>>>, reply: Reply<Vec<f32>> },
+    /// One query's text vector → the best `k` photos (id, calibrated score), best first.
+    Search { text: Arc<Vec<f32>>, k: usize, reply: Reply<Vec<(Arc<str>, f32)>> },
+    /// Puts photos (id, image vector) into the index, replacing those with the same id → the
+    /// index's size.
+    Upsert { photos: Vec<(Arc<str>, Arc<Vec<f32>>)>, reply: Reply<usize> },
+    /// Takes photos out of the index → the index's size.
+    Remove { ids: Vec<Arc<str>>, reply: Reply<usize> },
 }
 
-/// What a job gives back.
-#[derive(Debug)]
-pub enum ScorerOutput {
-    Scores(Vec<f32>),
-    /// (photo id, calibrated score), best first.
-    Hits(Vec<(Arc<str>, f32)>),
-    /// Index updated; its size now.
-    Indexed(usize),
+/// A version's queue: typed calls in front of its batcher.
+#[derive(Clone)]
+pub struct ScorerQueue(Batcher<ScorerJob, ()>);
+
+impl ScorerQueue {
+    /// Starts the version's thread.
+    pub fn spawn(version: u32, cfg: BatchConfig, scorer: Scorer) -> Self {
+        ScorerQueue(Batcher::spawn("scorer", version.to_string(), cfg, VersionWorker::new(scorer)))
+    }
+
+    /// Scores aligned pairs of image and text vectors.
+    pub async fn score(&self, images: Vec<Arc<Vec<f32>>>, texts: Vec<Arc<Vec<f32>>>, deadline: Option<Instant>) -> Result<Timed<Vec<f32>>, ServeError> {
+        let (reply, answer) = oneshot::channel();
+        let done = self.0.submit(ScorerJob::Pairs { images, texts, reply }, deadline).await?;
+        answered(done, answer)
+    }
+
+    /// The best `k` photos for a query's text vector.
+    pub async fn search(&self, text: Arc<Vec<f32>>, k: usize, deadline: Option<Instant>) -> Result<Timed<Vec<(Arc<str>, f32)>>, ServeError> {
+        let (reply, answer) = oneshot::channel();
+        let done = self.0.submit(ScorerJob::Search { text, k, reply }, deadline).await?;
+        answered(done, answer)
+    }
+
+    /// Puts photos into the index, waiting for room in the queue (call from a blocking context).
+    pub fn upsert_blocking(&self, photos: Vec<(Arc<str>, Arc<Vec<f32>>)>) -> Result<usize, ServeError> {
+        let (reply, answer) = oneshot::channel();
+        let done = self.0.submit_blocking(ScorerJob::Upsert { photos, reply })?;
+        answered(done, answer).map(|t| t.value)
+    }
+
+    /// Takes photos out of the index (call from a blocking context).
+    pub fn remove_blocking(&self, ids: Vec<Arc<str>>) -> Result<usize, ServeError> {
+        let (reply, answer) = oneshot::channel();
+        let done = self.0.submit_blocking(ScorerJob::Remove { ids, reply })?;
+        answered(done, answer).map(|t| t.value)
+    }
+
+    /// Scores pairs, waiting for room (warm-up; call from a blocking context).
+    pub fn score_blocking(&self, images: Vec<Arc<Vec<f32>>>, texts: Vec<Arc<Vec<f32>>>) -> Result<Vec<f32>, ServeError> {
+        let (reply, answer) = oneshot::channel();
+        let done = self.0.submit_blocking(ScorerJob::Pairs { images, texts, reply })?;
+        answered(done, answer).map(|t| t.value)
+    }
+
+    /// Searches, waiting for room (warm-up; call from a blocking context).
+    pub fn search_blocking(&self, text: Arc<Vec<f32>>, k: usize) -> Result<Vec<(Arc<str>, f32)>, ServeError> {
+        let (reply, answer) = oneshot::channel();
+        let done = self.0.submit_blocking(ScorerJob::Search { text, k, reply })?;
+        answered(done, answer).map(|t| t.value)
+    }
+}
+
+/// A finished job's answer with its batch's timings. The worker sends the answer before it
+/// reports the job done, so a job done without one is a bug of this module.
+fn answered<T>(done: Timed<()>, mut answer: oneshot::Receiver<T>) -> Result<Timed<T>, ServeError> {
+    let value = answer.try_recv().map_err(|_| ServeError::Internal("the scorer finished a job without answering it".into()))?;
+    Ok(Timed { value, queue: done.queue, inference: done.inference })
 }
 
 /// A scorer version and its gallery index.
-pub struct VersionWorker {
+struct VersionWorker {
     scorer: Scorer,
     ids: Vec<Arc<str>>,
     rows: HashMap<Arc<str>, i64>,
@@ -53,7 +108,7 @@ fn stack(vs: &[Arc<Vec<f32>>], device: Device) -> Result<Tensor, ServeError> {
 }
 
 impl VersionWorker {
-    pub fn new(scorer: Scorer) -> Self {
+    fn new(scorer: Scorer) -> Self {
         VersionWorker { scorer, ids: Vec::new(), rows: HashMap::new(), index: None }
     }
 
@@ -134,14 +189,9 @@ impl VersionWorker {
         };
         let texts: Vec<Arc<Vec<f32>>> = queries.iter().map(|(t, _)| (*t).clone()).collect();
         let emb = self.scorer.embed_texts(&stack(&texts, Device::Cpu)?)?.to_device(index.device());
-        let cal = self.scorer.manifest.calibration;
         let n = self.ids.len() as i64;
         let k_max = queries.iter().map(|(_, k)| *k as i64).max().unwrap_or(1).clamp(1, n);
-        let (top, idx) = tch::no_grad(|| {
-            let cos = emb.matmul(&index.tr());
-            let scores = (cos * cal.a + cal.b).sigmoid();
-            scores.topk(k_max, 1, true, true)
-        });
+        let (top, idx) = self.scorer.rank(&emb, index, k_max);
         let top = Vec::<f32>::try_from(top.to_kind(Kind::Float).to_device(Device::Cpu).view([-1]))
             .map_err(|e| ServeError::Internal(e.to_string()))?;
         let idx = Vec::<i64>::try_from(idx.to_device(Device::Cpu).view([-1])).map_err(|e| ServeError::Internal(e.to_string()))?;
@@ -158,54 +208,45 @@ impl VersionWorker {
 
 impl BatchWorker for VersionWorker {
     type Input = ScorerJob;
-    type Output = ScorerOutput;
+    type Output = ();
 
-    fn run(&mut self, jobs: Vec<ScorerJob>) -> Result<Vec<Result<ScorerOutput, ServeError>>, ServeError> {
+    fn run(&mut self, jobs: Vec<ScorerJob>) -> Result<Vec<Result<(), ServeError>>, ServeError> {
         // Index updates first (in arrival order), then one forward pass for all pairs and one
         // for all queries.
-        let mut out: Vec<Option<Result<ScorerOutput, ServeError>>> = jobs.iter().map(|_| None).collect();
-        for (i, job) in jobs.iter().enumerate() {
+        let mut out: Vec<Result<(), ServeError>> = Vec::with_capacity(jobs.len());
+        let mut pairs = Vec::new();
+        let mut queries = Vec::new();
+        for (i, job) in jobs.into_iter().enumerate() {
+            out.push(Ok(()));
             match job {
-                ScorerJob::Upsert(photos) => {
-                    out[i] = Some(self.upsert(photos).map(|_| ScorerOutput::Indexed(self.ids.len())));
+                ScorerJob::Upsert { photos, reply } => match self.upsert(&photos) {
+                    Ok(()) => {
+                        let _ = reply.send(self.ids.len());
+                    }
+                    Err(e) => out[i] = Err(e),
+                },
+                ScorerJob::Remove { ids, reply } => {
+                    self.remove(&ids);
+                    let _ = reply.send(self.ids.len());
                 }
-                ScorerJob::Remove(ids) => {
-                    self.remove(ids);
-                    out[i] = Some(Ok(ScorerOutput::Indexed(self.ids.len())));
-                }
-                _ => {}
+                ScorerJob::Pairs { images, texts, reply } => pairs.push((images, texts, reply)),
+                ScorerJob::Search { text, k, reply } => queries.push((text, k, reply)),
             }
         }
-        let pair_jobs: Vec<(usize, (&[Arc<Vec<f32>>], &[Arc<Vec<f32>>]))> = jobs
-            .iter()
-            .enumerate()
-            .filter_map(|(i, j)| match j {
-                ScorerJob::Pairs { images, texts } => Some((i, (images.as_slice(), texts.as_slice()))),
-                _ => None,
-            })
-            .collect();
-        if !pair_jobs.is_empty() {
-            let inputs: Vec<_> = pair_jobs.iter().map(|(_, p)| *p).collect();
+        if !pairs.is_empty() {
+            let inputs: Vec<_> = pairs.iter().map(|(i, t, _)| (i.as_slice(), t.as_slice())).collect();
             let scores = self.score_pairs(&inputs)?;
-            for ((i, _), s) in pair_jobs.iter().zip(scores) {
-                out[*i] = Some(Ok(ScorerOutput::Scores(s)));
+            for ((_, _, reply), s) in pairs.into_iter().zip(scores) {
+                let _ = reply.send(s);
             }
         }
-        let queries: Vec<(usize, (&Arc<Vec<f32>>, usize))> = jobs
-            .iter()
-            .enumerate()
-            .filter_map(|(i, j)| match j {
-                ScorerJob::Search { text, k } => Some((i, (text, *k))),
-                _ => None,
-            })
-            .collect();
         if !queries.is_empty() {
-            let inputs: Vec<_> = queries.iter().map(|(_, q)| *q).collect();
+            let inputs: Vec<_> = queries.iter().map(|(t, k, _)| (t, *k)).collect();
             let hits = self.search(&inputs)?;
-            for ((i, _), h) in queries.iter().zip(hits) {
-                out[*i] = Some(Ok(ScorerOutput::Hits(h)));
+            for ((_, _, reply), h) in queries.into_iter().zip(hits) {
+                let _ = reply.send(h);
             }
         }
-        Ok(out.into_iter().map(|o| o.unwrap_or_else(|| Err(ServeError::Internal("job without answer".into())))).collect())
+        Ok(out)
     }
 }

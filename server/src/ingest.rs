@@ -8,15 +8,14 @@ use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
 use imagesearch_compliance::{is_ignorable, quote};
-use imagesearch_proto::v1 as pb;
 
 use crate::app::{App, QUOTE_CHARS};
 use crate::decode::Admission;
 use crate::encoders::Timings;
 use crate::error::ServeError;
 use crate::gallery::{captions_describe_child, decide_flag, merge_evidence, NewPhoto, Review};
-use crate::index::ScorerJob;
 use crate::metrics as m;
+use crate::types::{Added, PhotoUpload, Rejected, Removed, ReviewRequest, Reviewed};
 use crate::versions::LoadedVersion;
 use crate::wal::Flag;
 
@@ -57,6 +56,13 @@ fn detectors_say(vector: &[f32], versions: &[Arc<LoadedVersion>]) -> Option<bool
     (!detectors.is_empty()).then(|| detectors.iter().any(|d| d.flags(vector)))
 }
 
+/// A change to every version's gallery index.
+#[derive(Clone)]
+enum Reindex {
+    Upsert(Vec<(Arc<str>, Arc<Vec<f32>>)>),
+    Remove(Vec<Arc<str>>),
+}
+
 /// A photo encoded and staged, waiting for the stream's end.
 struct Staged {
     order: usize,
@@ -72,9 +78,9 @@ impl App {
     /// `max(4, --max-batch-size)` in flight: the stream is read no faster than that), then flags
     /// and stores all of them in one durable write. Bad photos are rejected one by one with a
     /// reason; a broken stream or a storage failure stores nothing.
-    pub async fn add_photos<S>(self: &Arc<Self>, photos: S) -> Result<pb::AddPhotosResponse, ServeError>
+    pub async fn add_photos<S>(self: &Arc<Self>, photos: S) -> Result<Added, ServeError>
     where
-        S: Stream<Item = Result<pb::AddPhotoRequest, ServeError>> + Send + Unpin,
+        S: Stream<Item = Result<PhotoUpload, ServeError>> + Send + Unpin,
     {
         self.check_ready()?;
         let mut staged = Vec::new();
@@ -99,15 +105,15 @@ impl App {
         let index: Vec<(Arc<str>, Arc<Vec<f32>>)> = new.iter().map(|p| (Arc::from(p.id.as_str()), p.vector.clone())).collect();
         let store = self.store.clone();
         let up = tokio::task::spawn_blocking(move || store.upsert(new)).await.map_err(|e| ServeError::Internal(e.to_string()))??;
-        self.reindex(ScorerJob::Upsert(index), ready).await?;
+        self.reindex(Reindex::Upsert(index), ready).await?;
         metrics::gauge!(m::GALLERY_PHOTOS).set(self.store.len() as f64);
-        Ok(pb::AddPhotosResponse { added: up.added, replaced: up.replaced, restricted, rejected })
+        Ok(Added { added: up.added, replaced: up.replaced, restricted, rejected })
     }
 
     /// Reads the stream, staging good photos into `staged`; returns the rejections.
-    async fn stage_stream<S>(self: &Arc<Self>, mut photos: S, staged: &mut Vec<Staged>) -> Result<Vec<pb::RejectedPhoto>, ServeError>
+    async fn stage_stream<S>(self: &Arc<Self>, mut photos: S, staged: &mut Vec<Staged>) -> Result<Vec<Rejected>, ServeError>
     where
-        S: Stream<Item = Result<pb::AddPhotoRequest, ServeError>> + Send + Unpin,
+        S: Stream<Item = Result<PhotoUpload, ServeError>> + Send + Unpin,
     {
         // Two bounds: photos in flight (enough to fill the encoder's batches), and the bytes of
         // photos not yet decoded (their full size lives only until they are staged and decoded).
@@ -117,7 +123,7 @@ impl App {
         let mut tasks = tokio::task::JoinSet::new();
         let mut rejected = Vec::new();
         let mut order = 0;
-        let reject = |id: &str, reason: String| pb::RejectedPhoto { id: quote(id, QUOTE_CHARS), reason };
+        let reject = |id: &str, reason: String| Rejected { id: quote(id, QUOTE_CHARS), reason };
         loop {
             let permit = in_flight.clone().acquire_owned().await.map_err(|e| ServeError::Internal(e.to_string()))?;
             let Some(next) = photos.next().await else { break };
@@ -152,12 +158,12 @@ impl App {
     fn collect(
         done: Result<(String, Result<Staged, ServeError>), tokio::task::JoinError>,
         staged: &mut Vec<Staged>,
-        rejected: &mut Vec<pb::RejectedPhoto>,
+        rejected: &mut Vec<Rejected>,
     ) -> Result<(), ServeError> {
         let (id, outcome) = done.map_err(|e| ServeError::Internal(e.to_string()))?;
         match outcome {
             Ok(s) => staged.push(s),
-            Err(ServeError::BadImage { source, .. }) => rejected.push(pb::RejectedPhoto { id: quote(&id, QUOTE_CHARS), reason: source.to_string() }),
+            Err(ServeError::BadImage { source, .. }) => rejected.push(Rejected { id: quote(&id, QUOTE_CHARS), reason: source.to_string() }),
             Err(e) => return Err(e),
         }
         Ok(())
@@ -218,17 +224,22 @@ impl App {
             .collect()
     }
 
-    /// Applies an index job (upsert or remove) to every given version, waiting for each.
-    pub(crate) async fn reindex(&self, job: ScorerJob, versions: Vec<Arc<LoadedVersion>>) -> Result<(), ServeError> {
+    /// Applies an index change to every given version, waiting for each.
+    async fn reindex(&self, change: Reindex, versions: Vec<Arc<LoadedVersion>>) -> Result<(), ServeError> {
         for v in versions {
-            let (worker, job) = (v.worker.clone(), job.clone());
-            tokio::task::spawn_blocking(move || worker.submit_blocking(job)).await.map_err(|e| ServeError::Internal(e.to_string()))??;
+            let (worker, change) = (v.worker.clone(), change.clone());
+            tokio::task::spawn_blocking(move || match change {
+                Reindex::Upsert(photos) => worker.upsert_blocking(photos),
+                Reindex::Remove(ids) => worker.remove_blocking(ids),
+            })
+            .await
+            .map_err(|e| ServeError::Internal(e.to_string()))??;
         }
         Ok(())
     }
 
     /// Removes photos.
-    pub async fn remove_photos(&self, ids: Vec<String>) -> Result<pb::RemovePhotosResponse, ServeError> {
+    pub async fn remove_photos(&self, ids: Vec<String>) -> Result<Removed, ServeError> {
         self.check_ready()?;
         let _writer = self.gallery_write.lock().await;
         let store = self.store.clone();
@@ -238,14 +249,14 @@ impl App {
         let gone: Vec<Arc<str>> =
             ids.iter().filter(|id| !missing.contains(id.as_str())).collect::<HashSet<_>>().into_iter().map(|id| Arc::from(id.as_str())).collect();
         let removed = gone.len() as u32;
-        self.reindex(ScorerJob::Remove(gone), self.versions.ready()).await?;
+        self.reindex(Reindex::Remove(gone), self.versions.ready()).await?;
         metrics::gauge!(m::GALLERY_PHOTOS).set(self.store.len() as f64);
         let not_found = not_found.iter().map(|id| quote(id, QUOTE_CHARS)).collect();
-        Ok(pb::RemovePhotosResponse { removed, not_found })
+        Ok(Removed { removed, not_found })
     }
 
     /// Records a reviewer's decision on a photo's flag (the caller holds the admin token).
-    pub async fn review_photo(&self, req: pb::ReviewPhotoRequest) -> Result<pb::ReviewPhotoResponse, ServeError> {
+    pub async fn review_photo(&self, req: ReviewRequest) -> Result<Reviewed, ServeError> {
         self.check_ready()?;
         let reviewer = req.reviewer.trim();
         if reviewer.is_empty() || reviewer.len() > 128 || reviewer.chars().any(|c| c.is_control() || is_ignorable(c)) {
@@ -270,7 +281,7 @@ impl App {
             flag = flag.name(),
             "photo flag reviewed"
         );
-        Ok(pb::ReviewPhotoResponse { changed: changed.iter().map(|(id, _)| quote(id, QUOTE_CHARS)).collect(), flag: flag.name().to_string() })
+        Ok(Reviewed { changed: changed.iter().map(|(id, _)| quote(id, QUOTE_CHARS)).collect(), flag })
     }
 
     /// Loads a version (indexing the gallery) and lets its child detector check every photo no

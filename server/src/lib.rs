@@ -1,12 +1,14 @@
 //! imagesearch-server: the gRPC services and what is behind them — batchers on dedicated
 //! threads, encoders with caches, scorer versions with rollout, the gallery store and the law.
 
+pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod batcher;
 pub mod cache;
 pub mod config;
 pub mod connections;
+pub mod convert;
 pub mod decode;
 pub mod encoders;
 pub mod error;
@@ -17,5 +19,6 @@ pub mod local_store;
 pub mod metrics;
 pub mod rollout;
 pub mod service;
+pub mod types;
 pub mod versions;
 pub mod wal;

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use imagesearch_compliance::RegionPolicy;
 use imagesearch_model::{ImageEncoder, ImageLimits, ModelRepository, ScorerManifest, TextEncoder};
 use imagesearch_proto::v1::gallery_server::GalleryServer;
 use imagesearch_proto::v1::image_search_server::ImageSearchServer;
@@ -14,7 +13,7 @@ use imagesearch_proto::v1::model_admin_server::ModelAdminServer;
 use imagesearch_server::app::App;
 use imagesearch_server::auth::{read_token_file, TokenAuth};
 use imagesearch_server::batcher::BatchConfig;
-use imagesearch_server::config::Config;
+use imagesearch_server::config::{Config, MetricsListen};
 use imagesearch_server::encoders::{EncoderSettings, Encoders};
 use imagesearch_server::local_store::LocalStore;
 use imagesearch_server::rollout::Rollout;
@@ -80,8 +79,7 @@ fn main() -> anyhow::Result<()> {
     if cfg.torch_threads > 0 {
         tch::set_num_threads(cfg.torch_threads);
     }
-    let device = imagesearch_model::device::parse_device(&cfg.device).map_err(anyhow::Error::msg)?;
-    let policy = RegionPolicy::parse_list(&cfg.restricted_regions).context("--restricted-regions")?;
+    let device = cfg.device.device();
     let repo = ModelRepository::new(&cfg.models);
     std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("data dir {}", cfg.data_dir.display()))?;
     let rollout_path = cfg.data_dir.join("rollout.json");
@@ -117,7 +115,7 @@ fn main() -> anyhow::Result<()> {
     let versions = Versions::new(repo.clone(), device, batch, image_manifest, text_manifest, rollout_path);
     let store = Arc::new(LocalStore::open(&cfg.data_dir.join("gallery"))?);
     let device_name = imagesearch_model::device::device_name(device);
-    let app = Arc::new(App::new(cfg.clone(), device_name, encoders, versions, store, policy));
+    let app = Arc::new(App::new(cfg.clone(), device_name, encoders, versions, store));
 
     let runtime = tokio::runtime::Runtime::new()?;
     if cfg.check {
@@ -125,7 +123,7 @@ fn main() -> anyhow::Result<()> {
             for v in &wanted {
                 app.load_version(*v).await.with_context(|| format!("scorer version {v}"))?;
             }
-            println!("{} scorer version(s) verified and warm on {}: {wanted:?}", wanted.len(), app.device);
+            println!("{} scorer version(s) verified and warm on {}: {wanted:?}", wanted.len(), app.device());
             Ok(())
         });
     }
@@ -158,12 +156,11 @@ fn tls_config(cfg: &Config) -> anyhow::Result<Option<tonic::transport::ServerTls
 }
 
 async fn serve(app: Arc<App>, wanted: Vec<u32>) -> anyhow::Result<()> {
-    let cfg = app.cfg.clone();
+    let cfg = app.config().clone();
     let admin_auth = token("admin", &cfg.admin_token, &cfg.admin_token_file)?;
     let writer_auth = token("writer", &cfg.writer_token, &cfg.writer_token_file)?;
     anyhow::ensure!(!admin_auth.same_token_as(&writer_auth), "the writer token must differ from the admin token");
-    if cfg.metrics_listen != "off" {
-        let addr = cfg.metrics_listen.parse().context("--metrics-listen")?;
+    if let MetricsListen::At(addr) = cfg.metrics_listen {
         imagesearch_server::metrics::install(addr).map_err(anyhow::Error::msg).context("metrics endpoint")?;
     }
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -173,10 +170,15 @@ async fn serve(app: Arc<App>, wanted: Vec<u32>) -> anyhow::Result<()> {
         h.set_not_serving::<GalleryServer<GalleryService>>().await;
     };
     all_not_serving(health.clone()).await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(imagesearch_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+    // Reflection in both protocol versions: grpcurl before 1.9 and Python's grpcio-reflection
+    // speak only v1alpha.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(imagesearch_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
     let max = cfg.max_message_bytes;
     let search = ImageSearchServer::new(SearchService(app.clone())).max_decoding_message_size(max).max_encoding_message_size(max);
     let gallery = GalleryServer::new(GalleryService { app: app.clone(), writer: writer_auth, admin: admin_auth.clone() })
@@ -192,32 +194,17 @@ async fn serve(app: Arc<App>, wanted: Vec<u32>) -> anyhow::Result<()> {
     {
         let (app, health) = (app.clone(), health.clone());
         tokio::spawn(async move {
-            let warm = { let app = app.clone(); tokio::task::spawn_blocking(move || app.encoders.warm_up()).await };
-            if let Err(e) = warm.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string())) {
-                let _ = fatal_tx.send(anyhow::anyhow!("encoder warm-up: {e}")).await;
-                return;
-            }
-            for v in &wanted {
-                if let Err(e) = app.load_version(*v).await {
-                    let _ = fatal_tx.send(anyhow::anyhow!("scorer version {v}: {e}")).await;
-                    return;
+            match app.start(&wanted).await {
+                Ok(rollout) => {
+                    health.set_service_status("", ServingStatus::Serving).await;
+                    health.set_serving::<ImageSearchServer<SearchService>>().await;
+                    health.set_serving::<GalleryServer<GalleryService>>().await;
+                    tracing::info!(versions = ?wanted, stable = rollout.stable, photos = app.gallery_len(), "ready");
+                }
+                Err(e) => {
+                    let _ = fatal_tx.send(anyhow::anyhow!(e)).await;
                 }
             }
-            let newest = *wanted.iter().max().expect("at least one version");
-            let rollout = app
-                .versions
-                .saved_rollout()
-                .filter(|r| r.validate(&wanted).is_ok())
-                .unwrap_or(Rollout { stable: newest, canary: 0, canary_percent: 0 });
-            if let Err(e) = app.versions.set_rollout(rollout) {
-                let _ = fatal_tx.send(anyhow::anyhow!("rollout: {e}")).await;
-                return;
-            }
-            app.set_ready(true);
-            health.set_service_status("", ServingStatus::Serving).await;
-            health.set_serving::<ImageSearchServer<SearchService>>().await;
-            health.set_serving::<GalleryServer<GalleryService>>().await;
-            tracing::info!(versions = ?wanted, stable = rollout.stable, photos = app.store.len(), "ready");
         });
     }
 
@@ -228,7 +215,7 @@ async fn serve(app: Arc<App>, wanted: Vec<u32>) -> anyhow::Result<()> {
         tls = tls.is_some(),
         client_certificates = cfg.tls_client_ca.is_some(),
         metrics = %cfg.metrics_listen,
-        device = %app.device,
+        device = %app.device(),
         "serving"
     );
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -246,7 +233,8 @@ async fn serve(app: Arc<App>, wanted: Vec<u32>) -> anyhow::Result<()> {
     let incoming = imagesearch_server::connections::limited(listener, cfg.max_connections);
     let server = builder
         .add_service(health_service)
-        .add_service(reflection)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(search)
         .add_service(gallery)
         .add_service(admin)

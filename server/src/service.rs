@@ -1,6 +1,7 @@
-//! The gRPC services: thin handlers that read metadata (deadline, request id), call [`App`],
-//! and put timings, version and request id into the answer's metadata. Requests are counted
-//! and timed here, by method, status and version.
+//! The gRPC services: thin handlers that read metadata (deadline, request id, credentials),
+//! convert the message ([`crate::convert`]), call [`App`], convert the answer back, and put
+//! timings, version and request id into its metadata. Requests are counted and timed here, by
+//! method, status and version.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::Stream;
+use imagesearch_proto::metadata::{INFERENCE_US, MODEL_VERSION, QUEUE_US, REQUEST_ID};
 use imagesearch_proto::v1 as pb;
 use pb::gallery_server::Gallery;
 use pb::image_search_server::ImageSearch;
@@ -19,12 +21,12 @@ use tracing::Instrument;
 
 use crate::app::{App, Served};
 use crate::auth::TokenAuth;
+use crate::convert;
 use crate::encoders::Timings;
 use crate::error::{code_label, ServeError};
 use crate::metrics as m;
 use crate::rollout::Rollout;
-use crate::versions::VersionState;
-use crate::wal::Flag;
+use crate::types::{PhotoUpload, Routing, ScoreQuery};
 
 /// Parses a `grpc-timeout` header ("100m", "5S", ...) into a deadline.
 pub fn deadline_of(md: &MetadataMap) -> Option<Instant> {
@@ -47,7 +49,7 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// The caller's `x-request-id`, or a new one.
 pub fn request_id(md: &MetadataMap) -> String {
-    md.get("x-request-id")
+    md.get(REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .filter(|s| !s.is_empty() && s.len() <= 128)
         .map(String::from)
@@ -64,11 +66,11 @@ fn with_metadata<T>(value: T, id: &str, version: u32, t: Timings) -> Response<T>
     let mut r = Response::new(value);
     let md = r.metadata_mut();
     if let Ok(v) = id.parse() {
-        md.insert("x-request-id", v);
+        md.insert(REQUEST_ID, v);
     }
-    md.insert("x-model-version", version.into());
-    md.insert("x-queue-us", (t.queue.as_micros() as u64).into());
-    md.insert("x-inference-us", (t.inference.as_micros() as u64).into());
+    md.insert(MODEL_VERSION, version.into());
+    md.insert(QUEUE_US, (t.queue.as_micros() as u64).into());
+    md.insert(INFERENCE_US, (t.inference.as_micros() as u64).into());
     r
 }
 
@@ -93,7 +95,7 @@ where
             span.in_scope(|| tracing::info!(code = code_label(status.code()), message = status.message(), "refused"));
             let mut status = status;
             if let Ok(v) = id.parse() {
-                status.metadata_mut().insert("x-request-id", v);
+                status.metadata_mut().insert(REQUEST_ID, v);
             }
             Err(status)
         }
@@ -114,7 +116,12 @@ impl ImageSearch for SearchService {
     async fn score(&self, req: Request<pb::ScoreRequest>) -> Result<Response<pb::ScoreResponse>, Status> {
         let deadline = deadline_of(req.metadata());
         let md = req.metadata().clone();
-        handle("Score", &md, self.0.score(req.into_inner(), deadline)).await
+        let app = self.0.clone();
+        handle("Score", &md, async move {
+            let s = app.score(ScoreQuery::try_from(req.into_inner())?, deadline).await?;
+            Ok(Served { value: convert::score_response(s.value, s.version), version: s.version, timings: s.timings })
+        })
+        .await
     }
 
     type ScoreStreamStream = ScoreStreamOut;
@@ -122,7 +129,7 @@ impl ImageSearch for SearchService {
     async fn score_stream(&self, req: Request<Streaming<pb::ScoreStreamRequest>>) -> Result<Response<ScoreStreamOut>, Status> {
         let app = self.0.clone();
         let stream_id = request_id(req.metadata());
-        let max = app.cfg.max_stream_in_flight.max(1);
+        let max = app.config().max_stream_in_flight.max(1);
         let mut incoming = req.into_inner();
         // Answers go out through a bounded channel; a permit per request in flight keeps us
         // from reading more than `max` requests ahead of the answers (backpressure).
@@ -143,32 +150,16 @@ impl ImageSearch for SearchService {
                 tokio::spawn(async move {
                     let _permit = permit;
                     let start = Instant::now();
-                    let request = msg.request.unwrap_or_default();
-                    let outcome = app.score(request, None).await;
-                    let answer = match outcome {
-                        Ok(s) => {
-                            observe("ScoreStream", s.version, tonic::Code::Ok, start);
-                            pb::ScoreStreamResponse {
-                                request_id: msg.request_id,
-                                outcome: Some(pb::score_stream_response::Outcome::Result(s.value)),
-                                queue_us: s.timings.queue.as_micros() as u64,
-                                inference_us: s.timings.inference.as_micros() as u64,
-                            }
-                        }
-                        Err(e) => {
-                            let code = e.code();
-                            observe("ScoreStream", 0, code, start);
-                            pb::ScoreStreamResponse {
-                                request_id: msg.request_id,
-                                outcome: Some(pb::score_stream_response::Outcome::Error(pb::StreamError {
-                                    code: code as i32,
-                                    message: e.to_string(),
-                                })),
-                                queue_us: 0,
-                                inference_us: 0,
-                            }
-                        }
+                    let outcome = match ScoreQuery::try_from(msg.request.unwrap_or_default()) {
+                        Ok(query) => app.score(query, None).await,
+                        Err(e) => Err(e),
                     };
+                    let (version, code) = match &outcome {
+                        Ok(s) => (s.version, tonic::Code::Ok),
+                        Err(e) => (0, e.code()),
+                    };
+                    observe("ScoreStream", version, code, start);
+                    let answer = convert::stream_response(msg.request_id, outcome.map(|s| (s.value, s.version, s.timings)));
                     let _ = tx.send(Ok(answer)).await;
                 });
             }
@@ -179,67 +170,28 @@ impl ImageSearch for SearchService {
     async fn search(&self, req: Request<pb::SearchRequest>) -> Result<Response<pb::SearchResponse>, Status> {
         let deadline = deadline_of(req.metadata());
         let md = req.metadata().clone();
-        handle("Search", &md, self.0.search(req.into_inner(), deadline)).await
+        let app = self.0.clone();
+        handle("Search", &md, async move {
+            let s = app.search(req.into_inner().into(), deadline).await?;
+            Ok(Served { value: convert::search_response(s.value, s.version), version: s.version, timings: s.timings })
+        })
+        .await
     }
 
     async fn get_photo(&self, req: Request<pb::GetPhotoRequest>) -> Result<Response<pb::GetPhotoResponse>, Status> {
         let md = req.metadata().clone();
         let app = self.0.clone();
-        handle("GetPhoto", &md, async move { app.get_photo(req.into_inner()).await.map(plain) }).await
+        handle("GetPhoto", &md, async move {
+            let r = req.into_inner();
+            Ok(plain(app.get_photo(&r.id, &Routing::from(r.routing)).await?.into()))
+        })
+        .await
     }
 
     async fn info(&self, req: Request<pb::InfoRequest>) -> Result<Response<pb::InfoResponse>, Status> {
         let md = req.metadata().clone();
-        handle("Info", &md, async { Ok(plain(info(&self.0))) }).await
+        handle("Info", &md, async { Ok(plain(self.0.info().into())) }).await
     }
-}
-
-/// The `Info` answer.
-pub fn info(app: &App) -> pb::InfoResponse {
-    let c = &app.cfg;
-    let r = app.versions.rollout();
-    pb::InfoResponse {
-        build_version: env!("CARGO_PKG_VERSION").to_string(),
-        git_commit: option_env!("IMAGESEARCH_GIT_COMMIT").unwrap_or("unknown").to_string(),
-        device: app.device.clone(),
-        versions: app
-            .versions
-            .ready()
-            .iter()
-            .map(|v| pb::ScorerVersion {
-                version: v.version,
-                created: v.created.clone(),
-                image_encoder: app.encoders.image_manifest.name.clone(),
-                text_encoder: app.encoders.text_manifest.name.clone(),
-                metrics_json: v.metrics_json.clone(),
-                has_child_detector: v.detector.is_some(),
-            })
-            .collect(),
-        limits: Some(pb::Limits {
-            max_pairs_per_request: c.max_pairs_per_request as u32,
-            max_batch_size: c.max_batch_size as u32,
-            max_queue_delay_us: c.max_queue_delay_us,
-            queue_capacity: c.queue_capacity as u32,
-            max_message_bytes: c.max_message_bytes as u64,
-            max_text_chars: c.max_text_chars as u32,
-            max_image_bytes: c.max_image_bytes as u64,
-            max_image_pixels: c.max_image_pixels,
-            max_k: c.max_k as u32,
-            max_stream_in_flight: c.max_stream_in_flight as u32,
-            max_request_pixels: c.max_request_pixels,
-            max_answer_photo_bytes: c.answer_photo_budget() as u64,
-            decode_workers: app.encoders.decode_workers() as u32,
-            decode_queue: c.decode_queue as u32,
-        }),
-        rollout: Some(rollout_pb(r)),
-        restricted_regions: app.policy.restricted_regions().map(|c| c.as_str().to_string()).collect(),
-        image_views: app.encoders.views().to_string(),
-        text_encoder_device: app.encoders.text_device.clone(),
-    }
-}
-
-fn rollout_pb(r: Rollout) -> pb::Rollout {
-    pb::Rollout { stable: r.stable, canary: r.canary, canary_percent: r.canary_percent }
 }
 
 /// `imagesearch.v1.Gallery`: writes need the writer token, reviews the admin token.
@@ -267,12 +219,12 @@ impl Gallery for GalleryService {
         let mut n = 0usize;
         let stream = req.into_inner().map(move |m| {
             n += 1;
-            m.map_err(|s| stream_error(s, n))
+            m.map(PhotoUpload::from).map_err(|s| stream_error(s, n))
         });
         let app = self.app.clone();
         handle("AddPhotos", &md, async move {
             checked?;
-            app.add_photos(Box::pin(stream)).await.map(plain)
+            Ok(plain(app.add_photos(Box::pin(stream)).await?.into()))
         })
         .await
     }
@@ -283,7 +235,7 @@ impl Gallery for GalleryService {
         let app = self.app.clone();
         handle("RemovePhotos", &md, async move {
             checked?;
-            app.remove_photos(req.into_inner().ids).await.map(plain)
+            Ok(plain(app.remove_photos(req.into_inner().ids).await?.into()))
         })
         .await
     }
@@ -294,53 +246,20 @@ impl Gallery for GalleryService {
         let app = self.app.clone();
         handle("ReviewPhoto", &md, async move {
             checked?;
-            app.review_photo(req.into_inner()).await.map(plain)
+            Ok(plain(app.review_photo(req.into_inner().into()).await?.into()))
         })
         .await
     }
 
     async fn stats(&self, req: Request<pb::GalleryStatsRequest>) -> Result<Response<pb::GalleryStatsResponse>, Status> {
         let md = req.metadata().clone();
-        let store = self.app.store.clone();
-        handle("GalleryStats", &md, async move {
-            // Stats reads every photo file's size: off the async workers.
-            let s = tokio::task::spawn_blocking(move || store.stats()).await.map_err(|e| ServeError::Internal(e.to_string()))?;
-            let count = |f: Flag| s.by_flag[f as usize];
-            Ok(plain(pb::GalleryStatsResponse {
-                photos: s.photos,
-                restricted: Flag::ALL.iter().filter(|f| f.restricted()).map(|f| count(*f)).sum(),
-                restricted_by_captions: count(Flag::Captions),
-                restricted_by_detector: count(Flag::Detector),
-                restricted_unverified: count(Flag::Unverified),
-                restricted_by_review: count(Flag::Reviewed),
-                cleared_by_review: count(Flag::ReviewedClear),
-                photo_bytes: s.photo_bytes,
-                log_bytes: s.log_bytes,
-            }))
-        })
-        .await
+        let app = self.app.clone();
+        handle("GalleryStats", &md, async move { Ok(plain(app.gallery_stats().await?.into())) }).await
     }
 }
 
 /// `imagesearch.v1.ModelAdmin` (behind [`crate::auth`]).
 pub struct AdminService(pub Arc<App>);
-
-fn status_of(app: &App, version: u32) -> pb::VersionStatus {
-    let r = app.versions.rollout();
-    let (state, error, manifest_json) = match app.versions.state(version) {
-        Some(VersionState::Ready(v)) => (pb::VersionState::Ready, String::new(), v.manifest_json.clone()),
-        Some(VersionState::Loading) => (pb::VersionState::Loading, String::new(), String::new()),
-        Some(VersionState::Failed(e)) => (pb::VersionState::Failed, e, String::new()),
-        None => (pb::VersionState::Available, String::new(), String::new()),
-    };
-    let manifest_json = if manifest_json.is_empty() {
-        let repo = imagesearch_model::ModelRepository::new(&app.cfg.models);
-        std::fs::read_to_string(repo.version_dir(version).join("manifest.json")).unwrap_or_default()
-    } else {
-        manifest_json
-    };
-    pb::VersionStatus { version, state: state as i32, manifest_json, error, role: r.role(version).to_string() }
-}
 
 #[tonic::async_trait]
 impl ModelAdmin for AdminService {
@@ -348,11 +267,8 @@ impl ModelAdmin for AdminService {
         let md = req.metadata().clone();
         let app = self.0.clone();
         handle("ListVersions", &md, async move {
-            let mut all = app.versions.available()?;
-            all.extend(app.versions.ready().iter().map(|v| v.version));
-            all.sort_unstable();
-            all.dedup();
-            Ok(plain(pb::ListVersionsResponse { versions: all.into_iter().map(|v| status_of(&app, v)).collect() }))
+            let versions = app.list_versions()?.into_iter().map(Into::into).collect();
+            Ok(plain(pb::ListVersionsResponse { versions }))
         })
         .await
     }
@@ -362,8 +278,8 @@ impl ModelAdmin for AdminService {
         let app = self.0.clone();
         let version = req.into_inner().version;
         handle("LoadVersion", &md, async move {
-            app.load_version(version).await?;
-            Ok(plain(pb::LoadVersionResponse { status: Some(status_of(&app, version)) }))
+            let status = app.load_version_status(version).await?;
+            Ok(plain(pb::LoadVersionResponse { status: Some(status.into()) }))
         })
         .await
     }
@@ -372,7 +288,7 @@ impl ModelAdmin for AdminService {
         let md = req.metadata().clone();
         let app = self.0.clone();
         handle("UnloadVersion", &md, async move {
-            app.versions.unload(req.into_inner().version)?;
+            app.unload_version(req.into_inner().version)?;
             Ok(plain(pb::UnloadVersionResponse {}))
         })
         .await
@@ -381,17 +297,12 @@ impl ModelAdmin for AdminService {
     async fn set_rollout(&self, req: Request<pb::SetRolloutRequest>) -> Result<Response<pb::Rollout>, Status> {
         let md = req.metadata().clone();
         let app = self.0.clone();
-        handle("SetRollout", &md, async move {
-            let r = req.into_inner().rollout.ok_or_else(|| ServeError::InvalidArgument("rollout missing".into()))?;
-            let set = app.versions.set_rollout(Rollout { stable: r.stable, canary: r.canary, canary_percent: r.canary_percent })?;
-            Ok(plain(rollout_pb(set)))
-        })
-        .await
+        handle("SetRollout", &md, async move { Ok(plain(app.set_rollout(Rollout::try_from(req.into_inner())?)?.into())) }).await
     }
 
     async fn get_rollout(&self, req: Request<pb::GetRolloutRequest>) -> Result<Response<pb::Rollout>, Status> {
         let md = req.metadata().clone();
-        let r = self.0.versions.rollout();
-        handle("GetRollout", &md, async move { Ok(plain(rollout_pb(r))) }).await
+        let r = self.0.rollout();
+        handle("GetRollout", &md, async move { Ok(plain(r.into())) }).await
     }
 }

@@ -11,10 +11,10 @@ use std::sync::{Arc, RwLock};
 
 use imagesearch_model::{ChildDetector, EncoderManifest, ModelRepository, Scorer};
 
-use crate::batcher::{BatchConfig, Batcher};
+use crate::batcher::BatchConfig;
 use crate::error::ServeError;
 use crate::gallery::PhotoMeta;
-use crate::index::{ScorerJob, ScorerOutput, VersionWorker};
+use crate::index::ScorerQueue;
 use crate::metrics as m;
 use crate::rollout::Rollout;
 
@@ -25,7 +25,7 @@ pub struct LoadedVersion {
     pub created: String,
     pub metrics_json: String,
     pub detector: Option<ChildDetector>,
-    pub worker: Batcher<ScorerJob, ScorerOutput>,
+    pub worker: ScorerQueue,
 }
 
 /// State of a version.
@@ -138,18 +138,17 @@ impl Versions {
         let metrics_json = scorer.manifest.metrics.to_string();
         let detector = scorer.detector.clone();
         let (image_dim, text_dim) = (self.image.output_dim as usize, self.text.output_dim as usize);
-        let worker = Batcher::spawn("scorer", version.to_string(), self.batch, VersionWorker::new(scorer));
+        let worker = ScorerQueue::spawn(version, self.batch, scorer);
         // Index the gallery, then warm up with a real pass through every entry point.
         let photos: Vec<_> = gallery.iter().map(|p| (p.id.clone(), p.vector.clone())).collect();
-        worker.submit_blocking(ScorerJob::Upsert(photos))?;
+        worker.upsert_blocking(photos)?;
         let zeros_i = Arc::new(vec![0.0f32; image_dim]);
         let zeros_t = Arc::new(vec![0.0f32; text_dim]);
-        let scores = worker.submit_blocking(ScorerJob::Pairs { images: vec![zeros_i], texts: vec![zeros_t.clone()] })?;
-        match scores.value {
-            ScorerOutput::Scores(s) if s.len() == 1 && s[0].is_finite() => {}
-            other => return Err(ServeError::Internal(format!("warm-up of version {version} gave {other:?}"))),
+        let scores = worker.score_blocking(vec![zeros_i], vec![zeros_t.clone()])?;
+        if scores.len() != 1 || !scores[0].is_finite() {
+            return Err(ServeError::Internal(format!("warm-up of version {version} gave scores {scores:?}")));
         }
-        worker.submit_blocking(ScorerJob::Search { text: zeros_t, k: 1 })?;
+        worker.search_blocking(zeros_t, 1)?;
         Ok(Arc::new(LoadedVersion { version, manifest_json, created, metrics_json, detector, worker }))
     }
 

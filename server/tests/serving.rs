@@ -1,14 +1,10 @@
 //! The server binary at start: it refuses to serve what it cannot verify, and says why.
 //! (Serving itself is tested end to end in `tests/tests/e2e.rs`.)
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-fn encoders() -> PathBuf {
-    std::env::var_os("IMAGESEARCH_ENCODERS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/encoders"))
-}
+use imagesearch_tests::encoders;
 
 fn server(args: &[&str], models: &Path) -> (bool, String) {
     let data = tempfile::tempdir().unwrap();

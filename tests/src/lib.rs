@@ -36,6 +36,19 @@ pub fn encoders() -> PathBuf {
     dir
 }
 
+/// The Python of the project's venv (made by `scripts/setup.sh`): `$IMAGESEARCH_PYTHON`, else
+/// `$IMAGESEARCH_HOME/venv/bin/python`, `IMAGESEARCH_HOME` defaulting to `~/.cache/imagesearch`
+/// as in `scripts/env.sh`.
+pub fn venv_python() -> PathBuf {
+    if let Some(python) = std::env::var_os("IMAGESEARCH_PYTHON") {
+        return PathBuf::from(python);
+    }
+    let home = std::env::var_os("IMAGESEARCH_HOME").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(std::env::var_os("HOME").expect("set HOME or IMAGESEARCH_HOME")).join(".cache/imagesearch")
+    });
+    home.join("venv/bin/python")
+}
+
 /// Test photos of the product dataset (the real files).
 pub fn test_photos(n: usize) -> Vec<(String, Vec<u8>)> {
     let dir = shared_data().join("image_search/test_images");
@@ -224,23 +237,62 @@ impl Server {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// What the server wrote to its log so far.
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Client settings for this server: its endpoint, the tests' tokens, a generous deadline.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut cfg = ClientConfig::new(self.endpoint());
+        cfg.admin_token = Some(ADMIN_TOKEN.to_string());
+        cfg.writer_token = Some(WRITER_TOKEN.to_string());
+        cfg.request_timeout = Duration::from_secs(60);
+        cfg
+    }
+
+    /// A client of a server that already serves (one that [`Server::ready_client`] waited
+    /// for), on the caller's runtime; needs no `&mut`, so a shared server can hand out clients.
+    pub async fn client(&self) -> Client {
+        Client::connect(self.client_config())
+            .await
+            .unwrap_or_else(|e| panic!("connecting to {}: {e}\n{}", self.endpoint(), self.log_text()))
+    }
+
+    /// Kills the server, then removes `paths`, when this process exits, however it exits: for
+    /// a server kept in a `static`, which is never dropped. A watchdog shell reads its standard
+    /// input, a pipe that only this process holds open (Rust opens it close-on-exec), until the
+    /// kernel closes it as this process ends (it ignores the Ctrl-C that ends this process).
+    pub fn stop_when_this_process_exits(&self, paths: &[&Path]) {
+        let script = r#"trap '' INT HUP; cat >/dev/null; kill -9 "$1" 2>/dev/null; shift; sleep 1; rm -rf -- "$@""#;
+        let watchdog = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .arg("imagesearch-test-watchdog")
+            .arg(self.child.id().to_string())
+            .args(paths)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting the watchdog shell");
+        // Its standard input must stay open for as long as this process lives.
+        std::mem::forget(watchdog);
+    }
+
     /// Waits until the server reports SERVING (models warm), then connects a client.
     pub async fn ready_client(&mut self) -> Client {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("server exited with {status}:\n{}", fs::read_to_string(&self.log).unwrap_or_default());
+                panic!("server exited with {status}:\n{}", self.log_text());
             }
-            let mut cfg = ClientConfig::new(self.endpoint());
-            cfg.admin_token = Some(ADMIN_TOKEN.to_string());
-            cfg.writer_token = Some(WRITER_TOKEN.to_string());
-            cfg.request_timeout = Duration::from_secs(60);
-            if let Ok(c) = Client::connect(cfg).await {
+            if let Ok(c) = Client::connect(self.client_config()).await {
                 if c.health("").await.ok() == Some(1) {
                     return c;
                 }
             }
-            assert!(Instant::now() < deadline, "server not ready:\n{}", fs::read_to_string(&self.log).unwrap_or_default());
+            assert!(Instant::now() < deadline, "server not ready:\n{}", self.log_text());
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }

@@ -112,18 +112,37 @@ pub fn rank_queries(
     let sims = to_vec(&txt.matmul(&img.tr()))?;
     let n = candidates.len();
     let index: HashMap<&str, usize> = candidates.iter().enumerate().map(|(i, c)| (c.as_str(), i)).collect();
-    let cal = scorer.manifest.calibration;
-    let mut ranks = Vec::with_capacity(queries.len());
-    let mut rankings = Vec::with_capacity(queries.len());
-    for (qi, q) in queries.iter().enumerate() {
-        let row = &sims[qi * n..(qi + 1) * n];
-        let rank = index.get(q.image.as_str()).map(|&own| metrics::rank_of(row, own)).unwrap_or(n + 1);
-        ranks.push(rank);
-        let mut order: Vec<usize> = (0..n).collect();
-        order.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
-        rankings.push(order.into_iter().map(|i| (i, cal.apply(f64::from(row[i])))).collect());
+    // Each query's own-photo rank from its raw cosine row (ties count against it).
+    let ranks: Vec<usize> = queries
+        .iter()
+        .enumerate()
+        .map(|(qi, q)| {
+            let row = &sims[qi * n..(qi + 1) * n];
+            index.get(q.image.as_str()).map(|&own| metrics::rank_of(row, own)).unwrap_or(n + 1)
+        })
+        .collect();
+    Ok((ranks, full_rankings(scorer, &txt, &img, queries.len(), n)?))
+}
+
+/// Every query's full calibrated ranking of the `n` gallery rows through the scorer's one
+/// ranking ([`Scorer::rank`]): (row, calibrated score), best first.
+fn full_rankings(
+    scorer: &Scorer,
+    queries: &Tensor,
+    gallery: &Tensor,
+    q: usize,
+    n: usize,
+) -> Result<Vec<Vec<(usize, f64)>>, ModelError> {
+    if q == 0 || n == 0 {
+        return Ok(vec![Vec::new(); q]);
     }
-    Ok((ranks, rankings))
+    let (scores, rows) = scorer.rank(queries, gallery, n as i64);
+    let k = rows.size().get(1).copied().unwrap_or(0) as usize;
+    let scores = to_vec(&scores)?;
+    let rows = Vec::<i64>::try_from(rows.contiguous().view([-1]))?;
+    Ok((0..q)
+        .map(|qi| (qi * k..(qi + 1) * k).map(|j| (rows[j] as usize, f64::from(scores[j]))).collect())
+        .collect())
 }
 
 fn tau(

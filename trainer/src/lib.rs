@@ -11,6 +11,7 @@ pub mod head;
 pub mod labels;
 pub mod metrics;
 pub mod pipeline;
+pub mod progress;
 pub mod report;
 pub mod split;
 pub mod tables;

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use imagesearch_model::ImageViews;
 use imagesearch_trainer::dataset::DataPaths;
 use imagesearch_trainer::detector::{summary_line, DetectorConfig};
 use imagesearch_trainer::evaluate::metrics_table;
@@ -145,8 +146,8 @@ struct EvalArgs {
     json: bool,
     /// Photo vectors as the server makes them: both (photo and mirror image, as trained) or
     /// original (half the encoder cost) — to measure what `imagesearch-server --image-views` costs.
-    #[arg(long, default_value = "both")]
-    image_views: imagesearch_model::ImageViews,
+    #[arg(long, value_enum, default_value_t = ImageViews::Both)]
+    image_views: ImageViews,
 }
 
 /// A count flag with a lower bound.

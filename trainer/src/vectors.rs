@@ -11,11 +11,12 @@ use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use imagesearch_model::preprocess::{self, ImageLimits};
-use imagesearch_model::{ImageEncoder, TextEncoder};
-use indicatif::{ProgressBar, ProgressStyle};
+use imagesearch_model::views::photo_vector;
+use imagesearch_model::{ImageEncoder, ImageViews, TextEncoder};
 use sha2::{Digest, Sha256};
 use tch::Tensor;
 
+use crate::progress::Progress;
 use crate::tables::Problem;
 
 /// A cache key: sha256 of the content.
@@ -144,16 +145,6 @@ impl VectorCache {
     }
 }
 
-fn progress(len: usize, what: &str) -> ProgressBar {
-    let bar = ProgressBar::new(len as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{msg:>14} [{elapsed_precise}] {wide_bar} {pos}/{len} ({per_sec}, eta {eta})")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    bar.set_message(what.to_string());
-    bar
-}
-
 fn rows_of(t: &Tensor) -> Result<Vec<Vec<f32>>, VectorError> {
     let rows = t.size()[0];
     let dim = t.size()[1] as usize;
@@ -170,9 +161,20 @@ pub struct PhotoVectors {
 }
 
 impl PhotoVectors {
-    /// The serving vector of a photo: mean of both views.
+    /// The serving vector of a photo: mean of both views (as trained).
     pub fn mean(&self) -> Vec<f32> {
-        self.original.iter().zip(&self.mirrored).map(|(a, b)| 0.5 * (a + b)).collect()
+        self.serving(ImageViews::Both)
+    }
+
+    /// The photo's vector as the server makes it with `--image-views views`: the mean of
+    /// those views' vectors ([`photo_vector`], the model crate's one definition).
+    pub fn serving(&self, views: ImageViews) -> Vec<f32> {
+        let rows: Vec<&[f32]> = views
+            .mirrors()
+            .iter()
+            .map(|&mirrored| if mirrored { self.mirrored.as_slice() } else { self.original.as_slice() })
+            .collect();
+        photo_vector(&rows)
     }
 }
 
@@ -206,7 +208,7 @@ pub fn encode_photos(
         keys.iter().filter(|(_, o, m, _)| !cache.contains(o) || !cache.contains(m)).collect();
     let mut encoded = 0;
     if !todo.is_empty() {
-        let bar = progress(todo.len(), "photos");
+        let mut bar = Progress::new(todo.len(), "photos");
         for chunk in todo.chunks(batch_size.max(1)) {
             let mut inputs = Vec::with_capacity(2 * chunk.len());
             let mut batch_keys = Vec::with_capacity(2 * chunk.len());
@@ -236,7 +238,7 @@ pub fn encode_photos(
                 let out = encoder.encode(&refs)?;
                 cache.insert_batch(batch_keys.into_iter().zip(rows_of(&out)?).collect())?;
             }
-            bar.inc(chunk.len() as u64);
+            bar.inc(chunk.len());
         }
         bar.finish();
     }
@@ -262,12 +264,12 @@ pub fn encode_texts(
     // Length-sorted batches pad least (stable sort keeps the order deterministic).
     todo.sort_by_key(|t| t.len());
     if !todo.is_empty() {
-        let bar = progress(todo.len(), "texts");
+        let mut bar = Progress::new(todo.len(), "texts");
         for chunk in todo.chunks(batch_size.max(1)) {
             let refs: Vec<&str> = chunk.iter().map(|s| s.as_str()).collect();
             let out = encoder.encode(&refs)?;
             cache.insert_batch(chunk.iter().map(|t| text_key(t)).zip(rows_of(&out)?).collect())?;
-            bar.inc(chunk.len() as u64);
+            bar.inc(chunk.len());
         }
         bar.finish();
     }

@@ -4,21 +4,12 @@
 
 use std::collections::HashSet;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use imagesearch_model::{ModelRepository, Scorer, ScorerManifest};
+use imagesearch_tests::encoders;
 use tch::{Device, Kind, Tensor};
-
-
-fn encoders() -> PathBuf {
-    let dir = std::env::var_os("IMAGESEARCH_ENCODERS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/encoders"));
-    assert!(dir.join("minilm-l6-v2/manifest.json").is_file(), "encoders missing in {}: run scripts/setup.sh", dir.display());
-    dir
-}
-
 
 /// `imagesearch-train <args>` on the data, models and cache under `root`, on the CPU.
 fn trainer(args: &[&str], root: &Path) -> Command {

@@ -4,13 +4,15 @@
 //! text + text tower + product with the gallery's embeddings + top-k. Prints JSON.
 
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Instant;
 
 use anyhow::Context;
 use clap::Parser;
 use imagesearch_model::preprocess::{decode, to_input};
 use imagesearch_model::{ImageEncoder, ImageLimits, ModelRepository, Scorer, TextEncoder};
-use tch::{Kind, Tensor};
+use imagesearch_model::device::DeviceChoice;
+use tch::Tensor;
 
 #[derive(Parser)]
 struct Args {
@@ -25,8 +27,9 @@ struct Args {
     /// Test queries (separator `|`).
     #[arg(long, default_value = "../shared/data/image_search/test_queries.csv")]
     queries: PathBuf,
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu", value_parser = DeviceChoice::from_str)]
+    device: DeviceChoice,
     /// Requests timed per configuration.
     #[arg(long, default_value_t = 64)]
     requests: usize,
@@ -34,7 +37,7 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let a = Args::parse();
-    let device = imagesearch_model::device::parse_device(&a.device).map_err(anyhow::Error::msg)?;
+    let device = a.device.device();
     let repo = ModelRepository::new(&a.models);
     let version = match a.version {
         Some(v) => v,
@@ -67,13 +70,12 @@ fn main() -> anyhow::Result<()> {
             .collect();
         let views: Vec<&[f32]> = inputs.iter().map(Vec::as_slice).collect();
         let out = image.encode(&views)?;
-        Ok(out.view([batch.len() as i64, 2, -1]).mean_dim([1i64].as_slice(), false, Kind::Float))
+        Ok(imagesearch_model::views::photo_vectors(&out, 2))
     };
 
     // The gallery for Search: every photo encoded once, projected by the image tower.
     let all: Vec<&Vec<u8>> = photos.iter().collect();
     let gallery = scorer.embed_images(&image_vectors(&all)?)?;
-    let cal = scorer.manifest.calibration;
 
     let mut results = serde_json::Map::new();
     for batch in [1usize, 8] {
@@ -102,8 +104,7 @@ fn main() -> anyhow::Result<()> {
             for i in (0..n).step_by(batch) {
                 let texts: Vec<&str> = (i..i + batch).map(|j| queries[j % queries.len()].as_str()).collect();
                 let te = scorer.embed_texts(&text.encode(&texts)?)?;
-                let scores = ((te.matmul(&gallery.tr())) * cal.a + cal.b).sigmoid();
-                let (_, idx) = scores.topk(5, 1, true, true);
+                let (_, idx) = scorer.rank(&te, &gallery, 5);
                 assert_eq!(idx.size(), [batch as i64, 5]);
             }
             if timed {

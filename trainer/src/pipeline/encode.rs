@@ -1,0 +1,137 @@
+//! Encoder vectors for the jobs: the two TorchScript encoders with their vector caches, timed
+//! encoding passes (the manifest's `photo_encoding` and `text_encoding`), and the training
+//! job's step that encodes every photo and text it needs.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use imagesearch_model::{ImageEncoder, TextEncoder};
+
+use super::select::Selection;
+use super::{CommonConfig, PipelineError, ProblemGate};
+use crate::dataset::{DataPaths, Dataset};
+use crate::tables::Problem;
+use crate::vectors::{self, PhotoVectors, VectorCache, VectorError};
+
+/// The image and text encoders of a run, each with its vector cache.
+pub(super) struct Encoders {
+    pub image: ImageEncoder,
+    pub text: TextEncoder,
+    pub image_cache: VectorCache,
+    pub text_cache: VectorCache,
+}
+
+impl Encoders {
+    /// Loads the configured encoders and opens their caches.
+    pub fn load(c: &CommonConfig) -> Result<Self, PipelineError> {
+        let image = ImageEncoder::load(&c.encoders.join(&c.image_encoder), c.device)?;
+        let text = TextEncoder::load(&c.encoders.join(&c.text_encoder), c.device)?;
+        let image_cache = VectorCache::open(&c.cache_dir, image.manifest.sha256(), image.manifest.output_dim as usize)?;
+        let text_cache = VectorCache::open(&c.cache_dir, text.manifest.sha256(), text.manifest.output_dim as usize)?;
+        Ok(Encoders { image, text, image_cache, text_cache })
+    }
+}
+
+/// Throughput of one encoding pass (`per_second` is None when everything came from the cache).
+#[derive(serde::Serialize, Clone, Debug)]
+pub struct Pass {
+    /// Photos or distinct texts that had to be encoded.
+    pub encoded: usize,
+    pub seconds: f64,
+    pub per_second: Option<f64>,
+}
+
+fn timed<T>(f: impl FnOnce() -> Result<(T, usize), VectorError>) -> Result<(T, Pass), PipelineError> {
+    let t = Instant::now();
+    let (out, encoded) = f()?;
+    let seconds = t.elapsed().as_secs_f64();
+    let per_second = (encoded > 0).then(|| encoded as f64 / seconds);
+    Ok((out, Pass { encoded, seconds, per_second }))
+}
+
+/// Both views of each photo, by name; photos that cannot be read or decoded become problems.
+pub(super) fn encode_photos(
+    enc: &mut Encoders,
+    c: &CommonConfig,
+    photos: &[(String, PathBuf)],
+    problems: &mut Vec<Problem>,
+) -> Result<(HashMap<String, PhotoVectors>, Pass), PipelineError> {
+    timed(|| vectors::encode_photos(&enc.image, &mut enc.image_cache, photos, c.image_batch, problems))
+}
+
+/// The vector of each text.
+pub(super) fn encode_texts(
+    enc: &mut Encoders,
+    c: &CommonConfig,
+    texts: &[String],
+) -> Result<(HashMap<String, Vec<f32>>, Pass), PipelineError> {
+    timed(|| vectors::encode_texts(&enc.text, &mut enc.text_cache, texts, c.text_batch))
+}
+
+/// Leaves out test photos that could not be encoded (skipped bad photos) and their queries.
+pub(super) fn drop_unencoded_test_photos(data: &mut Dataset, photos: &HashMap<String, PhotoVectors>) {
+    data.test_images.retain(|p| photos.contains_key(p));
+    data.test_queries.retain(|q| photos.contains_key(&q.image));
+}
+
+/// The sha256 of each data file a version is trained from, by file name.
+pub(super) fn data_hashes(paths: &DataPaths) -> Result<BTreeMap<String, String>, PipelineError> {
+    let mut out = BTreeMap::new();
+    for f in paths.files() {
+        if f.is_file() {
+            let name = f.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+            out.insert(name, imagesearch_model::hashing::sha256_file(&f)?);
+        }
+    }
+    Ok(out)
+}
+
+/// What the training job's encoding step produced.
+pub(super) struct TrainingVectors {
+    /// Both views of every photo that could be encoded.
+    pub photos: HashMap<String, PhotoVectors>,
+    /// Each of those photos' serving vector (mean of both views, as trained and served).
+    pub serving: HashMap<String, Vec<f32>>,
+    /// The vector of every caption, judged query and test query.
+    pub texts: HashMap<String, Vec<f32>>,
+    pub photo_pass: Pass,
+    pub text_pass: Pass,
+}
+
+/// Step: encodes (or finds in the cache) every photo the run needs — the scorer's captioned
+/// photos, the child detector's extra ones, the judged and the test photos — and every text:
+/// their captions, the judged queries and the test queries. Test photos that cannot be
+/// encoded are dropped with their queries (when bad photos are skipped).
+pub(super) fn encode_for_training(
+    enc: &mut Encoders,
+    c: &CommonConfig,
+    sel: &Selection,
+    data: &mut Dataset,
+    gate: &mut ProblemGate,
+) -> Result<TrainingVectors, PipelineError> {
+    let mut photo_list: Vec<(String, PathBuf)> =
+        sel.flickr_photos.iter().map(|p| (p.clone(), c.paths.flickr_photo(p))).collect();
+    {
+        let scorer_side: HashSet<&str> = sel.flickr_photos.iter().map(String::as_str).collect();
+        photo_list.extend(
+            sel.detector_flickr
+                .iter()
+                .filter(|p| !scorer_side.contains(p.as_str()))
+                .map(|p| (p.clone(), c.paths.flickr_photo(p))),
+        );
+    }
+    photo_list.extend(sel.judged_photos.iter().map(|p| (p.to_string(), c.paths.train_photo(p))));
+    photo_list.extend(data.test_images.iter().map(|p| (p.clone(), c.paths.test_photo(p))));
+    let (photos, photo_pass) = encode_photos(enc, c, &photo_list, &mut data.problems)?;
+    gate.check(&data.problems)?;
+    drop_unencoded_test_photos(data, &photos);
+
+    let mut text_list: Vec<String> =
+        sel.flickr_photos.iter().flat_map(|p| data.captions[p].iter().map(|cap| cap.text.clone())).collect();
+    text_list.extend(data.judged.iter().map(|p| p.text.clone()));
+    text_list.extend(data.test_queries.iter().map(|q| q.text.clone()));
+    let (texts, text_pass) = encode_texts(enc, c, &text_list)?;
+    let serving = photos.iter().map(|(k, v)| (k.clone(), v.mean())).collect();
+    Ok(TrainingVectors { photos, serving, texts, photo_pass, text_pass })
+}

@@ -1,0 +1,123 @@
+//! Evaluation through the saved artifact: the training job's step that loads the staged
+//! version back and evaluates it, and the `eval` job (the metrics of an existing version,
+//! optionally on other queries or with the photo vectors of `--image-views original`).
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::path::PathBuf;
+
+use imagesearch_model::{ImageViews, ModelRepository, Scorer};
+use tracing::warn;
+
+use super::encode::{drop_unencoded_test_photos, encode_photos, encode_texts, Encoders, TrainingVectors};
+use super::fit::Calibrated;
+use super::select::Selection;
+use super::version::Draft;
+use super::{CommonConfig, PipelineError, ProblemGate, TrainConfig};
+use crate::dataset::{queries_on_test_photos, Dataset};
+use crate::evaluate::{self, Evaluation, Metrics};
+use crate::labels::Aggregation;
+use crate::{split, tables};
+
+/// Step: saves the draft's manifest, loads the staged version back and evaluates it through
+/// its traced modules; the metrics go into the manifest.
+pub(super) fn evaluate_staged(
+    draft: &mut Draft,
+    cfg: &TrainConfig,
+    data: &Dataset,
+    sel: &Selection,
+    vectors: &TrainingVectors,
+    calibrated: &Calibrated,
+) -> Result<Evaluation, PipelineError> {
+    draft.save()?;
+    let scorer = Scorer::load(&draft.staged.dir, cfg.common.device)?;
+    let evaluation = evaluate::evaluate(
+        &scorer,
+        &vectors.serving,
+        &vectors.texts,
+        &data.test_images,
+        &data.test_queries,
+        &data.judged,
+        &sel.heldout,
+        calibrated.target_mean,
+        cfg.head.seed,
+    )?;
+    draft.manifest.metrics = serde_json::to_value(&evaluation.metrics)?;
+    Ok(evaluation)
+}
+
+/// Evaluates an existing version (default: the newest); `queries` replaces the test queries
+/// (same format), and `views` makes the photo vectors as `imagesearch-server --image-views`
+/// would.
+pub fn eval(
+    c: &CommonConfig,
+    version: Option<u32>,
+    queries: Option<PathBuf>,
+    views: ImageViews,
+) -> Result<(u32, Metrics), PipelineError> {
+    let repo = ModelRepository::new(&c.models);
+    let available = repo.versions()?;
+    let version = match version {
+        Some(v) if available.contains(&v) => v,
+        Some(v) => return Err(PipelineError::UnknownVersion { version: v, available }),
+        None => *available
+            .last()
+            .ok_or_else(|| PipelineError::NoData(format!("no scorer version in {}", repo.scorer_root().display())))?,
+    };
+    let scorer = Scorer::load(&repo.version_dir(version), c.device)?;
+    let mut enc = Encoders::load(c)?;
+    scorer.manifest.check_encoders(&enc.image.manifest, &enc.text.manifest)?;
+    let method: Aggregation = serde_json::from_value(serde_json::Value::String(scorer.manifest.aggregation.clone()))
+        .unwrap_or(Aggregation::Pooled);
+    let hp = &scorer.manifest.hyperparameters;
+    let seed = hp["head"]["seed"].as_u64().unwrap_or(42);
+    let fraction = hp["holdout_fraction"].as_f64().unwrap_or(0.2);
+    let mut gate = ProblemGate::new(c.skip_bad_rows);
+    let mut data = Dataset::load(c.paths.clone(), method, false)?;
+    if let Some(file) = queries {
+        let q = tables::read_test_queries(&file, &mut data.problems)?;
+        data.test_queries = queries_on_test_photos(q, &data.test_images, &file, &mut data.problems);
+    }
+    gate.check(&data.problems)?;
+    // The held-out photos are the ones the version was evaluated on at training time, so
+    // calibration photos can never leak into held-out metrics even if the data changed.
+    let heldout: HashSet<String> = match scorer.manifest.training["heldout_photo_list"].as_array() {
+        Some(list) => list.iter().filter_map(|v| v.as_str().map(String::from)).collect(),
+        None => {
+            warn!("version {version} does not list its held-out photos; recomputing the split from seed {seed}");
+            split::holdout(data.judged.iter().map(|p| p.image.as_str()), fraction, seed)
+        }
+    };
+    let judged_photos: BTreeSet<&str> = data.judged.iter().map(|p| p.image.as_str()).collect();
+    let mut photo_list: Vec<(String, PathBuf)> =
+        judged_photos.iter().map(|p| (p.to_string(), c.paths.train_photo(p))).collect();
+    photo_list.extend(data.test_images.iter().map(|p| (p.clone(), c.paths.test_photo(p))));
+    let (photos, _) = encode_photos(&mut enc, c, &photo_list, &mut data.problems)?;
+    gate.check(&data.problems)?;
+    drop_unencoded_test_photos(&mut data, &photos);
+    let mut text_list: Vec<String> = data.judged.iter().map(|p| p.text.clone()).collect();
+    text_list.extend(data.test_queries.iter().map(|q| q.text.clone()));
+    let (texts, _) = encode_texts(&mut enc, c, &text_list)?;
+    // The photo vectors as the server would make them (`--image-views`).
+    let serving: HashMap<String, Vec<f32>> = photos.iter().map(|(k, v)| (k.clone(), v.serving(views))).collect();
+    let calib_mean = {
+        let t: Vec<f64> = data
+            .judged
+            .iter()
+            .filter(|p| !heldout.contains(&p.image) && !data.excluded(&p.image, &p.text))
+            .map(|p| p.target)
+            .collect();
+        crate::metrics::mean(&t)
+    };
+    let evaluation = evaluate::evaluate(
+        &scorer,
+        &serving,
+        &texts,
+        &data.test_images,
+        &data.test_queries,
+        &data.judged,
+        &heldout,
+        calib_mean,
+        seed,
+    )?;
+    Ok((version, evaluation.metrics))
+}

@@ -1,0 +1,153 @@
+//! Fitting the scorer: the training tensors built from the captioned photos the law allows, the
+//! ensemble's members trained contrastively on them (early stopping on the validation
+//! photos), then the two calibration parameters fitted on the judged pairs of the training
+//! photos.
+
+use std::collections::HashSet;
+
+use imagesearch_model::Calibration;
+use tch::{Device, Tensor};
+use tracing::info;
+
+use super::encode::TrainingVectors;
+use super::select::Selection;
+use super::{PipelineError, TrainConfig};
+use crate::dataset::Dataset;
+use crate::evaluate::stack;
+use crate::head::{self, EpochLog, Ensemble, TrainSet, ValSet};
+
+/// The head's training and validation data as tensors.
+pub(super) struct TrainingTensors {
+    photos_original: Tensor,
+    photos_mirrored: Tensor,
+    captions: Tensor,
+    /// (photo row, caption row) positives.
+    pairs: Vec<(i64, i64)>,
+    val_photos: Tensor,
+    val_captions: Tensor,
+    val_caption_photo: Vec<i64>,
+    /// Training photos (rows of the photo tensors).
+    pub train_photos: usize,
+    /// Validation photos.
+    pub val_photo_count: usize,
+}
+
+impl TrainingTensors {
+    /// Training (photo, caption) positives.
+    pub fn train_pairs(&self) -> usize {
+        self.pairs.len()
+    }
+}
+
+/// Step: the training tensors — both views of each training photo, their captions and the
+/// positive pairs — and the validation tensors (photos' serving vectors, captions and the row
+/// of each caption's photo). Photos that could not be encoded are left out.
+pub(super) fn training_tensors(data: &Dataset, sel: &Selection, v: &TrainingVectors) -> TrainingTensors {
+    let (photos, texts) = (&v.photos, &v.texts);
+    let usable: Vec<&String> = sel.flickr_photos.iter().filter(|p| photos.contains_key(*p)).collect();
+    let (train_photos, val_photos): (Vec<&String>, Vec<&String>) =
+        usable.into_iter().partition(|p| !sel.val_set.contains(p.as_str()));
+    let mut captions_rows: Vec<&[f32]> = Vec::new();
+    let mut pairs = Vec::new();
+    for (i, p) in train_photos.iter().enumerate() {
+        for cap in &data.captions[*p] {
+            if let Some(t) = texts.get(&cap.text) {
+                pairs.push((i as i64, captions_rows.len() as i64));
+                captions_rows.push(t);
+            }
+        }
+    }
+    let photos_original = stack(&train_photos.iter().map(|p| photos[*p].original.as_slice()).collect::<Vec<_>>());
+    let photos_mirrored = stack(&train_photos.iter().map(|p| photos[*p].mirrored.as_slice()).collect::<Vec<_>>());
+    let captions = stack(&captions_rows);
+    let mut val_caps: Vec<&[f32]> = Vec::new();
+    let mut val_caption_photo = Vec::new();
+    for (i, p) in val_photos.iter().enumerate() {
+        for cap in &data.captions[*p] {
+            if let Some(t) = texts.get(&cap.text) {
+                val_caps.push(t);
+                val_caption_photo.push(i as i64);
+            }
+        }
+    }
+    let val_photo_t = stack(&val_photos.iter().map(|p| v.serving[*p].as_slice()).collect::<Vec<_>>());
+    TrainingTensors {
+        photos_original,
+        photos_mirrored,
+        captions,
+        pairs,
+        val_photos: val_photo_t,
+        val_captions: stack(&val_caps),
+        val_caption_photo,
+        train_photos: train_photos.len(),
+        val_photo_count: val_photos.len(),
+    }
+}
+
+/// Step: trains the ensemble's members one after the other (each logs its epochs); returns
+/// the ensemble and every member's epoch log.
+pub(super) fn train_members(cfg: &TrainConfig, t: &TrainingTensors) -> Result<(Ensemble, Vec<EpochLog>), PipelineError> {
+    let train_set = TrainSet {
+        photos_original: &t.photos_original,
+        photos_mirrored: &t.photos_mirrored,
+        captions: &t.captions,
+        pairs: &t.pairs,
+    };
+    let val = ValSet { photos: &t.val_photos, captions: &t.val_captions, caption_photo: &t.val_caption_photo };
+    info!("training {} members on {} pairs ({} photos)", cfg.head.members, t.pairs.len(), t.train_photos);
+    let mut members = Vec::new();
+    let mut logs: Vec<EpochLog> = Vec::new();
+    for m in 0..cfg.head.members {
+        let (member, log) = head::train_member(&cfg.head, m, &train_set, &val, cfg.common.device, &mut |e| {
+            info!(
+                "member {} epoch {:>2}: train loss {:.4}, val loss {:.4}, val R@1 {:.3}, mean recall {:.3}",
+                e.member, e.epoch, e.train_loss, e.val_loss, e.val_r1, e.val_mean_recall
+            )
+        })?;
+        members.push(member);
+        logs.extend(log);
+    }
+    Ok((Ensemble { members }, logs))
+}
+
+/// The fitted calibration and what it was fitted on.
+pub(super) struct Calibrated {
+    pub calibration: Calibration,
+    /// Judged pairs it was fitted on.
+    pub pairs: usize,
+    /// Mean target of those pairs (the baseline prediction of the RMSE).
+    pub target_mean: f64,
+}
+
+/// Step: fits the calibration on the judged pairs of the training photos that the law allows
+/// (held-out photos and excluded pairs never take part).
+pub(super) fn calibrate(
+    ensemble: &Ensemble,
+    device: Device,
+    data: &Dataset,
+    heldout: &HashSet<String>,
+    v: &TrainingVectors,
+) -> Result<Calibrated, PipelineError> {
+    let (serving, texts) = (&v.serving, &v.texts);
+    let calib: Vec<_> = data
+        .judged
+        .iter()
+        .filter(|p| !heldout.contains(&p.image) && !data.excluded(&p.image, &p.text))
+        .filter(|p| serving.contains_key(&p.image) && texts.contains_key(&p.text))
+        .collect();
+    let (cos, target): (Vec<f64>, Vec<f64>) = tch::no_grad(|| {
+        let iv = stack(&calib.iter().map(|p| serving[&p.image].as_slice()).collect::<Vec<_>>());
+        let tv = stack(&calib.iter().map(|p| texts[&p.text].as_slice()).collect::<Vec<_>>());
+        let cos = (ensemble.embed_images(&iv.to_device(device)) * ensemble.embed_texts(&tv.to_device(device)))
+            .sum_dim_intlist([-1i64].as_slice(), false, tch::Kind::Float)
+            .to_device(Device::Cpu);
+        let cos: Vec<f32> = Vec::try_from(cos).unwrap_or_default();
+        (cos.into_iter().map(f64::from).collect(), calib.iter().map(|p| p.target).collect())
+    });
+    if cos.is_empty() {
+        return Err(PipelineError::NoData("no judged training pairs to calibrate on".into()));
+    }
+    let calibration = head::fit_calibration(&cos, &target);
+    info!("calibration on {} judged pairs: a = {:.3}, b = {:.3}", calib.len(), calibration.a, calibration.b);
+    Ok(Calibrated { calibration, pairs: calib.len(), target_mean: crate::metrics::mean(&target) })
+}

@@ -1,0 +1,175 @@
+//! The trainer's two jobs, end to end: [`train`] (data → vectors → head → calibrated, traced,
+//! evaluated and reported version) and [`eval`] (metrics of an existing version).
+//!
+//! This module owns the jobs' settings, their errors and the order of `train`'s steps; each
+//! step lives in a submodule: `select` (the law's exclusions and the splits), `encode`
+//! (encoder vectors, cached), `fit` (the ensemble and its calibration), `version` (the new
+//! version's files, manifest and report) and `eval` (evaluation through the saved artifact).
+
+mod encode;
+mod eval;
+mod fit;
+mod select;
+mod version;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use imagesearch_model::{DetectorInfo, ModelError};
+use tch::Device;
+use tracing::warn;
+
+use crate::dataset::{DataPaths, Dataset};
+use crate::detector::DetectorConfig;
+use crate::evaluate::Metrics;
+use crate::head::HeadConfig;
+use crate::labels::Aggregation;
+use crate::tables::{Problem, TableError};
+use crate::vectors::VectorError;
+
+pub use encode::Pass;
+pub use eval::eval;
+pub use version::{Hyperparameters, TrainingSummary};
+
+/// Everything that can stop a training or evaluation run.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Table(#[from] TableError),
+    #[error(transparent)]
+    Vector(#[from] VectorError),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
+    #[error("{count} bad rows or photos (listed above); fix them or pass --skip-bad-rows")]
+    BadRows { count: usize },
+    #[error("no data: {0}")]
+    NoData(String),
+    #[error("scorer version {version} not found (available: {available:?})")]
+    UnknownVersion { version: u32, available: Vec<u32> },
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("manifest JSON: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// Settings shared by `train` and `eval`.
+#[derive(Clone, Debug)]
+pub struct CommonConfig {
+    pub paths: DataPaths,
+    pub models: PathBuf,
+    pub encoders: PathBuf,
+    pub image_encoder: String,
+    pub text_encoder: String,
+    pub cache_dir: PathBuf,
+    pub device: Device,
+    pub skip_bad_rows: bool,
+    pub image_batch: usize,
+    pub text_batch: usize,
+}
+
+/// Settings of `train`.
+#[derive(Clone, Debug)]
+pub struct TrainConfig {
+    pub common: CommonConfig,
+    pub aggregation: Aggregation,
+    pub holdout_fraction: f64,
+    pub head: HeadConfig,
+    pub val_photos: usize,
+    pub limit_flickr_photos: Option<usize>,
+    pub report_queries: usize,
+    /// The child detector shipped with the version; None trains none.
+    pub detector: Option<DetectorConfig>,
+}
+
+/// What `train` produced.
+pub struct TrainOutcome {
+    pub version: u32,
+    pub dir: PathBuf,
+    pub metrics: Metrics,
+    pub detector: Option<DetectorInfo>,
+}
+
+/// Reports the data problems found so far, each once; stops the run at the first new ones
+/// unless bad rows are to be skipped.
+struct ProblemGate {
+    skip: bool,
+    reported: usize,
+}
+
+impl ProblemGate {
+    fn new(skip: bool) -> Self {
+        ProblemGate { skip, reported: 0 }
+    }
+
+    /// Reports the problems added since the last check; an error when there are any and
+    /// they are not to be skipped.
+    fn check(&mut self, problems: &[Problem]) -> Result<(), PipelineError> {
+        let new = &problems[self.reported.min(problems.len())..];
+        self.reported = problems.len();
+        if new.is_empty() {
+            return Ok(());
+        }
+        for p in new {
+            if self.skip {
+                warn!("skipped: {p}");
+            } else {
+                eprintln!("error: {p}");
+            }
+        }
+        if self.skip {
+            warn!("{} bad rows or photos skipped", new.len());
+            Ok(())
+        } else {
+            Err(PipelineError::BadRows { count: new.len() })
+        }
+    }
+}
+
+/// Step: reads and validates the tables (judged set, test queries and photos, and the
+/// captions when `with_captions`), aggregating the judgments with `method`.
+fn load_tables(
+    c: &CommonConfig,
+    method: Aggregation,
+    with_captions: bool,
+    gate: &mut ProblemGate,
+) -> Result<Dataset, PipelineError> {
+    let data = Dataset::load(c.paths.clone(), method, with_captions)?;
+    gate.check(&data.problems)?;
+    Ok(data)
+}
+
+/// Trains, writes, evaluates and reports a new scorer version.
+pub fn train(cfg: &TrainConfig) -> Result<TrainOutcome, PipelineError> {
+    let started = Instant::now();
+    let c = &cfg.common;
+    let mut gate = ProblemGate::new(c.skip_bad_rows);
+    let mut enc = encode::Encoders::load(c)?;
+    let mut data = load_tables(c, cfg.aggregation, true, &mut gate)?;
+    let selection = select::apply_exclusions(cfg, &data)?;
+    let vectors = encode::encode_for_training(&mut enc, c, &selection, &mut data, &mut gate)?;
+    let encode_seconds = started.elapsed().as_secs_f64();
+
+    let tensors = fit::training_tensors(&data, &selection, &vectors);
+    let train_started = Instant::now();
+    let (mut ensemble, epochs) = fit::train_members(cfg, &tensors)?;
+    let calibrated = fit::calibrate(&ensemble, c.device, &data, &selection.heldout, &vectors)?;
+    let run = version::Run {
+        device: imagesearch_model::device::device_name(c.device),
+        encode_seconds,
+        train_seconds: train_started.elapsed().as_secs_f64(),
+    };
+
+    let training = TrainingSummary::new(&data, &selection, &vectors, &tensors, &calibrated, epochs, run);
+    let mut draft = version::write_modules(cfg, &enc, &mut ensemble, calibrated.calibration, training)?;
+    if let Some(dcfg) = &cfg.detector {
+        let image_dim = enc.image.manifest.output_dim as usize;
+        version::add_child_detector(dcfg, &mut draft, &data, &selection, &vectors.serving, image_dim)?;
+    }
+    let evaluation = eval::evaluate_staged(&mut draft, cfg, &data, &selection, &vectors, &calibrated)?;
+    draft.training.total_seconds = Some(started.elapsed().as_secs_f64());
+    draft.save()?;
+    version::write_report(&draft, &evaluation, &data, cfg)?;
+    draft.publish(evaluation.metrics)
+}

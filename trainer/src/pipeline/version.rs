@@ -1,0 +1,242 @@
+//! A new scorer version, written into its staging directory and then published: the traced
+//! modules, the child detector, the manifest with its typed `hyperparameters` and `training`
+//! sections, and the HTML report.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::time::Instant;
+
+use imagesearch_model::hashing::sha256_file;
+use imagesearch_model::{Calibration, EncoderRef, ModelRepository, ScorerManifest, StagedVersion, DETECTOR_FILE};
+use serde::Serialize;
+use tracing::info;
+
+use super::encode::{data_hashes, Encoders, Pass, TrainingVectors};
+use super::fit::{Calibrated, TrainingTensors};
+use super::select::Selection;
+use super::{PipelineError, TrainConfig, TrainOutcome};
+use crate::artifact;
+use crate::dataset::Dataset;
+use crate::detector::{self, DetectorConfig, Example};
+use crate::evaluate::{Evaluation, Metrics};
+use crate::head::{Ensemble, EpochLog, HeadConfig};
+use crate::report;
+
+/// The manifest's `hyperparameters` section.
+#[derive(Clone, Debug, Serialize)]
+pub struct Hyperparameters<'a> {
+    pub head: &'a HeadConfig,
+    /// None when no child detector was trained.
+    pub child_detector: Option<&'a DetectorConfig>,
+    pub holdout_fraction: f64,
+    pub val_photos: usize,
+    pub limit_flickr_photos: Option<usize>,
+}
+
+impl<'a> Hyperparameters<'a> {
+    /// The hyperparameters of a training run.
+    pub fn of(cfg: &'a TrainConfig) -> Self {
+        Hyperparameters {
+            head: &cfg.head,
+            child_detector: cfg.detector.as_ref(),
+            holdout_fraction: cfg.holdout_fraction,
+            val_photos: cfg.val_photos,
+            limit_flickr_photos: cfg.limit_flickr_photos,
+        }
+    }
+}
+
+/// The manifest's `training` section: data counts, the law's exclusions, the splits, encoder
+/// throughput, the epoch logs and wall times. Field names are the manifest's keys.
+#[derive(Clone, Debug, Serialize)]
+pub struct TrainingSummary {
+    /// Captioned photos before the law's exclusions.
+    pub captioned_photos: usize,
+    /// Captioned photos whose own captions describe a child.
+    pub captioned_photos_excluded_child: usize,
+    pub train_photos: usize,
+    /// Training (photo, caption) pairs.
+    pub train_pairs: usize,
+    pub val_photos: usize,
+    pub judged_pairs: usize,
+    /// Pairs dropped while aggregating, by reason.
+    pub judged_pairs_dropped: BTreeMap<String, usize>,
+    pub judged_pairs_excluded_child: usize,
+    pub judged_photos_child: usize,
+    pub judged_photos_uncaptioned: usize,
+    /// The held-out judged photos (so a later `eval` uses the same ones).
+    pub heldout_photo_list: BTreeSet<String>,
+    pub calibration_pairs: usize,
+    pub heldout_photos: usize,
+    pub bad_rows_skipped: usize,
+    pub photo_encoding: Pass,
+    pub text_encoding: Pass,
+    pub encode_seconds: f64,
+    pub train_seconds: f64,
+    pub epochs: Vec<EpochLog>,
+    pub device: String,
+    /// Set when a child detector was trained.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detector_seconds: Option<f64>,
+    /// Set once the version is evaluated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total_seconds: Option<f64>,
+}
+
+/// Where a run trained and how long its phases took.
+pub(super) struct Run {
+    pub device: String,
+    /// From the start of the run until every vector was ready.
+    pub encode_seconds: f64,
+    /// Training the members and calibrating.
+    pub train_seconds: f64,
+}
+
+impl TrainingSummary {
+    /// The training section of a run, before the detector and the evaluation.
+    pub(super) fn new(
+        data: &Dataset,
+        sel: &Selection,
+        vectors: &TrainingVectors,
+        tensors: &TrainingTensors,
+        calibrated: &Calibrated,
+        epochs: Vec<EpochLog>,
+        run: Run,
+    ) -> Self {
+        let judged_photos = &sel.judged_photos;
+        TrainingSummary {
+            captioned_photos: sel.captioned_all,
+            captioned_photos_excluded_child: sel.captioned_child,
+            train_photos: tensors.train_photos,
+            train_pairs: tensors.train_pairs(),
+            val_photos: tensors.val_photo_count,
+            judged_pairs: data.judged.len(),
+            judged_pairs_dropped: data.judged_dropped.clone(),
+            judged_pairs_excluded_child: data.judged.iter().filter(|p| data.excluded(&p.image, &p.text)).count(),
+            judged_photos_child: judged_photos.iter().filter(|p| data.child_photos.contains_key(p.as_str())).count(),
+            judged_photos_uncaptioned: judged_photos.iter().filter(|p| !data.captioned.contains(p.as_str())).count(),
+            heldout_photo_list: sel.heldout.iter().cloned().collect(),
+            calibration_pairs: calibrated.pairs,
+            heldout_photos: sel.heldout.len(),
+            bad_rows_skipped: data.problems.len(),
+            photo_encoding: vectors.photo_pass.clone(),
+            text_encoding: vectors.text_pass.clone(),
+            encode_seconds: run.encode_seconds,
+            train_seconds: run.train_seconds,
+            epochs,
+            device: run.device,
+            detector_seconds: None,
+            total_seconds: None,
+        }
+    }
+}
+
+/// A version being written: its staging directory, its manifest and the manifest's typed
+/// training section (serialised into the manifest on every save).
+pub(super) struct Draft {
+    pub staged: StagedVersion,
+    pub manifest: ScorerManifest,
+    pub training: TrainingSummary,
+}
+
+impl Draft {
+    /// Writes `manifest.json` into the staging directory, with the current training section.
+    pub fn save(&mut self) -> Result<(), PipelineError> {
+        self.manifest.training = serde_json::to_value(&self.training)?;
+        self.manifest.save(&self.staged.dir)?;
+        Ok(())
+    }
+
+    /// Publishes the staged version (atomic rename) under its number.
+    pub fn publish(self, metrics: Metrics) -> Result<TrainOutcome, PipelineError> {
+        let version = self.staged.version;
+        let dir = self.staged.commit()?;
+        Ok(TrainOutcome { version, dir, metrics, detector: self.manifest.child_detector })
+    }
+}
+
+/// Step: stages a new version, traces the calibrated ensemble into it and drafts its manifest.
+pub(super) fn write_modules(
+    cfg: &TrainConfig,
+    enc: &Encoders,
+    ensemble: &mut Ensemble,
+    calibration: Calibration,
+    training: TrainingSummary,
+) -> Result<Draft, PipelineError> {
+    let c = &cfg.common;
+    let staged = ModelRepository::new(&c.models).stage()?;
+    let files = artifact::write_modules(
+        ensemble,
+        calibration,
+        enc.image.manifest.output_dim,
+        enc.text.manifest.output_dim,
+        &staged.dir,
+    )?;
+    let manifest = ScorerManifest {
+        version: staged.version,
+        created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        git_commit: artifact::git_commit(),
+        image_encoder: EncoderRef::from(&enc.image.manifest),
+        text_encoder: EncoderRef::from(&enc.text.manifest),
+        embedding_dim: cfg.head.dim * cfg.head.members as i64,
+        image_views: "mean of the encoder vectors of the photo and its left-right mirror image".into(),
+        child_detector: None,
+        calibration,
+        files,
+        data: data_hashes(&c.paths)?,
+        aggregation: cfg.aggregation.to_string(),
+        hyperparameters: serde_json::to_value(Hyperparameters::of(cfg))?,
+        training: serde_json::to_value(&training)?,
+        metrics: serde_json::Value::Null,
+    };
+    Ok(Draft { staged, manifest, training })
+}
+
+/// Step: trains the child detector on the photos' serving vectors, labelled by their own
+/// captions — every captioned photo except the scorer's held-out judged photos and the test
+/// photos, which it is only evaluated on — writes it into the draft and describes it in the
+/// manifest.
+pub(super) fn add_child_detector(
+    dcfg: &DetectorConfig,
+    draft: &mut Draft,
+    data: &Dataset,
+    sel: &Selection,
+    serving: &HashMap<String, Vec<f32>>,
+    image_dim: usize,
+) -> Result<(), PipelineError> {
+    let started = Instant::now();
+    let (judged_photos, heldout) = (&sel.judged_photos, &sel.heldout);
+    let label = |p: &str| detector::label_from_captions(data.own_captions.get(p).into_iter().flatten().map(String::as_str));
+    let examples = |list: &mut dyn Iterator<Item = &String>| -> Vec<Example> {
+        list.filter_map(|p| serving.get(p).map(|v| Example { photo: p.clone(), vector: v.clone(), positive: label(p) }))
+            .collect()
+    };
+    let test_set: HashSet<&str> = data.test_images.iter().map(String::as_str).collect();
+    let judged_captioned =
+        || judged_photos.iter().filter(|p| data.captioned.contains(p.as_str()) && !test_set.contains(p.as_str()));
+    let mut pool = examples(&mut sel.detector_flickr.iter());
+    pool.extend(examples(&mut judged_captioned().filter(|p| !heldout.contains(p.as_str()))));
+    let judged_heldout = examples(&mut judged_captioned().filter(|p| heldout.contains(p.as_str())));
+    let test_photos = examples(&mut data.test_images.iter().filter(|p| data.captioned.contains(p.as_str())));
+    info!(
+        "training the child detector on {} captioned photos ({} positive)",
+        pool.len(),
+        pool.iter().filter(|e| e.positive).count()
+    );
+    let trained =
+        detector::train(dcfg, &pool, &[("judged_heldout", &judged_heldout), ("test_photos", &test_photos)], image_dim)?;
+    let path = draft.staged.dir.join(DETECTOR_FILE);
+    let text = serde_json::to_string(&trained.weights).map_err(std::io::Error::other);
+    text.and_then(|t| std::fs::write(&path, t)).map_err(|source| PipelineError::Io { path: path.clone(), source })?;
+    draft.manifest.files.insert(DETECTOR_FILE.to_string(), sha256_file(&path)?);
+    info!("{}", detector::summary_line(&trained.info));
+    draft.manifest.child_detector = Some(trained.info);
+    draft.training.detector_seconds = Some(started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Step: writes `report.html` of the evaluated draft.
+pub(super) fn write_report(draft: &Draft, evaluation: &Evaluation, data: &Dataset, cfg: &TrainConfig) -> Result<(), PipelineError> {
+    let view = report::version_report(&draft.manifest, &draft.training, evaluation, data, cfg.report_queries, cfg.head.seed);
+    let path = draft.staged.dir.join("report.html");
+    std::fs::write(&path, report::render(&view)).map_err(|source| PipelineError::Io { path, source })
+}
