@@ -521,10 +521,10 @@ fn rollout_is_sticky_and_a_failed_load_leaves_serving_untouched() {
     });
 }
 
-/// Photo files the server keeps in its data directory (`photos/<sha256>`; temporary files left
+/// Photo files the server keeps in its data directory (`gallery/photos/<sha256>`; temporary files left
 /// out): the bytes of every stored photo, and of photos staged by an add not yet acknowledged.
 fn photo_files(data_dir: &Path) -> usize {
-    std::fs::read_dir(data_dir.join("photos"))
+    std::fs::read_dir(data_dir.join("gallery").join("photos"))
         .map(|d| d.filter_map(Result::ok).filter(|e| !e.file_name().to_string_lossy().contains('.')).count())
         .unwrap_or(0)
 }
@@ -682,5 +682,5 @@ fn one_view_serving_scores_and_searches() {
         assert_eq!(c.search("a dog", Some("US"), 3).await.unwrap().hits.len(), 3);
     });
     let bad = std::process::Command::new(bin("imagesearch-server")).args(["--image-views", "mirror", "--check"]).output().unwrap();
-    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("use both or original"));
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("possible values: both, original"));
 }
