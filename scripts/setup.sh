@@ -79,3 +79,6 @@ log "cargo configured (LIBTORCH=$LIBTORCH)"
 # 4. The model repository's encoders: a link to the exported ones (models/ is not committed).
 mkdir -p "$ROOT/models"
 ln -sfn "$ENCODERS" "$ROOT/models/encoders"
+
+# 5. PostgreSQL + pgvector for the PostgreSQL gallery store (`--store postgres`) and its tests.
+bash "$ROOT/scripts/setup_postgres.sh"

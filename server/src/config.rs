@@ -13,6 +13,8 @@ use imagesearch_model::device::DeviceChoice;
 #[derive(Parser, Debug, Clone)]
 #[command(name = "imagesearch-server", version)]
 pub struct Config {
+    #[command(subcommand)]
+    pub command: Option<Command>,
     /// Address of the gRPC API.
     #[arg(long, env = "IMAGESEARCH_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
@@ -22,9 +24,19 @@ pub struct Config {
     /// Model repository (encoders/ and scorer/<version>/).
     #[arg(long, env = "IMAGESEARCH_MODELS", default_value = "models")]
     pub models: PathBuf,
-    /// Where the gallery and the rollout are kept.
+    /// Where the gallery (with --store local) and the rollout are kept.
     #[arg(long, env = "IMAGESEARCH_DATA_DIR", default_value = "var/server")]
     pub data_dir: PathBuf,
+    /// Where the gallery lives: local (a log and files under --data-dir, one server) or
+    /// postgres (PostgreSQL + pgvector at --database-url).
+    #[arg(long, env = "IMAGESEARCH_STORE", value_enum, default_value_t = StoreKind::Local)]
+    pub store: StoreKind,
+    /// PostgreSQL URL of the gallery with --store postgres (`postgres://user:pass@host:5432/db`).
+    #[arg(long, env = "IMAGESEARCH_DATABASE_URL", hide_env_values = true, required_if_eq("store", "postgres"))]
+    pub database_url: Option<String>,
+    /// Longest connect or statement on the gallery database, in seconds.
+    #[arg(long, env = "IMAGESEARCH_DATABASE_TIMEOUT_S", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub database_timeout_s: u64,
     /// Scorer versions to load at start, comma separated; default the newest.
     #[arg(long, env = "IMAGESEARCH_VERSIONS", value_delimiter = ',')]
     pub versions: Vec<u32>,
@@ -141,6 +153,33 @@ pub struct Config {
     pub check: bool,
 }
 
+/// What to do instead of serving.
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum Command {
+    /// Copies a local gallery (its photos, flags, reviews and vectors) into an empty PostgreSQL
+    /// gallery and checks that the counts match; the server must not be running on either.
+    MigrateGallery {
+        /// The local gallery: the server's --data-dir (its `gallery/` directory is read).
+        #[arg(long)]
+        from: PathBuf,
+        /// The PostgreSQL URL of the target gallery.
+        #[arg(long, env = "IMAGESEARCH_MIGRATE_TO", hide_env_values = true)]
+        to: String,
+        /// Photos per transaction.
+        #[arg(long, default_value_t = 256)]
+        batch: usize,
+    },
+}
+
+/// Which gallery store the server uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum StoreKind {
+    /// The embedded store: a write-ahead log and content-addressed files under --data-dir.
+    Local,
+    /// PostgreSQL + pgvector at --database-url.
+    Postgres,
+}
+
 /// Where the metrics endpoint listens, if anywhere.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MetricsListen {
@@ -209,6 +248,9 @@ mod tests {
         assert!(c.restricted_regions.is_restricted(Some("DE")).unwrap());
         assert_eq!(c.image_views, imagesearch_model::ImageViews::Original);
         assert_eq!(parse(&["--metrics-listen", "127.0.0.1:9"]).unwrap().metrics_listen.to_string(), "127.0.0.1:9");
+        assert!(parse(&["--store", "postgres"]).is_err(), "postgres without a URL");
+        let pg = parse(&["--store", "postgres", "--database-url", "postgres://u@127.0.0.1:5/g"]).unwrap();
+        assert_eq!(pg.store, StoreKind::Postgres);
         for bad in [&["--metrics-listen", "of"][..], &["--device", "gpu"], &["--restricted-regions", "DEU"], &["--image-views", "mirror"]] {
             assert!(parse(bad).is_err(), "{bad:?} accepted");
         }

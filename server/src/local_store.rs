@@ -4,34 +4,16 @@
 //! returns. A `kill -9` at any moment loses nothing that was acknowledged and leaves nothing
 //! corrupt; a full disk refuses the write (RESOURCE_EXHAUSTED) and leaves the log as it was.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use crate::error::ServeError;
-use crate::gallery::{captions_describe_child, merge_evidence, NewPhoto, PhotoMeta, PhotoStore, Review, StoreStats, Upserted};
+use crate::gallery::{NewPhoto, PhotoMeta, PhotoStore, Review, StoreStats, Upserted};
+use crate::gallery_state::{bump, State};
 use crate::wal::{is_disk_full, Flag, Log, Record};
-
-/// What is known of some bytes: a flag and, for a review, who and why.
-#[derive(Clone, Debug)]
-struct Known {
-    flag: Flag,
-    by: String,
-    note: String,
-}
-
-#[derive(Default)]
-struct State {
-    photos: HashMap<Arc<str>, PhotoMeta>,
-    /// What is known of bytes by content hash (outlives the photos that raised it).
-    content: HashMap<[u8; 32], Known>,
-    /// Live photos per content hash (a file is deleted when no photo and no stage holds it).
-    holders: HashMap<[u8; 32], HashSet<Arc<str>>>,
-    /// Staged, not yet committed bytes per content hash.
-    staged: HashMap<[u8; 32], usize>,
-}
 
 struct Inner {
     /// Held for the store's life: one server per data directory.
@@ -55,115 +37,6 @@ fn io_error(path: &Path, e: &std::io::Error) -> ServeError {
     } else {
         tracing::error!(path = %path.display(), error = %e, "gallery storage failed");
         ServeError::Storage("the gallery could not write to its disk; nothing was stored (details in the server log)".into())
-    }
-}
-
-fn bump(map: &mut HashMap<[u8; 32], usize>, sha: [u8; 32], up: bool) {
-    if up {
-        *map.entry(sha).or_insert(0) += 1;
-    } else if let Some(n) = map.get_mut(&sha) {
-        *n -= 1;
-        if *n == 0 {
-            map.remove(&sha);
-        }
-    }
-}
-
-impl State {
-    /// Applies a record; returns the content hashes that may have lost their last reference.
-    fn apply(&mut self, r: Record) -> Option<[u8; 32]> {
-        match r {
-            Record::Put { id, sha256, mime, captions, flag, vector } => {
-                let id: Arc<str> = id.into();
-                let old = self.photos.insert(id.clone(), PhotoMeta { id: id.clone(), sha256, mime, captions, flag, vector: Arc::new(vector) });
-                let released = old.map(|old| self.release(&old.id, old.sha256));
-                self.holders.entry(sha256).or_default().insert(id);
-                self.learn(sha256, flag);
-                released
-            }
-            Record::Remove { id } => self.photos.remove(id.as_str()).map(|old| self.release(&old.id, old.sha256)),
-            Record::SetFlag { id, flag } => {
-                let sha = self.photos.get_mut(id.as_str()).map(|p| {
-                    p.flag = flag;
-                    p.sha256
-                });
-                if let Some(sha) = sha {
-                    self.learn(sha, flag);
-                }
-                None
-            }
-            Record::Content { sha256, flag, by, note } => {
-                self.content.insert(sha256, Known { flag, by, note });
-                None
-            }
-        }
-    }
-
-    /// Takes a photo off its bytes' holders; returns the bytes' hash.
-    fn release(&mut self, id: &Arc<str>, sha: [u8; 32]) -> [u8; 32] {
-        if let Some(ids) = self.holders.get_mut(&sha) {
-            ids.remove(id);
-            if ids.is_empty() {
-                self.holders.remove(&sha);
-            }
-        }
-        sha
-    }
-
-    /// Learns what a photo's flag says of its bytes.
-    fn learn(&mut self, sha: [u8; 32], flag: Flag) {
-        let known = self.content.get(&sha).map(|k| k.flag);
-        if let Some(new) = merge_evidence(known, flag).filter(|f| Some(*f) != known) {
-            self.content.insert(sha, Known { flag: new, by: String::new(), note: String::new() });
-        }
-    }
-
-    /// The flag changes that writing `items` (bytes, flag) implies for the photos already
-    /// holding those bytes (ids in `skip` are being rewritten anyway): new evidence that some
-    /// bytes show a child restricts every photo holding them, so the same bytes keep their flag
-    /// under any id. Written as explicit records, so replay and compaction need no inference.
-    fn spread(&self, items: &[([u8; 32], Flag)], skip: &HashSet<&str>) -> Vec<Record> {
-        let mut known: HashMap<[u8; 32], Option<Flag>> = HashMap::new();
-        let mut restrict: HashMap<[u8; 32], Flag> = HashMap::new();
-        for (sha, flag) in items {
-            let before = *known.entry(*sha).or_insert_with(|| self.content.get(sha).map(|k| k.flag));
-            let after = merge_evidence(before, *flag);
-            if after != before {
-                if let Some(f) = after.filter(|f| f.restricted()) {
-                    restrict.insert(*sha, f);
-                }
-            }
-            known.insert(*sha, after);
-        }
-        let mut out = Vec::new();
-        for (sha, flag) in restrict {
-            for id in self.holders.get(&sha).into_iter().flatten() {
-                let unrestricted = self.photos.get(id).is_some_and(|p| !p.flag.restricted());
-                if unrestricted && !skip.contains(id.as_ref()) {
-                    out.push(Record::SetFlag { id: id.to_string(), flag });
-                }
-            }
-        }
-        out
-    }
-
-    fn held(&self, sha: &[u8; 32]) -> bool {
-        self.holders.contains_key(sha) || self.staged.contains_key(sha)
-    }
-
-    /// The records that rebuild this state (compaction).
-    fn snapshot(&self) -> Vec<Record> {
-        let content = self.content.iter().map(|(sha, k)| Record::Content { sha256: *sha, flag: k.flag, by: k.by.clone(), note: k.note.clone() });
-        let photos = self.photos.values().map(|p| Record::Put {
-            id: p.id.to_string(),
-            sha256: p.sha256,
-            mime: p.mime.clone(),
-            captions: p.captions.clone(),
-            flag: p.flag,
-            vector: p.vector.as_ref().clone(),
-        });
-        // Content last: whatever evidence replaying the Puts teaches, the table ends as it is.
-        photos.chain(content).collect()
     }
 }
 
@@ -214,6 +87,12 @@ impl LocalStore {
             }
         }
         Ok(LocalStore { dir: dir.to_path_buf(), inner: Mutex::new(Inner { _lock: lock, log, state }) })
+    }
+
+    /// The records that rebuild the gallery: every photo, then what is known of every content
+    /// (a migration to another store copies these).
+    pub fn snapshot(&self) -> Vec<Record> {
+        self.lock().state.snapshot()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -282,65 +161,35 @@ impl PhotoStore for LocalStore {
 
     fn upsert(&self, photos: Vec<NewPhoto>) -> Result<Upserted, ServeError> {
         let mut inner = self.lock();
-        let mut out = Upserted::default();
-        let mut seen = HashSet::new();
-        for p in &photos {
-            if !inner.state.held(&p.sha256) {
-                return Err(ServeError::Internal(format!("photo '{}' was not staged", imagesearch_compliance::quote(&p.id, 64))));
-            }
-            if inner.state.photos.contains_key(p.id.as_str()) || !seen.insert(p.id.as_str()) {
-                out.replaced += 1;
-            } else {
-                out.added += 1;
-            }
-        }
         let shas: Vec<[u8; 32]> = photos.iter().map(|p| p.sha256).collect();
-        let spread = {
-            let items: Vec<([u8; 32], Flag)> = photos.iter().map(|p| (p.sha256, p.flag)).collect();
-            inner.state.spread(&items, &seen)
-        };
-        let mut records: Vec<Record> = photos
-            .into_iter()
-            .map(|p| Record::Put { id: p.id, sha256: p.sha256, mime: p.mime, captions: p.captions, flag: p.flag, vector: p.vector.as_ref().clone() })
-            .collect();
-        records.extend(spread);
-        // The renames of the staged files are made durable once, before the records refer to them.
-        let photos_dir = self.dir.join("photos");
-        let committed = File::open(&photos_dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| io_error(&photos_dir, &e))
-            .and_then(|()| self.commit(&mut inner, records));
+        let planned = inner.state.upsert_records(photos);
+        let committed = planned.and_then(|(out, records)| {
+            // The renames of the staged files are made durable once, before the records refer to them.
+            let photos_dir = self.dir.join("photos");
+            File::open(&photos_dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| io_error(&photos_dir, &e))
+                .and_then(|()| self.commit(&mut inner, records))
+                .map(|()| out)
+        });
         // Committed or not, the stream's pins are released.
         for sha in &shas {
             bump(&mut inner.state.staged, *sha, false);
         }
         self.drop_unheld(&inner, shas);
-        committed.map(|()| out)
+        committed
     }
 
     fn remove(&self, ids: &[String]) -> Result<Vec<String>, ServeError> {
         let mut inner = self.lock();
-        let mut missing = Vec::new();
-        let mut records = Vec::new();
-        let mut once = HashSet::new();
-        for id in ids {
-            if !inner.state.photos.contains_key(id.as_str()) {
-                missing.push(id.clone());
-            } else if once.insert(id.as_str()) {
-                records.push(Record::Remove { id: id.clone() });
-            }
-        }
+        let (missing, records) = inner.state.remove_records(ids);
         self.commit(&mut inner, records)?;
         Ok(missing)
     }
 
     fn set_flags(&self, changes: &[(String, Flag)]) -> Result<(), ServeError> {
         let mut inner = self.lock();
-        let items: Vec<([u8; 32], Flag)> =
-            changes.iter().filter_map(|(id, flag)| inner.state.photos.get(id.as_str()).map(|p| (p.sha256, *flag))).collect();
-        let skip: HashSet<&str> = changes.iter().map(|(id, _)| id.as_str()).collect();
-        let spread = inner.state.spread(&items, &skip);
-        let records = changes.iter().map(|(id, flag)| Record::SetFlag { id: id.clone(), flag: *flag }).chain(spread).collect();
+        let records = inner.state.flag_records(changes);
         self.commit(&mut inner, records)
     }
 
@@ -350,29 +199,7 @@ impl PhotoStore for LocalStore {
 
     fn review(&self, id: &str, review: &Review) -> Result<Vec<(Arc<str>, Flag)>, ServeError> {
         let mut inner = self.lock();
-        let photo = inner.state.photos.get(id).cloned().ok_or_else(|| {
-            ServeError::NotFound(format!("gallery photo '{}' does not exist", imagesearch_compliance::quote(id, 64)))
-        })?;
-        if !review.restricted && captions_describe_child(&photo.captions) {
-            return Err(ServeError::FailedPrecondition(format!(
-                "gallery photo '{}': its own captions describe a child; a review cannot clear it (replace the photo with other captions)",
-                imagesearch_compliance::quote(id, 64)
-            )));
-        }
-        let decided = if review.restricted { Flag::Reviewed } else { Flag::ReviewedClear };
-        let mut records = Vec::new();
-        let mut changed = Vec::new();
-        let holders = inner.state.holders.get(&photo.sha256).into_iter().flatten().filter_map(|id| inner.state.photos.get(id));
-        for p in holders {
-            // A photo whose own captions describe a child stays restricted by them.
-            let flag = if captions_describe_child(&p.captions) { Flag::Captions } else { decided };
-            if flag != p.flag {
-                records.push(Record::SetFlag { id: p.id.to_string(), flag });
-                changed.push((p.id.clone(), flag));
-            }
-        }
-        // Last, so that on replay too the review (not the evidence its SetFlags teach) decides.
-        records.push(Record::Content { sha256: photo.sha256, flag: decided, by: review.by.clone(), note: review.note.clone() });
+        let (changed, records) = inner.state.review_records(id, review)?;
         self.commit(&mut inner, records)?;
         Ok(changed)
     }

@@ -13,7 +13,9 @@ use imagesearch_proto::v1::model_admin_server::ModelAdminServer;
 use imagesearch_server::app::App;
 use imagesearch_server::auth::{read_token_file, TokenAuth};
 use imagesearch_server::batcher::BatchConfig;
-use imagesearch_server::config::{Config, MetricsListen};
+use imagesearch_server::config::{Command, Config, MetricsListen, StoreKind};
+use imagesearch_server::gallery::PhotoStore;
+use imagesearch_server::pg_store::PgStore;
 use imagesearch_server::encoders::{EncoderSettings, Encoders};
 use imagesearch_server::local_store::LocalStore;
 use imagesearch_server::rollout::Rollout;
@@ -87,6 +89,9 @@ fn main() -> anyhow::Result<()> {
 
     // The encoders the versions were trained with (all versions must agree; checked at load).
     let first = ScorerManifest::load(&repo.version_dir(wanted[0]))?;
+    if let Some(Command::MigrateGallery { from, to, batch }) = &cfg.command {
+        return migrate_gallery(from, to, *batch, &first.image_encoder.sha256, Duration::from_secs(cfg.database_timeout_s));
+    }
     let image = ImageEncoder::load(&repo.encoder_dir(&first.image_encoder.name), device).context("image encoder")?;
     let (text, fallback) = TextEncoder::load_probed(&repo.encoder_dir(&first.text_encoder.name), device).context("text encoder")?;
     if let Some(why) = fallback {
@@ -98,6 +103,7 @@ fn main() -> anyhow::Result<()> {
         queue_capacity: cfg.queue_capacity,
     };
     let (image_manifest, text_manifest) = (image.manifest.clone(), text.manifest.clone());
+    let image_sha256 = image_manifest.sha256().to_string();
     let encoders = Encoders::start(
         image,
         text,
@@ -113,7 +119,14 @@ fn main() -> anyhow::Result<()> {
         },
     );
     let versions = Versions::new(repo.clone(), device, batch, image_manifest, text_manifest, rollout_path);
-    let store = Arc::new(LocalStore::open(&cfg.data_dir.join("gallery"))?);
+    let store: Arc<dyn PhotoStore> = match (cfg.store, &cfg.database_url) {
+        (StoreKind::Postgres, Some(url)) => {
+            let timeout = Duration::from_secs(cfg.database_timeout_s);
+            Arc::new(PgStore::open(url, &image_sha256, timeout).context("gallery database (--database-url)")?)
+        }
+        (StoreKind::Postgres, None) => anyhow::bail!("--store postgres needs --database-url"),
+        (StoreKind::Local, _) => Arc::new(LocalStore::open(&cfg.data_dir.join("gallery"))?),
+    };
     let device_name = imagesearch_model::device::device_name(device);
     let app = Arc::new(App::new(cfg.clone(), device_name, encoders, versions, store));
 
@@ -128,6 +141,34 @@ fn main() -> anyhow::Result<()> {
         });
     }
     runtime.block_on(serve(app, wanted))
+}
+
+/// `migrate-gallery`: the local gallery under `from` into the empty PostgreSQL gallery at `to`,
+/// whose vectors are those of the image encoder `encoder_sha256`; counts checked after.
+fn migrate_gallery(from: &std::path::Path, to: &str, batch: usize, encoder_sha256: &str, timeout: Duration) -> anyhow::Result<()> {
+    let local = LocalStore::open(&from.join("gallery")).with_context(|| format!("local gallery {}", from.display()))?;
+    let target = PgStore::open(to, encoder_sha256, timeout).context("target gallery database")?;
+    let records = local.snapshot();
+    let started = std::time::Instant::now();
+    target.import(records, batch, |id| local.photo_bytes(id))?;
+    let (a, b) = (local.stats(), target.stats());
+    anyhow::ensure!(
+        a.photos == b.photos && a.by_flag == b.by_flag,
+        "counts differ after the migration: local {} photos {:?}, PostgreSQL {} photos {:?}",
+        a.photos,
+        a.by_flag,
+        b.photos,
+        b.by_flag
+    );
+    let contents = local.snapshot().iter().filter(|r| matches!(r, imagesearch_server::wal::Record::Content { .. })).count();
+    anyhow::ensure!(contents == target.content_flags().len(), "content flags differ: local {contents}, PostgreSQL {}", target.content_flags().len());
+    println!(
+        "migrated {} photos ({} restricted) and {contents} content flags in {:.1} s; counts match",
+        b.photos,
+        b.by_flag.iter().enumerate().filter(|(f, _)| imagesearch_server::wal::Flag::from_u8(*f as u8).is_some_and(|f| f.restricted())).map(|(_, n)| n).sum::<u64>(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 /// A role's token, from its flag or its file.

@@ -49,7 +49,7 @@ impl Flag {
         }
     }
 
-    fn from_u8(b: u8) -> Option<Flag> {
+    pub fn from_u8(b: u8) -> Option<Flag> {
         Some(match b {
             0 => Flag::Clear,
             1 => Flag::Captions,

@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 
 use imagesearch_client::{Client, ClientConfig};
 
+mod postgres;
+pub use postgres::Postgres;
+
 /// A binary of the workspace, built by `cargo test --workspace` next to the test binaries.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");

@@ -1,0 +1,93 @@
+//! The gallery's schema in PostgreSQL and its versioned migrations. The server applies the
+//! migrations it knows at start-up, each once, in one transaction under an advisory lock (so
+//! servers starting together on one database do not race), and records them in
+//! `imagesearch_schema`.
+
+/// A schema change: its version, what it does, and its SQL.
+pub struct Migration {
+    pub version: i32,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+/// Every migration, oldest first. Never edit one that has shipped: add the next.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "photos, their bytes by content hash, and what is known of each content",
+    sql: r#"
+CREATE EXTENSION IF NOT EXISTS vector;
+
+-- Photo bytes, content-addressed: written when a stream stages them, kept while a photo
+-- refers to them.
+CREATE TABLE photo_contents (
+    sha256     bytea PRIMARY KEY CHECK (octet_length(sha256) = 32),
+    bytes      bytea NOT NULL,
+    staged_at  timestamptz NOT NULL DEFAULT now()
+);
+
+-- What is known of some bytes whatever id they are stored under (the law's evidence and
+-- reviews); outlives the photos that raised it.
+CREATE TABLE content_flags (
+    sha256      bytea PRIMARY KEY CHECK (octet_length(sha256) = 32),
+    flag        smallint NOT NULL,
+    reviewed_by text NOT NULL DEFAULT '',
+    note        text NOT NULL DEFAULT '',
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE photos (
+    id              text PRIMARY KEY,
+    sha256          bytea NOT NULL REFERENCES photo_contents (sha256),
+    mime            text NOT NULL,
+    captions        text[] NOT NULL,
+    flag            smallint NOT NULL,
+    -- The image encoder whose output `vector` is (a vector is only valid for its encoder).
+    encoder_sha256  text NOT NULL,
+    vector          vector NOT NULL,
+    added_at        timestamptz NOT NULL DEFAULT now(),
+    updated_at      timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX photos_by_sha256 ON photos (sha256);
+"#,
+}];
+
+/// Advisory lock key of schema migrations ("imgs" in ASCII).
+pub const MIGRATION_LOCK: i64 = 0x696d_6773;
+
+/// Advisory lock key held by the one server that writes the gallery ("imgw").
+pub const WRITER_LOCK: i64 = 0x696d_6777;
+
+/// Applies the migrations not yet recorded; returns the versions applied now.
+pub fn migrate(client: &mut postgres::Client) -> Result<Vec<i32>, postgres::Error> {
+    client.batch_execute(
+        "CREATE TABLE IF NOT EXISTS imagesearch_schema (
+             version    integer PRIMARY KEY,
+             name       text NOT NULL,
+             applied_at timestamptz NOT NULL DEFAULT now()
+         )",
+    )?;
+    let mut tx = client.transaction()?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
+    let done: Vec<i32> = tx.query("SELECT version FROM imagesearch_schema", &[])?.iter().map(|r| r.get(0)).collect();
+    let mut applied = Vec::new();
+    for m in MIGRATIONS.iter().filter(|m| !done.contains(&m.version)) {
+        tx.batch_execute(m.sql)?;
+        tx.execute("INSERT INTO imagesearch_schema (version, name) VALUES ($1, $2)", &[&m.version, &m.name])?;
+        applied.push(m.version);
+    }
+    tx.commit()?;
+    Ok(applied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_are_numbered_in_order() {
+        for (i, m) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(m.version, i as i32 + 1, "{}", m.name);
+            assert!(!m.sql.trim().is_empty());
+        }
+    }
+}

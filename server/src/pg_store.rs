@@ -1,0 +1,516 @@
+//! The gallery in PostgreSQL + pgvector (`--store postgres --database-url …`): the same
+//! [`PhotoStore`] and the same law as [`crate::local_store::LocalStore`], with PostgreSQL as the
+//! durable record instead of a local log and files.
+//!
+//! Photo bytes live in `photo_contents` by sha256, photos (captions, flag, encoder vector as a
+//! pgvector `vector`) in `photos`, and what is known of each content hash in `content_flags`
+//! (so a flag follows the bytes to any id, replica or migration). Every gallery write is one
+//! transaction: acknowledged means committed; a failed one leaves nothing. The server keeps the
+//! gallery's metadata in memory too ([`State`], loaded at start), so reads never wait on the
+//! database; only photo bytes are read from it.
+//!
+//! One server writes a database at a time (an advisory lock held for the server's life, as the
+//! local store's lock file); a lost database makes writes and photo reads UNAVAILABLE with a
+//! clear message, and the next call reconnects by itself.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use pgvector::Vector;
+use postgres::error::SqlState;
+use postgres::{Client, NoTls};
+
+use crate::error::ServeError;
+use crate::gallery::{NewPhoto, PhotoMeta, PhotoStore, Review, StoreStats, Upserted};
+use crate::gallery_state::{bump, Known, State};
+use crate::pg_schema::{migrate, WRITER_LOCK};
+use crate::wal::{Flag, Record};
+
+/// Staged bytes no photo refers to are swept at start once they are this old (another
+/// server's stream may still be staging younger ones).
+const STALE_STAGED: &str = "1 hour";
+
+/// A database error as the caller may see it: a lost or unreachable database is UNAVAILABLE, a
+/// full disk RESOURCE_EXHAUSTED, anything else an internal storage error. Details go to the log.
+fn db_error(what: &str, e: &postgres::Error) -> ServeError {
+    if e.code() == Some(&SqlState::DISK_FULL) {
+        tracing::error!(error = %e, "gallery database disk full; {what} refused, nothing stored");
+        return ServeError::DiskFull;
+    }
+    if is_lost(e) || e.code() == Some(&SqlState::CANNOT_CONNECT_NOW) {
+        tracing::error!(error = %e, "gallery database unreachable during {what}");
+        return ServeError::Unavailable(format!(
+            "the gallery database is unreachable ({what} not done; nothing was stored); retry — the server reconnects by itself"
+        ));
+    }
+    tracing::error!(error = %e, "gallery database error during {what}");
+    ServeError::Storage(format!("the gallery database refused the {what} (details in the server log); nothing was stored"))
+}
+
+/// A few connections, made when needed and dropped when broken.
+struct Pool {
+    config: postgres::Config,
+    idle: Mutex<Vec<Client>>,
+    max_idle: usize,
+}
+
+/// A connection out of the pool; back into it on drop unless broken.
+struct Conn<'a> {
+    pool: &'a Pool,
+    client: Option<Client>,
+}
+
+impl std::ops::Deref for Conn<'_> {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        self.client.as_ref().expect("connection present until drop")
+    }
+}
+
+impl std::ops::DerefMut for Conn<'_> {
+    fn deref_mut(&mut self) -> &mut Client {
+        self.client.as_mut().expect("connection present until drop")
+    }
+}
+
+impl Drop for Conn<'_> {
+    fn drop(&mut self) {
+        if let Some(c) = self.client.take().filter(|c| !c.is_closed()) {
+            let mut idle = self.pool.idle.lock().unwrap_or_else(|e| e.into_inner());
+            if idle.len() < self.pool.max_idle {
+                idle.push(c);
+            }
+        }
+    }
+}
+
+/// Whether an error means the connection (or the server behind it) is gone.
+fn is_lost(e: &postgres::Error) -> bool {
+    e.is_closed() || e.code().is_none() || e.code() == Some(&SqlState::ADMIN_SHUTDOWN)
+}
+
+impl Pool {
+    /// Runs `f` on a connection. When the connection turns out lost (the database restarted
+    /// since it was last used), every idle connection is dropped and `f` runs once more on a
+    /// new one: everything the store sends is idempotent (upserts, deletes by key, reads).
+    fn run<T>(&self, what: &str, mut f: impl FnMut(&mut Client) -> Result<T, postgres::Error>) -> Result<T, ServeError> {
+        let mut c = self.get(what)?;
+        match f(&mut c) {
+            Err(e) if is_lost(&e) => {
+                drop(c);
+                self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
+                let mut c = self.get(what)?;
+                f(&mut c).map_err(|e| db_error(what, &e))
+            }
+            other => other.map_err(|e| db_error(what, &e)),
+        }
+    }
+
+    fn get(&self, what: &str) -> Result<Conn<'_>, ServeError> {
+        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let client = match idle.filter(|c| !c.is_closed()) {
+            Some(c) => c,
+            None => self.config.connect(NoTls).map_err(|e| db_error(what, &e))?,
+        };
+        Ok(Conn { pool: self, client: Some(client) })
+    }
+}
+
+struct Inner {
+    state: State,
+    /// The session holding the writer lock (re-taken after the database comes back).
+    writer: Option<Client>,
+    /// Bytes whose last photo went while the database could not delete them.
+    unswept: Vec<[u8; 32]>,
+}
+
+/// The gallery in PostgreSQL.
+pub struct PgStore {
+    pool: Pool,
+    encoder_sha256: String,
+    inner: Mutex<Inner>,
+}
+
+/// Connection settings: the URL (`postgres://user:pass@host:port/db`) and the time a connect or
+/// a statement may take.
+pub fn pg_config(url: &str, timeout: Duration) -> Result<postgres::Config, ServeError> {
+    let mut config: postgres::Config =
+        url.parse().map_err(|e| ServeError::InvalidArgument(format!("--database-url is not a PostgreSQL URL: {e}")))?;
+    config.connect_timeout(timeout);
+    config.keepalives(true);
+    config.keepalives_idle(Duration::from_secs(30));
+    config.options(&format!("-c statement_timeout={}", timeout.as_millis()));
+    config.application_name("imagesearch-server");
+    Ok(config)
+}
+
+fn sha_of(bytes: &[u8]) -> Option<[u8; 32]> {
+    bytes.try_into().ok()
+}
+
+impl PgStore {
+    /// Connects, migrates the schema, takes the writer lock and loads the gallery's metadata:
+    /// photos encoded by the image encoder `encoder_sha256` (others are left in the database
+    /// and logged: their vectors belong to another encoder) and every content's flag.
+    pub fn open(url: &str, encoder_sha256: &str, timeout: Duration) -> Result<Self, ServeError> {
+        let pool = Pool { config: pg_config(url, timeout)?, idle: Mutex::new(Vec::new()), max_idle: 8 };
+        let applied = pool.run("schema migration", migrate)?;
+        if !applied.is_empty() {
+            tracing::info!(versions = ?applied, "gallery schema migrated");
+        }
+        let writer = Self::take_writer_lock(&pool)?;
+        let store = PgStore {
+            pool,
+            encoder_sha256: encoder_sha256.to_string(),
+            inner: Mutex::new(Inner { state: State::default(), writer: Some(writer), unswept: Vec::new() }),
+        };
+        let state = store.load()?;
+        store.lock().state = state;
+        store.sweep_stale_staged();
+        Ok(store)
+    }
+
+    fn take_writer_lock(pool: &Pool) -> Result<Client, ServeError> {
+        let mut c = pool.config.connect(NoTls).map_err(|e| db_error("writer lock", &e))?;
+        let got: bool = c.query_one("SELECT pg_try_advisory_lock($1)", &[&WRITER_LOCK]).map_err(|e| db_error("writer lock", &e))?.get(0);
+        if !got {
+            return Err(ServeError::Storage(
+                "the gallery database is in use by another imagesearch server (one writer per database)".into(),
+            ));
+        }
+        Ok(c)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The gallery's metadata as the database holds it.
+    fn load(&self) -> Result<State, ServeError> {
+        let mut c = self.pool.get("load")?;
+        let mut state = State::default();
+        let rows = c
+            .query("SELECT id, sha256, mime, captions, flag, vector FROM photos WHERE encoder_sha256 = $1", &[&self.encoder_sha256])
+            .map_err(|e| db_error("load", &e))?;
+        for r in rows {
+            let Some(sha256) = sha_of(r.get::<_, &[u8]>(1)) else { continue };
+            let flag: i16 = r.get(4);
+            let vector: Vector = r.get(5);
+            state.apply(Record::Put {
+                id: r.get(0),
+                sha256,
+                mime: r.get(2),
+                captions: r.get(3),
+                // An unknown flag number is restricted: fail closed.
+                flag: u8::try_from(flag).ok().and_then(Flag::from_u8).unwrap_or(Flag::Unverified),
+                vector: vector.to_vec(),
+            });
+        }
+        let other: i64 = c
+            .query_one("SELECT count(*) FROM photos WHERE encoder_sha256 <> $1", &[&self.encoder_sha256])
+            .map_err(|e| db_error("load", &e))?
+            .get(0);
+        if other > 0 {
+            tracing::warn!(photos = other, "gallery photos encoded by another image encoder are not served (re-add them)");
+        }
+        // What is known of each content last: whatever the photos taught, the table decides.
+        for r in c.query("SELECT sha256, flag, reviewed_by, note FROM content_flags", &[]).map_err(|e| db_error("load", &e))? {
+            let Some(sha) = sha_of(r.get::<_, &[u8]>(0)) else { continue };
+            let flag: i16 = r.get(1);
+            let flag = u8::try_from(flag).ok().and_then(Flag::from_u8).unwrap_or(Flag::Unverified);
+            state.content.insert(sha, Known { flag, by: r.get(2), note: r.get(3) });
+        }
+        tracing::info!(photos = state.photos.len(), contents = state.content.len(), "gallery loaded from PostgreSQL");
+        Ok(state)
+    }
+
+    /// Deletes bytes that no photo refers to and that were staged long ago (a stream cut by a
+    /// crash); a failure only leaves them for the next start.
+    fn sweep_stale_staged(&self) {
+        let sql = format!(
+            "DELETE FROM photo_contents c WHERE staged_at < now() - interval '{STALE_STAGED}' \
+             AND NOT EXISTS (SELECT 1 FROM photos p WHERE p.sha256 = c.sha256)"
+        );
+        let swept = self.pool.run("sweep", |c| c.execute(&sql, &[]));
+        match swept {
+            Ok(n) if n > 0 => tracing::info!(contents = n, "deleted staged photo bytes no photo refers to"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "could not sweep staged photo bytes"),
+        }
+    }
+
+    /// Makes sure this server still holds the writer lock (after a lost database, takes it
+    /// again, or refuses when another server took it meanwhile).
+    fn ensure_writer(&self, inner: &mut Inner) -> Result<(), ServeError> {
+        if inner.writer.as_ref().is_some_and(|c| !c.is_closed()) {
+            return Ok(());
+        }
+        inner.writer = None;
+        inner.writer = Some(Self::take_writer_lock(&self.pool)?);
+        tracing::info!("gallery database back; writer lock taken again");
+        Ok(())
+    }
+
+    /// Writes records (and the content knowledge they imply) in one transaction, then applies
+    /// them in memory; deletes bytes nothing holds any more.
+    fn commit(&self, inner: &mut Inner, records: Vec<Record>, what: &str) -> Result<(), ServeError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        self.ensure_writer(inner)?;
+        let content = inner.state.content_after(&records);
+        let written = self.pool.run(what, |c| write_records(c, &records, &content, &self.encoder_sha256));
+        if let Err(e) = written {
+            // A lost database may have taken the writer lock's session with it.
+            if e.code() == tonic::Code::Unavailable {
+                inner.writer = None;
+            }
+            return Err(e);
+        }
+        let released: Vec<[u8; 32]> = records.into_iter().filter_map(|r| inner.state.apply(r)).collect();
+        for (sha, k) in content {
+            inner.state.content.insert(sha, k);
+        }
+        inner.unswept.extend(released);
+        self.sweep_released(inner);
+        Ok(())
+    }
+
+    /// Deletes the bytes of contents no photo and no stage of this server holds.
+    fn sweep_released(&self, inner: &mut Inner) {
+        let candidates: Vec<Vec<u8>> =
+            inner.unswept.iter().filter(|sha| !inner.state.held(sha)).map(|sha| sha.to_vec()).collect();
+        if candidates.is_empty() {
+            inner.unswept.clear();
+            return;
+        }
+        let deleted = self.pool.run("sweep", |c| {
+            c.execute(
+                "DELETE FROM photo_contents c WHERE c.sha256 = ANY($1) AND NOT EXISTS (SELECT 1 FROM photos p WHERE p.sha256 = c.sha256)",
+                &[&candidates],
+            )
+        });
+        match deleted {
+            Ok(_) => inner.unswept.clear(),
+            Err(e) => tracing::warn!(error = %e, "could not delete released photo bytes; retried on the next write"),
+        }
+    }
+}
+
+/// One transaction: the records as rows, then the content knowledge.
+fn write_records(
+    c: &mut Client,
+    records: &[Record],
+    content: &std::collections::HashMap<[u8; 32], Known>,
+    encoder_sha256: &str,
+) -> Result<(), postgres::Error> {
+    let mut tx = c.transaction()?;
+    let put = tx.prepare(
+        "INSERT INTO photos (id, sha256, mime, captions, flag, encoder_sha256, vector) VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (id) DO UPDATE SET sha256 = excluded.sha256, mime = excluded.mime, captions = excluded.captions,
+             flag = excluded.flag, encoder_sha256 = excluded.encoder_sha256, vector = excluded.vector, updated_at = now()",
+    )?;
+    let remove = tx.prepare("DELETE FROM photos WHERE id = $1")?;
+    let set_flag = tx.prepare("UPDATE photos SET flag = $2, updated_at = now() WHERE id = $1")?;
+    for r in records {
+        match r {
+            Record::Put { id, sha256, mime, captions, flag, vector } => {
+                let v = Vector::from(vector.clone());
+                tx.execute(&put, &[id, &sha256.as_slice(), mime, captions, &(*flag as i16), &encoder_sha256, &v])?;
+            }
+            Record::Remove { id } => {
+                tx.execute(&remove, &[id])?;
+            }
+            Record::SetFlag { id, flag } => {
+                tx.execute(&set_flag, &[id, &(*flag as i16)])?;
+            }
+            // Written below with the knowledge the other records teach.
+            Record::Content { .. } => {}
+        }
+    }
+    let known = tx.prepare(
+        "INSERT INTO content_flags (sha256, flag, reviewed_by, note) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (sha256) DO UPDATE SET flag = excluded.flag, reviewed_by = excluded.reviewed_by,
+             note = excluded.note, updated_at = now()",
+    )?;
+    for (sha, k) in content {
+        tx.execute(&known, &[&sha.as_slice(), &(k.flag as i16), &k.by, &k.note])?;
+    }
+    tx.commit()
+}
+
+impl PhotoStore for PgStore {
+    fn stage(&self, sha256: &[u8; 32], bytes: &[u8]) -> Result<(), ServeError> {
+        // Pin first, so a concurrent removal of a photo with the same bytes keeps them.
+        bump(&mut self.lock().state.staged, *sha256, true);
+        let written = self.pool.run("photo upload", |c| {
+            c.execute(
+                "INSERT INTO photo_contents (sha256, bytes) VALUES ($1, $2) ON CONFLICT (sha256) DO UPDATE SET staged_at = now()",
+                &[&sha256.as_slice(), &bytes],
+            )
+            .map(|_| ())
+        });
+        if written.is_err() {
+            self.unstage(&[*sha256]);
+        }
+        written
+    }
+
+    fn unstage(&self, shas: &[[u8; 32]]) {
+        let mut inner = self.lock();
+        for sha in shas {
+            bump(&mut inner.state.staged, *sha, false);
+        }
+        inner.unswept.extend(shas.iter().copied());
+        self.sweep_released(&mut inner);
+    }
+
+    fn upsert(&self, photos: Vec<NewPhoto>) -> Result<Upserted, ServeError> {
+        let mut inner = self.lock();
+        let shas: Vec<[u8; 32]> = photos.iter().map(|p| p.sha256).collect();
+        let committed = inner.state.upsert_records(photos).and_then(|(out, records)| self.commit(&mut inner, records, "add").map(|()| out));
+        // Committed or not, the stream's pins are released.
+        for sha in &shas {
+            bump(&mut inner.state.staged, *sha, false);
+        }
+        inner.unswept.extend(shas);
+        self.sweep_released(&mut inner);
+        committed
+    }
+
+    fn remove(&self, ids: &[String]) -> Result<Vec<String>, ServeError> {
+        let mut inner = self.lock();
+        let (missing, records) = inner.state.remove_records(ids);
+        self.commit(&mut inner, records, "removal")?;
+        Ok(missing)
+    }
+
+    fn set_flags(&self, changes: &[(String, Flag)]) -> Result<(), ServeError> {
+        let mut inner = self.lock();
+        let records = inner.state.flag_records(changes);
+        self.commit(&mut inner, records, "flag change")
+    }
+
+    fn content_flag(&self, sha256: &[u8; 32]) -> Option<Flag> {
+        self.lock().state.content.get(sha256).map(|k| k.flag)
+    }
+
+    fn review(&self, id: &str, review: &Review) -> Result<Vec<(Arc<str>, Flag)>, ServeError> {
+        let mut inner = self.lock();
+        let (changed, records) = inner.state.review_records(id, review)?;
+        self.commit(&mut inner, records, "review")?;
+        Ok(changed)
+    }
+
+    fn get(&self, id: &str) -> Option<PhotoMeta> {
+        self.lock().state.photos.get(id).cloned()
+    }
+
+    fn photo_bytes(&self, id: &str) -> Result<Option<Vec<u8>>, ServeError> {
+        let Some(sha) = self.lock().state.photos.get(id).map(|p| p.sha256) else { return Ok(None) };
+        let row = self.pool.run("photo read", |c| c.query_opt("SELECT bytes FROM photo_contents WHERE sha256 = $1", &[&sha.as_slice()]))?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    fn all(&self) -> Vec<PhotoMeta> {
+        self.lock().state.photos.values().cloned().collect()
+    }
+
+    fn len(&self) -> usize {
+        self.lock().state.photos.len()
+    }
+
+    fn stats(&self) -> StoreStats {
+        let flags: Vec<Flag> = self.lock().state.photos.values().map(|p| p.flag).collect();
+        let mut s = StoreStats { photos: flags.len() as u64, ..Default::default() };
+        for f in flags {
+            s.by_flag[f as usize] += 1;
+        }
+        // Sizes from the database; unknown (0) while it is unreachable.
+        let sizes = self.pool.run("stats", |c| {
+            c.query_one(
+                "SELECT coalesce((SELECT sum(octet_length(bytes)) FROM photo_contents), 0)::bigint,
+                        (pg_total_relation_size('photos') + pg_total_relation_size('content_flags'))::bigint",
+                &[],
+            )
+        });
+        if let Ok(r) = sizes {
+            s.photo_bytes = r.get::<_, i64>(0) as u64;
+            s.log_bytes = r.get::<_, i64>(1) as u64;
+        }
+        s
+    }
+}
+
+impl PgStore {
+    /// Copies a gallery's records (a [`crate::local_store::LocalStore::snapshot`]) into this
+    /// store, `batch` photos per transaction, reading each photo's bytes with `bytes`; the
+    /// knowledge of contents last. Refuses a store that already holds photos.
+    pub fn import(
+        &self,
+        records: Vec<Record>,
+        batch: usize,
+        bytes: impl Fn(&str) -> Result<Option<Vec<u8>>, ServeError>,
+    ) -> Result<(), ServeError> {
+        let mut inner = self.lock();
+        if !inner.state.photos.is_empty() {
+            return Err(ServeError::FailedPrecondition(format!(
+                "the target gallery already holds {} photos; migrate into an empty database",
+                inner.state.photos.len()
+            )));
+        }
+        let (puts, rest): (Vec<Record>, Vec<Record>) = records.into_iter().partition(|r| matches!(r, Record::Put { .. }));
+        let total = puts.len();
+        let mut done = 0;
+        let mut puts = puts.into_iter().peekable();
+        while puts.peek().is_some() {
+            let chunk: Vec<Record> = puts.by_ref().take(batch.max(1)).collect();
+            let mut pinned = Vec::new();
+            let staged = chunk.iter().try_for_each(|r| {
+                let Record::Put { id, sha256, .. } = r else { return Ok(()) };
+                let data = bytes(id)?.ok_or_else(|| ServeError::Storage(format!("photo '{}' has no bytes in the source", imagesearch_compliance::quote(id, 64))))?;
+                self.pool.run("photo upload", |c| {
+                    c.execute(
+                        "INSERT INTO photo_contents (sha256, bytes) VALUES ($1, $2) ON CONFLICT (sha256) DO UPDATE SET staged_at = now()",
+                        &[&sha256.as_slice(), &data],
+                    )
+                })?;
+                bump(&mut inner.state.staged, *sha256, true);
+                pinned.push(*sha256);
+                Ok::<_, ServeError>(())
+            });
+            let n = chunk.len();
+            let committed = staged.and_then(|()| self.commit(&mut inner, chunk, "migration"));
+            for sha in &pinned {
+                bump(&mut inner.state.staged, *sha, false);
+            }
+            committed?;
+            done += n;
+            tracing::info!(photos = done, of = total, "migrating the gallery");
+        }
+        self.commit(&mut inner, rest, "migration")
+    }
+
+    /// What is known of contents, as (sha256, flag) sorted (migration checks).
+    pub fn content_flags(&self) -> Vec<([u8; 32], Flag)> {
+        let mut v: Vec<([u8; 32], Flag)> = self.lock().state.content.iter().map(|(s, k)| (*s, k.flag)).collect();
+        v.sort_by_key(|(s, _)| *s);
+        v
+    }
+
+    /// Ids in the gallery, sorted (tests and migration checks).
+    pub fn ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.lock().state.photos.keys().map(|id| id.to_string()).collect();
+        ids.sort();
+        ids
+    }
+
+    /// Photos in the database that no staged stream of this server holds and no photo refers
+    /// to (zero after every write settles).
+    pub fn orphan_contents(&self) -> Result<i64, ServeError> {
+        let r = self.pool.run("check", |c| {
+            c.query_one("SELECT count(*) FROM photo_contents c WHERE NOT EXISTS (SELECT 1 FROM photos p WHERE p.sha256 = c.sha256)", &[])
+        })?;
+        Ok(r.get(0))
+    }
+}

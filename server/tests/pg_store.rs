@@ -1,0 +1,123 @@
+//! The PostgreSQL gallery store against a real PostgreSQL + pgvector started for the test:
+//! writes are durable transactions (a failed batch leaves nothing), the law's flags follow the
+//! bytes, one writer per database, and a lost database is UNAVAILABLE until it returns, with no
+//! restart of the store.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use imagesearch_server::gallery::{NewPhoto, PhotoStore, Review};
+use imagesearch_server::pg_store::PgStore;
+use imagesearch_server::wal::Flag;
+use imagesearch_tests::Postgres;
+use tonic::Code;
+
+const ENCODER: &str = "encoder-sha-for-tests";
+
+fn open(pg: &Postgres) -> PgStore {
+    PgStore::open(&pg.url("gallery"), ENCODER, Duration::from_secs(5)).unwrap()
+}
+
+fn sha(bytes: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).into()
+}
+
+fn photo(id: &str, bytes: &[u8], flag: Flag, captions: &[&str]) -> NewPhoto {
+    NewPhoto {
+        id: id.into(),
+        sha256: sha(bytes),
+        mime: "image/jpeg".into(),
+        captions: captions.iter().map(|c| c.to_string()).collect(),
+        flag,
+        vector: Arc::new(vec![bytes.len() as f32, 0.5, -1.0]),
+    }
+}
+
+fn add(store: &PgStore, photos: &[(&str, &[u8], Flag, &[&str])]) -> imagesearch_server::gallery::Upserted {
+    let new: Vec<NewPhoto> = photos.iter().map(|(id, b, f, c)| photo(id, b, *f, c)).collect();
+    for (_, b, _, _) in photos {
+        store.stage(&sha(b), b).unwrap();
+    }
+    store.upsert(new).unwrap()
+}
+
+#[test]
+fn photos_flags_and_reviews_are_durable_and_follow_the_bytes() {
+    let pg = Postgres::start();
+    {
+        let store = open(&pg);
+        let up = add(&store, &[("a", b"AAAA", Flag::Clear, &["a dog"]), ("b", b"BBBB", Flag::Captions, &["a boy"]), ("c", b"CCCC", Flag::Clear, &[])]);
+        assert_eq!((up.added, up.replaced), (3, 0));
+        assert_eq!(store.photo_bytes("b").unwrap().as_deref(), Some(&b"BBBB"[..]));
+        // The same bytes as "b" under another id and harmless captions: the store knows them.
+        assert_eq!(store.content_flag(&sha(b"BBBB")), Some(Flag::Captions));
+        // A review restricts every photo with the reviewed bytes.
+        add(&store, &[("c2", b"CCCC", Flag::Clear, &[])]);
+        let changed = store.review("c", &Review { restricted: true, by: "rev".into(), note: "seen".into() }).unwrap();
+        let mut ids: Vec<String> = changed.iter().map(|(id, _)| id.to_string()).collect();
+        ids.sort();
+        assert_eq!(ids, ["c", "c2"]);
+        // Removing the photo that raised the evidence keeps the evidence.
+        assert!(store.remove(&["b".into(), "nope".into()]).unwrap() == ["nope"]);
+        assert_eq!(store.orphan_contents().unwrap(), 0, "the removed photo's bytes are deleted");
+    }
+    // A new store (a restart) sees exactly what was acknowledged.
+    let store = open(&pg);
+    assert_eq!(store.ids(), ["a", "c", "c2"]);
+    assert_eq!(store.get("c2").unwrap().flag, Flag::Reviewed);
+    assert_eq!(store.get("a").unwrap().vector.as_slice(), &[4.0, 0.5, -1.0]);
+    assert_eq!(store.content_flag(&sha(b"BBBB")), Some(Flag::Captions), "the evidence outlived its photo");
+    assert_eq!(store.content_flag(&sha(b"CCCC")), Some(Flag::Reviewed));
+    let stats = store.stats();
+    assert_eq!((stats.photos, stats.by_flag[Flag::Reviewed as usize], stats.by_flag[Flag::Clear as usize]), (3, 2, 1));
+    assert_eq!(stats.photo_bytes, 8, "AAAA and CCCC, stored once each");
+    assert_eq!(pg.psql("gallery", "SELECT count(*) FROM content_flags WHERE reviewed_by = 'rev' AND note = 'seen'"), "1");
+    assert_eq!(pg.psql("gallery", "SELECT max(version) FROM imagesearch_schema"), "1");
+}
+
+#[test]
+fn a_failed_batch_stores_nothing_and_a_second_writer_is_refused() {
+    let pg = Postgres::start();
+    let store = open(&pg);
+    add(&store, &[("keep", b"KEEP", Flag::Clear, &[])]);
+    // pgvector refuses NaN: the second photo fails the transaction, so the first is not stored.
+    let mut bad = photo("bad", b"BAD!", Flag::Clear, &[]);
+    bad.vector = Arc::new(vec![f32::NAN, 0.0, 0.0]);
+    let good = photo("good", b"GOOD", Flag::Clear, &[]);
+    store.stage(&good.sha256, b"GOOD").unwrap();
+    store.stage(&bad.sha256, b"BAD!").unwrap();
+    let err = store.upsert(vec![good, bad]).unwrap_err();
+    assert_eq!(err.code(), Code::Internal, "{err}");
+    assert!(err.to_string().contains("nothing was stored"), "{err}");
+    assert_eq!(store.ids(), ["keep"]);
+    assert_eq!(pg.psql("gallery", "SELECT string_agg(id, ',') FROM photos"), "keep");
+    assert_eq!(store.orphan_contents().unwrap(), 0, "the failed stream's staged bytes are released");
+    // One writer per database.
+    let second = PgStore::open(&pg.url("gallery"), ENCODER, Duration::from_secs(5)).err().expect("a second writer is refused");
+    assert!(second.to_string().contains("in use by another imagesearch server"), "{second}");
+}
+
+#[test]
+fn a_lost_database_is_unavailable_and_the_store_recovers_when_it_returns() {
+    let mut pg = Postgres::start();
+    let store = open(&pg);
+    add(&store, &[("before", b"BEFORE", Flag::Clear, &[])]);
+    pg.crash();
+    // Metadata is served from memory; writes and photo bytes say the database is gone.
+    assert!(store.get("before").is_some());
+    let read = store.photo_bytes("before").unwrap_err();
+    assert_eq!(read.code(), Code::Unavailable, "{read}");
+    let staged = store.stage(&sha(b"DURING"), b"DURING").unwrap_err();
+    assert_eq!(staged.code(), Code::Unavailable, "{staged}");
+    assert!(staged.to_string().contains("gallery database is unreachable"), "{staged}");
+    let removed = store.remove(&["before".into()]).unwrap_err();
+    assert_eq!(removed.code(), Code::Unavailable, "{removed}");
+    assert!(store.get("before").is_some(), "a refused removal changes nothing");
+    pg.resume();
+    // Back without reopening the store: reconnects and retakes the writer lock.
+    add(&store, &[("after", b"AFTER", Flag::Clear, &[])]);
+    assert_eq!(store.photo_bytes("before").unwrap().as_deref(), Some(&b"BEFORE"[..]));
+    drop(store);
+    assert_eq!(open(&pg).ids(), ["after", "before"]);
+}
