@@ -142,6 +142,7 @@ impl App {
             .unwrap_or(Rollout { stable: newest, canary: 0, canary_percent: 0 });
         self.versions.set_rollout(rollout).map_err(|e| format!("rollout: {e}"))?;
         self.set_ready(true);
+        tokio::spawn(self.clone().follow_gallery(std::time::Duration::from_millis(self.cfg.gallery_refresh_ms.max(10))));
         Ok(rollout)
     }
 }

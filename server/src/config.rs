@@ -34,6 +34,10 @@ pub struct Config {
     /// PostgreSQL URL of the gallery with --store postgres (`postgres://user:pass@host:5432/db`).
     #[arg(long, env = "IMAGESEARCH_DATABASE_URL", hide_env_values = true, required_if_eq("store", "postgres"))]
     pub database_url: Option<String>,
+    /// How often a server sharing its gallery database with others catches up with their
+    /// changes, in milliseconds.
+    #[arg(long, env = "IMAGESEARCH_GALLERY_REFRESH_MS", default_value_t = 250)]
+    pub gallery_refresh_ms: u64,
     /// Longest connect or statement on the gallery database, in seconds.
     #[arg(long, env = "IMAGESEARCH_DATABASE_TIMEOUT_S", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub database_timeout_s: u64,

@@ -62,6 +62,14 @@ pub struct Review {
     pub note: String,
 }
 
+/// A change another server made to a shared gallery, for this server's indexes.
+#[derive(Clone, Debug)]
+pub enum IndexChange {
+    /// A photo added or replaced: its id and image vector.
+    Upsert(Arc<str>, Arc<Vec<f32>>),
+    Remove(Arc<str>),
+}
+
 /// The gallery's storage.
 pub trait PhotoStore: Send + Sync {
     /// Writes a photo's bytes durably and pins them until [`PhotoStore::upsert`] or
@@ -89,6 +97,15 @@ pub trait PhotoStore: Send + Sync {
         self.len() == 0
     }
     fn stats(&self) -> StoreStats;
+    /// Catches up with what other servers sharing the gallery wrote; returns the index
+    /// changes this server's versions must apply. A store no other server writes has none.
+    fn refresh(&self) -> Result<Vec<IndexChange>, ServeError> {
+        Ok(Vec::new())
+    }
+    /// Whether other servers may write this gallery (then [`PhotoStore::refresh`] is polled).
+    fn is_shared(&self) -> bool {
+        false
+    }
 }
 
 /// The flag of a photo being stored.

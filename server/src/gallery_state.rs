@@ -142,6 +142,20 @@ impl State {
     /// The records that store staged `photos` (same ids replaced), with the flag changes their
     /// evidence spreads to other photos holding the same bytes; and the added/replaced counts.
     pub fn upsert_records(&self, photos: Vec<NewPhoto>) -> Result<(Upserted, Vec<Record>), ServeError> {
+        // What is known of the bytes now decides over what the caller knew when it flagged the
+        // photo (another server may have learned something since): fail closed.
+        let photos: Vec<NewPhoto> = photos
+            .into_iter()
+            .map(|mut p| {
+                let known = self.content.get(&p.sha256).map(|k| k.flag);
+                p.flag = match (p.flag, known) {
+                    (Flag::Captions, _) => Flag::Captions,
+                    (_, Some(f @ (Flag::Reviewed | Flag::ReviewedClear | Flag::Captions | Flag::Detector))) => f,
+                    (f, _) => f,
+                };
+                p
+            })
+            .collect();
         let mut out = Upserted::default();
         let mut seen = HashSet::new();
         for p in &photos {
@@ -179,8 +193,16 @@ impl State {
         (missing, records)
     }
 
-    /// The records that set these flags, with what their evidence spreads.
+    /// The records of a child detector's re-check, with what their evidence spreads: a photo
+    /// goes from clear or unverified to detector, or from unverified to clear; any other change
+    /// is dropped, because something stronger (a review, caption evidence) decided the photo
+    /// since the caller looked (perhaps on another server sharing the gallery).
     pub fn flag_records(&self, changes: &[(String, Flag)]) -> Vec<Record> {
+        let allowed = |id: &str, to: Flag| {
+            matches!((self.photos.get(id).map(|p| p.flag), to), (Some(Flag::Clear | Flag::Unverified), Flag::Detector) | (Some(Flag::Unverified), Flag::Clear))
+        };
+        let changes: Vec<(String, Flag)> = changes.iter().filter(|(id, f)| allowed(id, *f)).cloned().collect();
+        let changes = changes.as_slice();
         let items: Vec<([u8; 32], Flag)> =
             changes.iter().filter_map(|(id, flag)| self.photos.get(id.as_str()).map(|p| (p.sha256, *flag))).collect();
         let skip: HashSet<&str> = changes.iter().map(|(id, _)| id.as_str()).collect();

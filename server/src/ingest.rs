@@ -13,7 +13,7 @@ use crate::app::{App, QUOTE_CHARS};
 use crate::decode::Admission;
 use crate::encoders::Timings;
 use crate::error::ServeError;
-use crate::gallery::{captions_describe_child, decide_flag, merge_evidence, NewPhoto, Review};
+use crate::gallery::{captions_describe_child, decide_flag, merge_evidence, IndexChange, NewPhoto, Review};
 use crate::metrics as m;
 use crate::types::{Added, PhotoUpload, Rejected, Removed, ReviewRequest, Reviewed};
 use crate::versions::LoadedVersion;
@@ -282,6 +282,83 @@ impl App {
             "photo flag reviewed"
         );
         Ok(Reviewed { changed: changed.iter().map(|(id, _)| quote(id, QUOTE_CHARS)).collect(), flag })
+    }
+
+    /// Follows a gallery other servers write too: every `every`, catches up with their changes
+    /// and applies them to every ready version's index (a photo added on another server is
+    /// found here within a poll). Polling rather than LISTEN/NOTIFY: a notification sent while
+    /// this server is disconnected is lost, so it would need the same catch-up anyway. Runs
+    /// until the process ends; a store no other server writes returns at once.
+    pub async fn follow_gallery(self: Arc<Self>, every: std::time::Duration) {
+        if !self.store.is_shared() {
+            return;
+        }
+        let mut failing = false;
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let _writer = self.gallery_write.lock().await;
+            let store = self.store.clone();
+            let changes = match tokio::task::spawn_blocking(move || store.refresh()).await {
+                Ok(Ok(changes)) => {
+                    if failing {
+                        tracing::info!("gallery database reachable again; following other servers' changes");
+                        failing = false;
+                    }
+                    changes
+                }
+                Ok(Err(e)) => {
+                    if !failing {
+                        tracing::warn!(error = %e, "cannot follow the shared gallery; serving what is known");
+                        failing = true;
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "gallery follower failed");
+                    continue;
+                }
+            };
+            if changes.is_empty() {
+                continue;
+            }
+            let n = changes.len();
+            // Consecutive changes of one kind go to the indexes as one job.
+            let mut batch: Option<Reindex> = None;
+            let ready = self.versions.ready();
+            for change in changes {
+                let next = match (batch.take(), change) {
+                    (Some(Reindex::Upsert(mut v)), IndexChange::Upsert(id, vec)) => {
+                        v.push((id, vec));
+                        Reindex::Upsert(v)
+                    }
+                    (Some(Reindex::Remove(mut v)), IndexChange::Remove(id)) => {
+                        v.push(id);
+                        Reindex::Remove(v)
+                    }
+                    (done, change) => {
+                        if let Some(done) = done {
+                            if let Err(e) = self.reindex(done, ready.clone()).await {
+                                tracing::error!(error = %e, "applying another server's gallery changes failed");
+                            }
+                        }
+                        match change {
+                            IndexChange::Upsert(id, vec) => Reindex::Upsert(vec![(id, vec)]),
+                            IndexChange::Remove(id) => Reindex::Remove(vec![id]),
+                        }
+                    }
+                };
+                batch = Some(next);
+            }
+            if let Some(done) = batch {
+                if let Err(e) = self.reindex(done, ready).await {
+                    tracing::error!(error = %e, "applying another server's gallery changes failed");
+                }
+            }
+            metrics::gauge!(m::GALLERY_PHOTOS).set(self.store.len() as f64);
+            tracing::debug!(changes = n, "applied other servers' gallery changes");
+        }
     }
 
     /// Loads a version (indexing the gallery) and lets its child detector check every photo no

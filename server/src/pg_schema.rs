@@ -49,12 +49,27 @@ CREATE TABLE photos (
 );
 CREATE INDEX photos_by_sha256 ON photos (sha256);
 "#,
+}, Migration {
+    version: 2,
+    name: "the change feed replicas follow",
+    sql: r#"
+-- Every gallery write appends the keys it touched, numbered without gaps under the writers'
+-- advisory lock; a server sharing the gallery re-reads those rows to catch up.
+CREATE TABLE gallery_changes (
+    seq       bigint PRIMARY KEY,
+    at        timestamptz NOT NULL DEFAULT now(),
+    photo_id  text,
+    sha256    bytea,
+    CHECK ((photo_id IS NULL) <> (sha256 IS NULL))
+);
+"#,
 }];
 
 /// Advisory lock key of schema migrations ("imgs" in ASCII).
 pub const MIGRATION_LOCK: i64 = 0x696d_6773;
 
-/// Advisory lock key held by the one server that writes the gallery ("imgw").
+/// Advisory lock key every gallery write takes for its transaction ("imgw"): writes from all
+/// servers sharing the gallery are serialised, so the change feed has no gaps.
 pub const WRITER_LOCK: i64 = 0x696d_6777;
 
 /// Applies the migrations not yet recorded; returns the versions applied now.

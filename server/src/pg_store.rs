@@ -9,8 +9,11 @@
 //! gallery's metadata in memory too ([`State`], loaded at start), so reads never wait on the
 //! database; only photo bytes are read from it.
 //!
-//! One server writes a database at a time (an advisory lock held for the server's life, as the
-//! local store's lock file); a lost database makes writes and photo reads UNAVAILABLE with a
+//! Several servers may share one database (replicas). Every write is serialised across them by
+//! a transaction-scoped advisory lock, catches up with what the others wrote (so the law's
+//! decisions are taken on the newest knowledge), and appends the keys it touched to a change
+//! feed; [`PhotoStore::refresh`] follows that feed, so a photo added on one server is found on
+//! the others within a poll. A lost database makes writes and photo reads UNAVAILABLE with a
 //! clear message, and the next call reconnects by itself.
 
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -21,7 +24,7 @@ use postgres::error::SqlState;
 use postgres::{Client, NoTls};
 
 use crate::error::ServeError;
-use crate::gallery::{NewPhoto, PhotoMeta, PhotoStore, Review, StoreStats, Upserted};
+use crate::gallery::{IndexChange, NewPhoto, PhotoMeta, PhotoStore, Review, StoreStats, Upserted};
 use crate::gallery_state::{bump, Known, State};
 use crate::pg_schema::{migrate, WRITER_LOCK};
 use crate::wal::{Flag, Record};
@@ -118,8 +121,11 @@ impl Pool {
 
 struct Inner {
     state: State,
-    /// The session holding the writer lock (re-taken after the database comes back).
-    writer: Option<Client>,
+    /// The last change of the feed this server has applied.
+    seq: i64,
+    /// Changes applied to `state` (caught up inside a write) whose index updates are still to
+    /// be handed out by [`PhotoStore::refresh`].
+    unindexed: Vec<IndexChange>,
     /// Bytes whose last photo went while the database could not delete them.
     unswept: Vec<[u8; 32]>,
 }
@@ -158,36 +164,31 @@ impl PgStore {
         if !applied.is_empty() {
             tracing::info!(versions = ?applied, "gallery schema migrated");
         }
-        let writer = Self::take_writer_lock(&pool)?;
         let store = PgStore {
             pool,
             encoder_sha256: encoder_sha256.to_string(),
-            inner: Mutex::new(Inner { state: State::default(), writer: Some(writer), unswept: Vec::new() }),
+            inner: Mutex::new(Inner { state: State::default(), seq: 0, unindexed: Vec::new(), unswept: Vec::new() }),
         };
-        let state = store.load()?;
-        store.lock().state = state;
+        let (state, seq) = store.load()?;
+        {
+            let mut inner = store.lock();
+            inner.state = state;
+            inner.seq = seq;
+        }
         store.sweep_stale_staged();
         Ok(store)
-    }
-
-    fn take_writer_lock(pool: &Pool) -> Result<Client, ServeError> {
-        let mut c = pool.config.connect(NoTls).map_err(|e| db_error("writer lock", &e))?;
-        let got: bool = c.query_one("SELECT pg_try_advisory_lock($1)", &[&WRITER_LOCK]).map_err(|e| db_error("writer lock", &e))?.get(0);
-        if !got {
-            return Err(ServeError::Storage(
-                "the gallery database is in use by another imagesearch server (one writer per database)".into(),
-            ));
-        }
-        Ok(c)
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The gallery's metadata as the database holds it.
-    fn load(&self) -> Result<State, ServeError> {
-        let mut c = self.pool.get("load")?;
+    /// The gallery's metadata as the database holds it, and the feed position it reflects
+    /// (read in one repeatable-read snapshot).
+    fn load(&self) -> Result<(State, i64), ServeError> {
+        let mut conn = self.pool.get("load")?;
+        let mut c = conn.build_transaction().isolation_level(postgres::IsolationLevel::RepeatableRead).read_only(true).start().map_err(|e| db_error("load", &e))?;
+        let seq: i64 = c.query_one("SELECT coalesce(max(seq), 0) FROM gallery_changes", &[]).map_err(|e| db_error("load", &e))?.get(0);
         let mut state = State::default();
         let rows = c
             .query("SELECT id, sha256, mime, captions, flag, vector FROM photos WHERE encoder_sha256 = $1", &[&self.encoder_sha256])
@@ -202,7 +203,7 @@ impl PgStore {
                 mime: r.get(2),
                 captions: r.get(3),
                 // An unknown flag number is restricted: fail closed.
-                flag: u8::try_from(flag).ok().and_then(Flag::from_u8).unwrap_or(Flag::Unverified),
+                flag: flag_of(flag),
                 vector: vector.to_vec(),
             });
         }
@@ -216,12 +217,10 @@ impl PgStore {
         // What is known of each content last: whatever the photos taught, the table decides.
         for r in c.query("SELECT sha256, flag, reviewed_by, note FROM content_flags", &[]).map_err(|e| db_error("load", &e))? {
             let Some(sha) = sha_of(r.get::<_, &[u8]>(0)) else { continue };
-            let flag: i16 = r.get(1);
-            let flag = u8::try_from(flag).ok().and_then(Flag::from_u8).unwrap_or(Flag::Unverified);
-            state.content.insert(sha, Known { flag, by: r.get(2), note: r.get(3) });
+            state.content.insert(sha, Known { flag: flag_of(r.get(1)), by: r.get(2), note: r.get(3) });
         }
-        tracing::info!(photos = state.photos.len(), contents = state.content.len(), "gallery loaded from PostgreSQL");
-        Ok(state)
+        tracing::info!(photos = state.photos.len(), contents = state.content.len(), seq, "gallery loaded from PostgreSQL");
+        Ok((state, seq))
     }
 
     /// Deletes bytes that no photo refers to and that were staged long ago (a stream cut by a
@@ -239,40 +238,135 @@ impl PgStore {
         }
     }
 
-    /// Makes sure this server still holds the writer lock (after a lost database, takes it
-    /// again, or refuses when another server took it meanwhile).
-    fn ensure_writer(&self, inner: &mut Inner) -> Result<(), ServeError> {
-        if inner.writer.as_ref().is_some_and(|c| !c.is_closed()) {
-            return Ok(());
+    /// One gallery write: under the writers' lock, catches up with the feed, plans the records
+    /// on the newest state (`plan`), writes them with the content knowledge they imply and their
+    /// feed entries in one transaction, then applies them in memory. Retried once on a
+    /// connection found lost (the whole transaction is idempotent).
+    fn write<T>(
+        &self,
+        inner: &mut Inner,
+        what: &str,
+        plan: &dyn Fn(&State) -> Result<(T, Vec<Record>), ServeError>,
+    ) -> Result<T, ServeError> {
+        for attempt in 0..2 {
+            let mut c = self.pool.get(what)?;
+            match self.write_once(&mut c, inner, plan) {
+                Ok(t) => return Ok(t),
+                Err(Failed::Db(e)) if attempt == 0 && is_lost(&e) => {
+                    drop(c);
+                    self.pool.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
+                }
+                Err(Failed::Db(e)) => return Err(db_error(what, &e)),
+                Err(Failed::Refused(e)) => return Err(e),
+            }
         }
-        inner.writer = None;
-        inner.writer = Some(Self::take_writer_lock(&self.pool)?);
-        tracing::info!("gallery database back; writer lock taken again");
-        Ok(())
+        unreachable!("the second attempt returns")
     }
 
-    /// Writes records (and the content knowledge they imply) in one transaction, then applies
-    /// them in memory; deletes bytes nothing holds any more.
-    fn commit(&self, inner: &mut Inner, records: Vec<Record>, what: &str) -> Result<(), ServeError> {
+    fn write_once<T>(
+        &self,
+        c: &mut Client,
+        inner: &mut Inner,
+        plan: &dyn Fn(&State) -> Result<(T, Vec<Record>), ServeError>,
+    ) -> Result<T, Failed> {
+        let mut tx = c.transaction()?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITER_LOCK])?;
+        self.catch_up(&mut tx, inner)?;
+        let (out, records) = plan(&inner.state).map_err(Failed::Refused)?;
         if records.is_empty() {
-            return Ok(());
+            tx.commit()?;
+            return Ok(out);
         }
-        self.ensure_writer(inner)?;
         let content = inner.state.content_after(&records);
-        let written = self.pool.run(what, |c| write_records(c, &records, &content, &self.encoder_sha256));
-        if let Err(e) = written {
-            // A lost database may have taken the writer lock's session with it.
-            if e.code() == tonic::Code::Unavailable {
-                inner.writer = None;
-            }
-            return Err(e);
+        write_records(&mut tx, &records, &content, &self.encoder_sha256)?;
+        // The feed: every key touched, in order, numbered on from the last change.
+        let mut seq = inner.seq;
+        let feed = tx.prepare("INSERT INTO gallery_changes (seq, photo_id, sha256) VALUES ($1, $2, $3)")?;
+        for r in &records {
+            let (id, sha): (Option<&str>, Option<&[u8]>) = match r {
+                Record::Put { id, .. } | Record::Remove { id } | Record::SetFlag { id, .. } => (Some(id.as_str()), None),
+                Record::Content { .. } => continue,
+            };
+            seq += 1;
+            tx.execute(&feed, &[&seq, &id, &sha])?;
         }
+        for sha in content.keys() {
+            seq += 1;
+            tx.execute(&feed, &[&seq, &None::<&str>, &Some(sha.as_slice())])?;
+        }
+        tx.commit()?;
+        inner.seq = seq;
         let released: Vec<[u8; 32]> = records.into_iter().filter_map(|r| inner.state.apply(r)).collect();
         for (sha, k) in content {
             inner.state.content.insert(sha, k);
         }
         inner.unswept.extend(released);
-        self.sweep_released(inner);
+        Ok(out)
+    }
+
+    /// Applies the feed's changes after `inner.seq` (other servers' writes): each touched photo
+    /// and content re-read as it is now. Index updates are queued for [`PhotoStore::refresh`].
+    fn catch_up(&self, c: &mut impl postgres::GenericClient, inner: &mut Inner) -> Result<(), postgres::Error> {
+        let rows = c.query("SELECT seq, photo_id, sha256 FROM gallery_changes WHERE seq > $1 ORDER BY seq", &[&inner.seq])?;
+        let Some(last) = rows.last().map(|r| r.get::<_, i64>(0)) else { return Ok(()) };
+        let mut ids: Vec<String> = Vec::new();
+        let mut shas: Vec<Vec<u8>> = Vec::new();
+        for r in &rows {
+            if let Some(id) = r.get::<_, Option<String>>(1) {
+                if !ids.contains(&id) {
+                    ids.push(id);
+                }
+            } else if let Some(sha) = r.get::<_, Option<Vec<u8>>>(2) {
+                shas.push(sha);
+            }
+        }
+        let now = c.query(
+            "SELECT id, sha256, mime, captions, flag, vector FROM photos WHERE id = ANY($1) AND encoder_sha256 = $2",
+            &[&ids, &self.encoder_sha256],
+        )?;
+        let mut present = std::collections::HashMap::new();
+        for r in now {
+            let Some(sha256) = sha_of(r.get::<_, &[u8]>(1)) else { continue };
+            let vector: Vector = r.get(5);
+            let id: String = r.get(0);
+            present.insert(id.clone(), Record::Put {
+                id,
+                sha256,
+                mime: r.get(2),
+                captions: r.get(3),
+                flag: flag_of(r.get(4)),
+                vector: vector.to_vec(),
+            });
+        }
+        for id in ids {
+            match present.remove(&id) {
+                Some(put) => {
+                    let Record::Put { vector, .. } = &put else { unreachable!("built as a Put") };
+                    let change = IndexChange::Upsert(Arc::from(id.as_str()), Arc::new(vector.clone()));
+                    let same = inner.state.photos.get(id.as_str()).is_some_and(|p| p.vector.as_slice() == vector.as_slice());
+                    if let Some(released) = inner.state.apply(put) {
+                        inner.unswept.push(released);
+                    }
+                    if !same {
+                        inner.unindexed.push(change);
+                    }
+                }
+                None if inner.state.photos.contains_key(id.as_str()) => {
+                    if let Some(released) = inner.state.apply(Record::Remove { id: id.clone() }) {
+                        inner.unswept.push(released);
+                    }
+                    inner.unindexed.push(IndexChange::Remove(Arc::from(id.as_str())));
+                }
+                None => {}
+            }
+        }
+        if !shas.is_empty() {
+            for r in c.query("SELECT sha256, flag, reviewed_by, note FROM content_flags WHERE sha256 = ANY($1)", &[&shas])? {
+                let Some(sha) = sha_of(r.get::<_, &[u8]>(0)) else { continue };
+                inner.state.content.insert(sha, Known { flag: flag_of(r.get(1)), by: r.get(2), note: r.get(3) });
+            }
+        }
+        inner.seq = last;
         Ok(())
     }
 
@@ -297,14 +391,30 @@ impl PgStore {
     }
 }
 
-/// One transaction: the records as rows, then the content knowledge.
+/// Why a write failed: the database, or the plan (bad input, the law).
+enum Failed {
+    Db(postgres::Error),
+    Refused(ServeError),
+}
+
+impl From<postgres::Error> for Failed {
+    fn from(e: postgres::Error) -> Self {
+        Failed::Db(e)
+    }
+}
+
+/// A flag number from the database; an unknown one is restricted (fail closed).
+fn flag_of(n: i16) -> Flag {
+    u8::try_from(n).ok().and_then(Flag::from_u8).unwrap_or(Flag::Unverified)
+}
+
+/// The records as rows, then the content knowledge (inside the caller's transaction).
 fn write_records(
-    c: &mut Client,
+    tx: &mut postgres::Transaction<'_>,
     records: &[Record],
     content: &std::collections::HashMap<[u8; 32], Known>,
     encoder_sha256: &str,
 ) -> Result<(), postgres::Error> {
-    let mut tx = c.transaction()?;
     let put = tx.prepare(
         "INSERT INTO photos (id, sha256, mime, captions, flag, encoder_sha256, vector) VALUES ($1, $2, $3, $4, $5, $6, $7)
          ON CONFLICT (id) DO UPDATE SET sha256 = excluded.sha256, mime = excluded.mime, captions = excluded.captions,
@@ -336,7 +446,7 @@ fn write_records(
     for (sha, k) in content {
         tx.execute(&known, &[&sha.as_slice(), &(k.flag as i16), &k.by, &k.note])?;
     }
-    tx.commit()
+    Ok(())
 }
 
 impl PhotoStore for PgStore {
@@ -368,7 +478,7 @@ impl PhotoStore for PgStore {
     fn upsert(&self, photos: Vec<NewPhoto>) -> Result<Upserted, ServeError> {
         let mut inner = self.lock();
         let shas: Vec<[u8; 32]> = photos.iter().map(|p| p.sha256).collect();
-        let committed = inner.state.upsert_records(photos).and_then(|(out, records)| self.commit(&mut inner, records, "add").map(|()| out));
+        let committed = self.write(&mut inner, "add", &|state: &State| state.upsert_records(photos.clone()));
         // Committed or not, the stream's pins are released.
         for sha in &shas {
             bump(&mut inner.state.staged, *sha, false);
@@ -380,26 +490,42 @@ impl PhotoStore for PgStore {
 
     fn remove(&self, ids: &[String]) -> Result<Vec<String>, ServeError> {
         let mut inner = self.lock();
-        let (missing, records) = inner.state.remove_records(ids);
-        self.commit(&mut inner, records, "removal")?;
+        let missing = self.write(&mut inner, "removal", &|state: &State| Ok(state.remove_records(ids)))?;
+        self.sweep_released(&mut inner);
         Ok(missing)
     }
 
     fn set_flags(&self, changes: &[(String, Flag)]) -> Result<(), ServeError> {
         let mut inner = self.lock();
-        let records = inner.state.flag_records(changes);
-        self.commit(&mut inner, records, "flag change")
+        self.write(&mut inner, "flag change", &|state: &State| Ok(((), state.flag_records(changes))))
     }
 
     fn content_flag(&self, sha256: &[u8; 32]) -> Option<Flag> {
         self.lock().state.content.get(sha256).map(|k| k.flag)
     }
 
+    fn is_shared(&self) -> bool {
+        true
+    }
+
+    fn refresh(&self) -> Result<Vec<IndexChange>, ServeError> {
+        let mut inner = self.lock();
+        let mut c = self.pool.get("refresh")?;
+        let caught = self.catch_up(&mut *c, &mut inner);
+        if let Err(e) = caught {
+            return Err(db_error("refresh", &e));
+        }
+        let changes = std::mem::take(&mut inner.unindexed);
+        if !inner.unswept.is_empty() {
+            drop(c);
+            self.sweep_released(&mut inner);
+        }
+        Ok(changes)
+    }
+
     fn review(&self, id: &str, review: &Review) -> Result<Vec<(Arc<str>, Flag)>, ServeError> {
         let mut inner = self.lock();
-        let (changed, records) = inner.state.review_records(id, review)?;
-        self.commit(&mut inner, records, "review")?;
-        Ok(changed)
+        self.write(&mut inner, "review", &|state: &State| state.review_records(id, review))
     }
 
     fn get(&self, id: &str) -> Option<PhotoMeta> {
@@ -480,7 +606,7 @@ impl PgStore {
                 Ok::<_, ServeError>(())
             });
             let n = chunk.len();
-            let committed = staged.and_then(|()| self.commit(&mut inner, chunk, "migration"));
+            let committed = staged.and_then(|()| self.write(&mut inner, "migration", &|_: &State| Ok(((), chunk.clone()))));
             for sha in &pinned {
                 bump(&mut inner.state.staged, *sha, false);
             }
@@ -488,7 +614,7 @@ impl PgStore {
             done += n;
             tracing::info!(photos = done, of = total, "migrating the gallery");
         }
-        self.commit(&mut inner, rest, "migration")
+        self.write(&mut inner, "migration", &|_: &State| Ok(((), rest.clone())))
     }
 
     /// What is known of contents, as (sha256, flag) sorted (migration checks).

@@ -140,3 +140,75 @@ fn migrate_gallery_copies_a_local_gallery_with_its_flags_and_reviews() {
     });
     assert_eq!(pg.psql("gallery", "SELECT reviewed_by || ':' || note FROM content_flags WHERE flag = 4"), "reviewer:seen");
 }
+
+/// Polls `check` on `c` until it holds (a replica follows the shared gallery within a poll).
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !check().await {
+        assert!(std::time::Instant::now() < until, "{what}: not seen within 20 s");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[test]
+fn two_replicas_on_one_database_serve_one_gallery() {
+    let repo = trained_repository(1);
+    let models = repo.path().join("models");
+    let pg = Postgres::start();
+    let url = pg.url("gallery");
+    let store = ["--store", "postgres", "--database-url", url.as_str()];
+    let (kids, adults) = captioned_photos(3);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let mut a = Server::start(&models, &data.path().join("a"), &store);
+    let mut b = Server::start(&models, &data.path().join("b"), &store);
+    rt.block_on(async {
+        let (ca, cb) = (a.ready_client().await, b.ready_client().await);
+        ca.add_photos(requests(&adults[..2])).await.unwrap();
+        ca.add_photos(requests(&kids[..1])).await.unwrap();
+        let started = std::time::Instant::now();
+        eventually("A's photos searched on B", || async {
+            cb.search("a photo", Some("US"), 10).await.map(|r| r.hits.len() == 3).unwrap_or(false)
+        })
+        .await;
+        println!("a photo added on A was found on B after {:?}", started.elapsed());
+        // The law on B for A's child photo.
+        let de = cb.search("a photo", Some("DE"), 10).await.unwrap();
+        assert!(!de.hits.iter().any(|s| matches!(s, Slot::Photo(p) if p.id == kids[0].0)));
+        assert_eq!(cb.gallery_stats().await.unwrap().photos, 3);
+        // A removal on A, and an add on B seen on A.
+        ca.remove_photos(vec![adults[0].0.clone()]).await.unwrap();
+        cb.add_photos(requests(&adults[2..3])).await.unwrap();
+        eventually("A's removal on B", || async {
+            cb.search("a photo", Some("US"), 10)
+                .await
+                .map(|r| !r.hits.iter().any(|s| matches!(s, Slot::Photo(p) if p.id == adults[0].0)))
+                .unwrap_or(false)
+        })
+        .await;
+        eventually("B's photo on A", || async {
+            ca.search("a photo", Some("US"), 10)
+                .await
+                .map(|r| r.hits.iter().any(|s| matches!(s, Slot::Photo(p) if p.id == adults[2].0)))
+                .unwrap_or(false)
+        })
+        .await;
+        // A is killed right after acknowledging an add; B has every acknowledged photo and serves on.
+        ca.add_photos(requests(&kids[1..])).await.unwrap();
+    });
+    a.kill9();
+    rt.block_on(async {
+        let cb = b.client().await;
+        eventually("every photo acknowledged by A, on B", || async {
+            cb.gallery_stats().await.map(|s| s.photos == 5).unwrap_or(false)
+        })
+        .await;
+        let us = cb.search("a photo", Some("US"), 10).await.unwrap();
+        assert_eq!(us.hits.len(), 5);
+    });
+    assert_eq!(pg.psql("gallery", "SELECT count(*) FROM photos"), "5");
+}
