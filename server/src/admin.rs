@@ -119,9 +119,11 @@ impl App {
         self.versions.rollout()
     }
 
-    /// Validates, persists and applies a rollout.
-    pub fn set_rollout(&self, r: Rollout) -> Result<Rollout, ServeError> {
-        self.versions.set_rollout(r)
+    /// Validates, persists (off the async workers: the rollout may live in the gallery's
+    /// database) and applies a rollout.
+    pub async fn set_rollout(self: &Arc<Self>, r: Rollout) -> Result<Rollout, ServeError> {
+        let app = self.clone();
+        tokio::task::spawn_blocking(move || app.versions.set_rollout(r)).await.map_err(|e| ServeError::Internal(e.to_string()))?
     }
 
     /// The start-up sequence, run while health says NOT_SERVING: a real pass through both
@@ -135,12 +137,11 @@ impl App {
             self.load_version(*v).await.map_err(|e| format!("scorer version {v}: {e}"))?;
         }
         let newest = versions.iter().copied().max().ok_or("no scorer version to serve")?;
-        let rollout = self
-            .versions
-            .saved_rollout()
-            .filter(|r| r.validate(versions).is_ok())
-            .unwrap_or(Rollout { stable: newest, canary: 0, canary_percent: 0 });
-        self.versions.set_rollout(rollout).map_err(|e| format!("rollout: {e}"))?;
+        let (app, loaded) = (self.clone(), versions.to_vec());
+        let rollout = tokio::task::spawn_blocking(move || app.versions.start_rollout(&loaded, newest))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("rollout: {e}"))?;
         self.set_ready(true);
         tokio::spawn(self.clone().follow_gallery(std::time::Duration::from_millis(self.cfg.gallery_refresh_ms.max(10))));
         Ok(rollout)

@@ -29,6 +29,9 @@ pub enum ServeError {
     Unavailable(String),
     #[error("{0}")]
     FailedPrecondition(String),
+    /// A compare-and-set lost to a concurrent change (read again, then retry).
+    #[error("{0}")]
+    Conflict(String),
     #[error("{0} call needs 'authorization: Bearer <token>' with the server's {0} token")]
     Unauthenticated(&'static str),
     #[error("the gallery's disk is full: nothing was stored (searches still work); free space, then retry")]
@@ -67,6 +70,7 @@ impl ServeError {
             ServeError::DeadlineExceeded(_) => Code::DeadlineExceeded,
             ServeError::Unavailable(_) => Code::Unavailable,
             ServeError::FailedPrecondition(_) => Code::FailedPrecondition,
+            ServeError::Conflict(_) => Code::Aborted,
             ServeError::Unauthenticated(_) => Code::Unauthenticated,
             ServeError::Model(ModelError::Image(_) | ModelError::Text(_)) => Code::InvalidArgument,
             // A version's files missing, unreadable, tampered or made for other encoders: the

@@ -298,6 +298,7 @@ impl App {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
+            self.follow_rollout().await;
             let _writer = self.gallery_write.lock().await;
             let store = self.store.clone();
             let changes = match tokio::task::spawn_blocking(move || store.refresh()).await {
@@ -358,6 +359,34 @@ impl App {
             }
             metrics::gauge!(m::GALLERY_PHOTOS).set(self.store.len() as f64);
             tracing::debug!(changes = n, "applied other servers' gallery changes");
+        }
+    }
+
+    /// Adopts a rollout another server saved, loading its versions here first; until they are
+    /// ready (or when the database is unreachable) the last known rollout keeps serving.
+    async fn follow_rollout(self: &Arc<Self>) {
+        let versions = self.clone();
+        let newer = match tokio::task::spawn_blocking(move || versions.versions.newer_rollout()).await {
+            Ok(Ok(Some(newer))) => newer,
+            Ok(Ok(None)) => return,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "cannot read the shared rollout; the last known one serves");
+                return;
+            }
+            Err(_) => return,
+        };
+        let (r, generation) = newer;
+        for v in [r.stable, r.canary].into_iter().filter(|v| *v != 0) {
+            if self.versions.ready().iter().all(|l| l.version != v) {
+                tracing::info!(version = v, "loading a version the shared rollout names");
+                if let Err(e) = self.load_version(v).await {
+                    tracing::error!(version = v, error = %e, "cannot load a version the shared rollout names; the last known rollout serves");
+                    return;
+                }
+            }
+        }
+        if let Err(e) = self.versions.adopt_rollout(r, generation) {
+            tracing::error!(error = %e, "cannot adopt the shared rollout; the last known one serves");
         }
     }
 

@@ -18,7 +18,7 @@ use imagesearch_server::gallery::PhotoStore;
 use imagesearch_server::pg_store::PgStore;
 use imagesearch_server::encoders::{EncoderSettings, Encoders};
 use imagesearch_server::local_store::LocalStore;
-use imagesearch_server::rollout::Rollout;
+use imagesearch_server::rollout::{FileRollout, Rollout, RolloutStore};
 use imagesearch_server::service::{AdminService, GalleryService, SearchService};
 use imagesearch_server::versions::Versions;
 use tonic_health::ServingStatus;
@@ -84,14 +84,31 @@ fn main() -> anyhow::Result<()> {
     let device = cfg.device.device();
     let repo = ModelRepository::new(&cfg.models);
     std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("data dir {}", cfg.data_dir.display()))?;
-    let rollout_path = cfg.data_dir.join("rollout.json");
-    let wanted = startup_versions(&cfg, &repo, Rollout::load(&rollout_path))?;
-
-    // The encoders the versions were trained with (all versions must agree; checked at load).
-    let first = ScorerManifest::load(&repo.version_dir(wanted[0]))?;
+    // The encoders the versions were trained with (all versions must agree; checked at load):
+    // those of the first version asked for, else of the newest.
+    let named = match cfg.versions.first() {
+        Some(v) => *v,
+        None => *startup_versions(&cfg, &repo, None)?.last().expect("at least one version"),
+    };
+    let first = ScorerManifest::load(&repo.version_dir(named))?;
+    let timeout = Duration::from_secs(cfg.database_timeout_s);
     if let Some(Command::MigrateGallery { from, to, batch }) = &cfg.command {
-        return migrate_gallery(from, to, *batch, &first.image_encoder.sha256, Duration::from_secs(cfg.database_timeout_s));
+        return migrate_gallery(from, to, *batch, &first.image_encoder.sha256, timeout);
     }
+    // The gallery, and the rollout: beside it in a file, or in its database (shared by replicas).
+    let (store, rollout_store): (Arc<dyn PhotoStore>, Arc<dyn RolloutStore>) = match (cfg.store, &cfg.database_url) {
+        (StoreKind::Postgres, Some(url)) => {
+            let pg = Arc::new(PgStore::open(url, &first.image_encoder.sha256, timeout).context("gallery database (--database-url)")?);
+            (pg.clone(), pg)
+        }
+        (StoreKind::Postgres, None) => anyhow::bail!("--store postgres needs --database-url"),
+        (StoreKind::Local, _) => (
+            Arc::new(LocalStore::open(&cfg.data_dir.join("gallery"))?),
+            Arc::new(FileRollout::new(cfg.data_dir.join("rollout.json"))),
+        ),
+    };
+    let saved = rollout_store.load_rollout().context("the saved rollout")?.map(|(r, _)| r);
+    let wanted = startup_versions(&cfg, &repo, saved)?;
     let image = ImageEncoder::load(&repo.encoder_dir(&first.image_encoder.name), device).context("image encoder")?;
     let (text, fallback) = TextEncoder::load_probed(&repo.encoder_dir(&first.text_encoder.name), device).context("text encoder")?;
     if let Some(why) = fallback {
@@ -103,7 +120,6 @@ fn main() -> anyhow::Result<()> {
         queue_capacity: cfg.queue_capacity,
     };
     let (image_manifest, text_manifest) = (image.manifest.clone(), text.manifest.clone());
-    let image_sha256 = image_manifest.sha256().to_string();
     let encoders = Encoders::start(
         image,
         text,
@@ -118,15 +134,7 @@ fn main() -> anyhow::Result<()> {
             decode_queue: cfg.decode_queue,
         },
     );
-    let versions = Versions::new(repo.clone(), device, batch, image_manifest, text_manifest, rollout_path);
-    let store: Arc<dyn PhotoStore> = match (cfg.store, &cfg.database_url) {
-        (StoreKind::Postgres, Some(url)) => {
-            let timeout = Duration::from_secs(cfg.database_timeout_s);
-            Arc::new(PgStore::open(url, &image_sha256, timeout).context("gallery database (--database-url)")?)
-        }
-        (StoreKind::Postgres, None) => anyhow::bail!("--store postgres needs --database-url"),
-        (StoreKind::Local, _) => Arc::new(LocalStore::open(&cfg.data_dir.join("gallery"))?),
-    };
+    let versions = Versions::new(repo.clone(), device, batch, image_manifest, text_manifest, rollout_store);
     let device_name = imagesearch_model::device::device_name(device);
     let app = Arc::new(App::new(cfg.clone(), device_name, encoders, versions, store));
 

@@ -63,6 +63,20 @@ CREATE TABLE gallery_changes (
     CHECK ((photo_id IS NULL) <> (sha256 IS NULL))
 );
 "#,
+}, Migration {
+    version: 3,
+    name: "the rollout every server sharing the gallery obeys",
+    sql: r#"
+CREATE TABLE rollout (
+    id              smallint PRIMARY KEY CHECK (id = 1),
+    stable          integer NOT NULL,
+    canary          integer NOT NULL,
+    canary_percent  integer NOT NULL,
+    -- Compare-and-set: a save names the generation it replaces.
+    generation      bigint NOT NULL,
+    updated_at      timestamptz NOT NULL DEFAULT now()
+);
+"#,
 }];
 
 /// Advisory lock key of schema migrations ("imgs" in ASCII).

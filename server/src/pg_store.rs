@@ -640,3 +640,36 @@ impl PgStore {
         Ok(r.get(0))
     }
 }
+
+impl crate::rollout::RolloutStore for PgStore {
+    fn load_rollout(&self) -> Result<Option<(crate::rollout::Rollout, i64)>, ServeError> {
+        let row = self.pool.run("rollout read", |c| {
+            c.query_opt("SELECT stable, canary, canary_percent, generation FROM rollout WHERE id = 1", &[])
+        })?;
+        Ok(row.map(|r| {
+            let n = |i: usize| u32::try_from(r.get::<_, i32>(i)).unwrap_or(0);
+            (crate::rollout::Rollout { stable: n(0), canary: n(1), canary_percent: n(2) }, r.get(3))
+        }))
+    }
+
+    fn save_rollout(&self, r: crate::rollout::Rollout, expected: i64) -> Result<i64, ServeError> {
+        let n = |v: u32| i32::try_from(v).unwrap_or(i32::MAX);
+        let row = self.pool.run("rollout save", |c| {
+            c.query_opt(
+                "INSERT INTO rollout (id, stable, canary, canary_percent, generation) VALUES (1, $1, $2, $3, 1)
+                 ON CONFLICT (id) DO UPDATE SET stable = excluded.stable, canary = excluded.canary,
+                     canary_percent = excluded.canary_percent, generation = rollout.generation + 1, updated_at = now()
+                 WHERE rollout.generation = $4
+                 RETURNING generation",
+                &[&n(r.stable), &n(r.canary), &n(r.canary_percent), &expected],
+            )
+        })?;
+        // No row back: a rollout is saved and its generation is not `expected`.
+        match row {
+            Some(r) => Ok(r.get(0)),
+            None => Err(ServeError::Conflict(
+                "the rollout was changed by another server since this one read it; read it again (GetRollout) and retry".into(),
+            )),
+        }
+    }
+}

@@ -89,6 +89,42 @@ impl Rollout {
     }
 }
 
+/// Where the rollout is kept: a file beside the local gallery, or the gallery's database when
+/// servers share it. Saves are compare-and-set on a generation, so two servers setting a
+/// rollout at once cannot both win unseen.
+pub trait RolloutStore: Send + Sync {
+    /// The saved rollout and its generation (0 = none saved).
+    fn load_rollout(&self) -> Result<Option<(Rollout, i64)>, ServeError>;
+    /// Saves `r` if the saved generation is still `expected`; returns the new generation. A
+    /// rollout changed meanwhile is ABORTED.
+    fn save_rollout(&self, r: Rollout, expected: i64) -> Result<i64, ServeError>;
+}
+
+/// The rollout in a JSON file (one server).
+pub struct FileRollout {
+    path: std::path::PathBuf,
+    generation: std::sync::atomic::AtomicI64,
+}
+
+impl FileRollout {
+    pub fn new(path: std::path::PathBuf) -> Self {
+        FileRollout { path, generation: std::sync::atomic::AtomicI64::new(1) }
+    }
+}
+
+impl RolloutStore for FileRollout {
+    fn load_rollout(&self) -> Result<Option<(Rollout, i64)>, ServeError> {
+        let g = self.generation.load(std::sync::atomic::Ordering::Acquire);
+        Ok(Rollout::load(&self.path).map(|r| (r, g)))
+    }
+
+    fn save_rollout(&self, r: Rollout, _expected: i64) -> Result<i64, ServeError> {
+        // One server owns the file: no one else can have changed it.
+        r.save(&self.path)?;
+        Ok(self.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel) + 1)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

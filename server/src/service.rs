@@ -297,7 +297,7 @@ impl ModelAdmin for AdminService {
     async fn set_rollout(&self, req: Request<pb::SetRolloutRequest>) -> Result<Response<pb::Rollout>, Status> {
         let md = req.metadata().clone();
         let app = self.0.clone();
-        handle("SetRollout", &md, async move { Ok(plain(app.set_rollout(Rollout::try_from(req.into_inner())?)?.into())) }).await
+        handle("SetRollout", &md, async move { Ok(plain(app.set_rollout(Rollout::try_from(req.into_inner())?).await?.into())) }).await
     }
 
     async fn get_rollout(&self, req: Request<pb::GetRolloutRequest>) -> Result<Response<pb::Rollout>, Status> {

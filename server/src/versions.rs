@@ -6,7 +6,6 @@
 //! version is marked ready. A failed load changes nothing that is serving.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 use imagesearch_model::{ChildDetector, EncoderManifest, ModelRepository, Scorer};
@@ -16,7 +15,7 @@ use crate::error::ServeError;
 use crate::gallery::PhotoMeta;
 use crate::index::ScorerQueue;
 use crate::metrics as m;
-use crate::rollout::Rollout;
+use crate::rollout::{Rollout, RolloutStore};
 
 /// A version that is loaded and warm.
 pub struct LoadedVersion {
@@ -44,8 +43,9 @@ pub struct Versions {
     image: EncoderManifest,
     text: EncoderManifest,
     states: RwLock<BTreeMap<u32, VersionState>>,
-    rollout: RwLock<Rollout>,
-    rollout_path: PathBuf,
+    /// The rollout in force and the generation of the saved one it came from.
+    rollout: RwLock<(Rollout, i64)>,
+    rollout_store: Arc<dyn RolloutStore>,
 }
 
 impl Versions {
@@ -55,7 +55,7 @@ impl Versions {
         batch: BatchConfig,
         image: EncoderManifest,
         text: EncoderManifest,
-        rollout_path: PathBuf,
+        rollout_store: Arc<dyn RolloutStore>,
     ) -> Self {
         Versions {
             repo,
@@ -64,8 +64,8 @@ impl Versions {
             image,
             text,
             states: RwLock::new(BTreeMap::new()),
-            rollout: RwLock::new(Rollout::default()),
-            rollout_path,
+            rollout: RwLock::new((Rollout::default(), 0)),
+            rollout_store,
         }
     }
 
@@ -154,7 +154,7 @@ impl Versions {
 
     /// Unloads a version that is neither stable nor canary.
     pub fn unload(&self, version: u32) -> Result<(), ServeError> {
-        let r = *self.rollout.read().unwrap_or_else(|e| e.into_inner());
+        let r = self.rollout();
         if !r.role(version).is_empty() {
             return Err(ServeError::FailedPrecondition(format!(
                 "version {version} is the {} version; change the rollout first",
@@ -178,22 +178,54 @@ impl Versions {
     }
 
     pub fn rollout(&self) -> Rollout {
-        *self.rollout.read().unwrap_or_else(|e| e.into_inner())
+        self.rollout.read().unwrap_or_else(|e| e.into_inner()).0
     }
 
-    /// Validates, persists and applies a rollout.
+    /// Validates, persists (compare-and-set on the generation this server last saw) and applies
+    /// a rollout.
     pub fn set_rollout(&self, r: Rollout) -> Result<Rollout, ServeError> {
         let ready: Vec<u32> = self.ready().iter().map(|v| v.version).collect();
         r.validate(&ready)?;
-        r.save(&self.rollout_path)?;
-        *self.rollout.write().unwrap_or_else(|e| e.into_inner()) = r;
-        tracing::info!(stable = r.stable, canary = r.canary, percent = r.canary_percent, "rollout set");
+        let mut current = self.rollout.write().unwrap_or_else(|e| e.into_inner());
+        let generation = self.rollout_store.save_rollout(r, current.1)?;
+        *current = (r, generation);
+        tracing::info!(stable = r.stable, canary = r.canary, percent = r.canary_percent, generation, "rollout set");
         Ok(r)
     }
 
     /// The saved rollout, if any.
     pub fn saved_rollout(&self) -> Option<Rollout> {
-        Rollout::load(&self.rollout_path)
+        self.rollout_store.load_rollout().ok().flatten().map(|(r, _)| r)
+    }
+
+    /// The rollout at start-up: the saved one when its versions are among `loaded`, else
+    /// `newest` as the only (stable) version, saved over the saved one.
+    pub fn start_rollout(&self, loaded: &[u32], newest: u32) -> Result<Rollout, ServeError> {
+        let saved = self.rollout_store.load_rollout()?;
+        if let Some((r, g)) = saved.filter(|(r, _)| r.validate(loaded).is_ok()) {
+            self.adopt_rollout(r, g)?;
+            return Ok(r);
+        }
+        self.rollout.write().unwrap_or_else(|e| e.into_inner()).1 = saved.map_or(0, |(_, g)| g);
+        self.set_rollout(Rollout { stable: newest, canary: 0, canary_percent: 0 })
+    }
+
+    /// A saved rollout newer than the one in force (set by another server sharing the store).
+    pub fn newer_rollout(&self) -> Result<Option<(Rollout, i64)>, ServeError> {
+        let mine = self.rollout.read().unwrap_or_else(|e| e.into_inner()).1;
+        Ok(self.rollout_store.load_rollout()?.filter(|(_, g)| *g > mine))
+    }
+
+    /// Applies a rollout another server saved, once its versions are ready here.
+    pub fn adopt_rollout(&self, r: Rollout, generation: i64) -> Result<(), ServeError> {
+        let ready: Vec<u32> = self.ready().iter().map(|v| v.version).collect();
+        r.validate(&ready)?;
+        let mut current = self.rollout.write().unwrap_or_else(|e| e.into_inner());
+        if generation > current.1 {
+            *current = (r, generation);
+            tracing::info!(stable = r.stable, canary = r.canary, percent = r.canary_percent, generation, "rollout set by another server adopted");
+        }
+        Ok(())
     }
 
     /// The version that serves a request: the pinned one, or the rollout's pick.

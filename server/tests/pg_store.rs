@@ -159,3 +159,21 @@ fn a_lost_database_is_unavailable_and_the_store_recovers_when_it_returns() {
     drop(store);
     assert_eq!(open(&pg).ids(), ["after", "before"]);
 }
+
+#[test]
+fn the_shared_rollout_is_compare_and_set() {
+    use imagesearch_server::rollout::{Rollout, RolloutStore};
+    let pg = Postgres::start();
+    let (a, b) = (open(&pg), open(&pg));
+    assert_eq!(a.load_rollout().unwrap(), None);
+    let one = Rollout { stable: 2, canary: 1, canary_percent: 10 };
+    assert_eq!(a.save_rollout(one, 0).unwrap(), 1);
+    // B saves over what it has not read: refused, ABORTED, nothing changed.
+    let two = Rollout { stable: 2, canary: 0, canary_percent: 0 };
+    let e = b.save_rollout(two, 0).unwrap_err();
+    assert_eq!(e.code(), Code::Aborted, "{e}");
+    assert_eq!(b.load_rollout().unwrap(), Some((one, 1)));
+    assert_eq!(b.save_rollout(two, 1).unwrap(), 2);
+    assert_eq!(a.load_rollout().unwrap(), Some((two, 2)));
+    assert_eq!(a.save_rollout(one, 1).unwrap_err().code(), Code::Aborted, "a stale generation loses");
+}

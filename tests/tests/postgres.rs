@@ -155,8 +155,8 @@ where
 }
 
 #[test]
-fn two_replicas_on_one_database_serve_one_gallery() {
-    let repo = trained_repository(1);
+fn two_replicas_on_one_database_serve_one_gallery_and_one_rollout() {
+    let repo = trained_repository(2);
     let models = repo.path().join("models");
     let pg = Postgres::start();
     let url = pg.url("gallery");
@@ -197,6 +197,30 @@ fn two_replicas_on_one_database_serve_one_gallery() {
                 .unwrap_or(false)
         })
         .await;
+        // A rollout set through A is obeyed by B: B loads the canary itself, and every routing
+        // key lands on the same version on both.
+        ca.load_version(1).await.unwrap();
+        ca.set_rollout(2, 1, 50).await.unwrap();
+        eventually("A's rollout on B", || async {
+            cb.get_rollout().await.map(|r| (r.stable, r.canary, r.canary_percent) == (2, 1, 50)).unwrap_or(false)
+        })
+        .await;
+        let mut on_canary = 0;
+        for u in 0..40 {
+            let opts = SearchOptions { routing_key: format!("user-{u}"), ..Default::default() };
+            let on_a = ca.search_with("a dog", Some("US"), 1, &opts).await.unwrap().version;
+            let on_b = cb.search_with("a dog", Some("US"), 1, &opts).await.unwrap().version;
+            assert_eq!(on_a, on_b, "user-{u} routed differently by the two replicas");
+            on_canary += usize::from(on_a == 1);
+        }
+        assert!((5..=35).contains(&on_canary), "{on_canary} of 40 users on a 50% canary");
+        // And back, set through B this time: A follows.
+        cb.set_rollout(2, 0, 0).await.unwrap();
+        eventually("B's rollout on A", || async {
+            ca.get_rollout().await.map(|r| (r.stable, r.canary) == (2, 0)).unwrap_or(false)
+        })
+        .await;
+        assert_eq!(pg.psql("gallery", "SELECT stable || ',' || canary || ',' || canary_percent FROM rollout"), "2,0,0");
         // A is killed right after acknowledging an add; B has every acknowledged photo and serves on.
         ca.add_photos(requests(&kids[1..])).await.unwrap();
     });
