@@ -88,15 +88,17 @@ pub const WRITER_LOCK: i64 = 0x696d_6777;
 
 /// Applies the migrations not yet recorded; returns the versions applied now.
 pub fn migrate(client: &mut postgres::Client) -> Result<Vec<i32>, postgres::Error> {
-    client.batch_execute(
+    // Everything under the lock, the bookkeeping table too: servers starting together would
+    // otherwise race on creating it.
+    let mut tx = client.transaction()?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
+    tx.batch_execute(
         "CREATE TABLE IF NOT EXISTS imagesearch_schema (
              version    integer PRIMARY KEY,
              name       text NOT NULL,
              applied_at timestamptz NOT NULL DEFAULT now()
          )",
     )?;
-    let mut tx = client.transaction()?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
     let done: Vec<i32> = tx.query("SELECT version FROM imagesearch_schema", &[])?.iter().map(|r| r.get(0)).collect();
     let mut applied = Vec::new();
     for m in MIGRATIONS.iter().filter(|m| !done.contains(&m.version)) {

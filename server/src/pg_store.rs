@@ -36,11 +36,13 @@ const STALE_STAGED: &str = "1 hour";
 /// A database error as the caller may see it: a lost or unreachable database is UNAVAILABLE, a
 /// full disk RESOURCE_EXHAUSTED, anything else an internal storage error. Details go to the log.
 fn db_error(what: &str, e: &postgres::Error) -> ServeError {
+    // `Display` of a server error says only "db error": log the server's own message.
+    let e = &DbErrorText(e);
     if e.code() == Some(&SqlState::DISK_FULL) {
         tracing::error!(error = %e, "gallery database disk full; {what} refused, nothing stored");
         return ServeError::DiskFull;
     }
-    if is_lost(e) || e.code() == Some(&SqlState::CANNOT_CONNECT_NOW) {
+    if is_lost(e.0) || e.code() == Some(&SqlState::CANNOT_CONNECT_NOW) {
         tracing::error!(error = %e, "gallery database unreachable during {what}");
         return ServeError::Unavailable(format!(
             "the gallery database is unreachable ({what} not done; nothing was stored); retry — the server reconnects by itself"
@@ -48,6 +50,24 @@ fn db_error(what: &str, e: &postgres::Error) -> ServeError {
     }
     tracing::error!(error = %e, "gallery database error during {what}");
     ServeError::Storage(format!("the gallery database refused the {what} (details in the server log); nothing was stored"))
+}
+
+/// A database error with the server's message and code when it sent one.
+struct DbErrorText<'a>(&'a postgres::Error);
+
+impl std::fmt::Display for DbErrorText<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.as_db_error() {
+            Some(d) => write!(f, "{} ({}: {})", self.0, d.code().code(), d.message()),
+            None => write!(f, "{}", self.0),
+        }
+    }
+}
+
+impl DbErrorText<'_> {
+    fn code(&self) -> Option<&SqlState> {
+        self.0.code()
+    }
 }
 
 /// A few connections, made when needed and dropped when broken.
