@@ -66,6 +66,8 @@ pub(crate) fn search_request(query: &str, region: &str, k: u32, opts: &SearchOpt
         k,
         routing: routing(region, opts.version, &opts.routing_key),
         include_photos: opts.include_photos,
+        min_score: opts.min_score,
+        page_token: opts.page_token.clone(),
     }
 }
 
@@ -102,7 +104,7 @@ pub fn to_results(resp: pb::SearchResponse, restricted_region: bool) -> SearchRe
     let hits = if resp.query_withheld.is_some() { Vec::new() } else { resp.hits };
     let hits = hits.into_iter().map(|h| slot(h, restricted_region)).collect();
     let query_withheld = resp.query_withheld.map(|w| if w.disclaimer.is_empty() { DISCLAIMER.to_string() } else { w.disclaimer });
-    SearchResults { hits, version: resp.version, query_withheld, gallery_size: resp.gallery_size }
+    SearchResults { hits, version: resp.version, query_withheld, gallery_size: resp.gallery_size, next_page_token: resp.next_page_token }
 }
 
 /// The photo of a GetPhoto answer, when it may be shown in the region: a photo flagged
@@ -156,6 +158,7 @@ mod tests {
             query_withheld: None,
             gallery_size: 10,
             photos_without_bytes: 0,
+            next_page_token: String::new(),
         };
         let r = to_results(resp.clone(), true);
         assert!(matches!(&r.hits[0], Slot::Photo(p) if p.id == "dog.jpg"));
@@ -188,9 +191,9 @@ mod tests {
         let sources: Vec<_> = r.pairs.iter().map(|p| p.image.clone().and_then(|i| i.source)).collect();
         assert_eq!(sources, vec![Some(pb::image::Source::Data(vec![9])), Some(pb::image::Source::GalleryId("g".into()))]);
         assert_eq!(r.routing, Some(pb::Routing { region: "DE".into(), version: 2, routing_key: "user-1".into() }));
-        let opts = SearchOptions { version: 4, routing_key: "k".into(), include_photos: true };
+        let opts = SearchOptions { version: 4, routing_key: "k".into(), include_photos: true, min_score: 0.25, page_token: "ab".into() };
         let s = search_request("a dog", "US", 5, &opts);
-        assert_eq!((s.k, s.include_photos), (5, true));
+        assert_eq!((s.k, s.include_photos, s.min_score, s.page_token.as_str()), (5, true, 0.25, "ab"));
         assert_eq!(s.routing, Some(pb::Routing { region: "US".into(), version: 4, routing_key: "k".into() }));
         assert_eq!(get_photo_request("x", "").routing, Some(pb::Routing::default()));
     }

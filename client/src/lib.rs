@@ -125,6 +125,8 @@ pub struct SearchResults {
     pub query_withheld: Option<String>,
     /// Photos in the gallery when the search ran.
     pub gallery_size: u64,
+    /// Token of the next page (`SearchOptions::page_token`), empty on the last page.
+    pub next_page_token: String,
 }
 
 /// Options of a search beyond query, region and k.
@@ -136,6 +138,10 @@ pub struct SearchOptions {
     pub routing_key: String,
     /// Send the photos' bytes with the answer.
     pub include_photos: bool,
+    /// Relevance floor in [0, 1] (0 = none).
+    pub min_score: f32,
+    /// Continue after the page that returned this token.
+    pub page_token: String,
 }
 
 /// An image for scoring.

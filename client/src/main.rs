@@ -67,6 +67,12 @@ enum Command {
         /// Write an HTML page with the photos (or the disclaimer in their place).
         #[arg(long)]
         html: Option<PathBuf>,
+        /// Leave out hits scoring below this (the score is calibrated, in [0, 1]).
+        #[arg(long, default_value_t = 0.0)]
+        min_score: f32,
+        /// The next page: the token the previous page printed.
+        #[arg(long, default_value = "")]
+        page_token: String,
     },
     /// Scores how well texts describe photos (pairs: the n-th --image with the n-th --text).
     Score {
@@ -241,7 +247,7 @@ fn parse_mix_arg(s: &str) -> Result<MixArg, String> {
 }
 
 /// The server's limits as `(name, value)` rows, named as in the API (and in `--json`).
-fn limit_rows(l: &pb::Limits) -> [(&'static str, u64); 14] {
+fn limit_rows(l: &pb::Limits) -> [(&'static str, u64); 15] {
     [
         ("max_pairs_per_request", u64::from(l.max_pairs_per_request)),
         ("max_batch_size", u64::from(l.max_batch_size)),
@@ -257,6 +263,7 @@ fn limit_rows(l: &pb::Limits) -> [(&'static str, u64); 14] {
         ("max_answer_photo_bytes", l.max_answer_photo_bytes),
         ("decode_workers", u64::from(l.decode_workers)),
         ("decode_queue", u64::from(l.decode_queue)),
+        ("max_search_depth", u64::from(l.max_search_depth)),
     ]
 }
 
@@ -299,13 +306,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let json = cli.json;
     match cli.command {
         Command::Policy { .. } => unreachable!("handled offline"),
-        Command::Search { query, region, k, version, routing_key, html } => {
-            let opts = SearchOptions { version, routing_key, include_photos: html.is_some() };
+        Command::Search { query, region, k, version, routing_key, html, min_score, page_token } => {
+            let opts = SearchOptions { version, routing_key, include_photos: html.is_some(), min_score, page_token };
             let r = match client.search_with(&query, region.as_deref(), k, &opts).await {
                 Err(imagesearch_client::ClientError::QueryWithheld { disclaimer, rule, .. }) => {
                     // Refused by the client itself: same answer as the server's.
                     eprintln!("query withheld by the client ({rule})");
-                    imagesearch_client::SearchResults { hits: vec![], version: 0, query_withheld: Some(disclaimer), gallery_size: 0 }
+                    imagesearch_client::SearchResults { hits: vec![], version: 0, query_withheld: Some(disclaimer), gallery_size: 0, next_page_token: String::new() }
                 }
                 other => other?,
             };
@@ -318,7 +325,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     Slot::Photo(p) => serde_json::json!({"rank": p.rank, "id": p.id, "score": p.score, "reference": p.reference}),
                     Slot::Withheld { rank, score, disclaimer } => serde_json::json!({"rank": rank, "score": score, "withheld": disclaimer}),
                 }).collect();
-                return print_json(&serde_json::json!({"query": query, "region": region, "version": r.version, "query_withheld": r.query_withheld, "hits": hits}));
+                return print_json(&serde_json::json!({
+                    "query": query, "region": region, "version": r.version, "query_withheld": r.query_withheld, "hits": hits,
+                    "next_page_token": r.next_page_token,
+                }));
             }
             println!("version {} · gallery {} photos", r.version, r.gallery_size);
             if let Some(d) = &r.query_withheld {
@@ -329,6 +339,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     Slot::Photo(p) => println!("{:>3}  {:.4}  {}", p.rank, p.score, p.id),
                     Slot::Withheld { rank, score, disclaimer } => println!("{rank:>3}  {score:.4}  [{disclaimer}]"),
                 }
+            }
+            if !r.next_page_token.is_empty() {
+                println!("next page: --page-token {}", r.next_page_token);
             }
         }
         Command::Score { image, text, region } => {
@@ -586,12 +599,12 @@ mod tests {
         let l = pb::Limits {
             max_pairs_per_request: 1, max_batch_size: 2, max_queue_delay_us: 3, queue_capacity: 4, max_message_bytes: 5,
             max_text_chars: 6, max_image_bytes: 7, max_image_pixels: 8, max_k: 9, max_stream_in_flight: 10,
-            max_request_pixels: 11, max_answer_photo_bytes: 12, decode_workers: 13, decode_queue: 14,
+            max_request_pixels: 11, max_answer_photo_bytes: 12, decode_workers: 13, decode_queue: 14, max_search_depth: 15,
         };
         let rows = limit_rows(&l);
         let mut values: Vec<u64> = rows.iter().map(|(_, v)| *v).collect();
         values.sort_unstable();
-        assert_eq!(values, (1..=14).collect::<Vec<u64>>(), "each field once");
+        assert_eq!(values, (1..=15).collect::<Vec<u64>>(), "each field once");
         let names: std::collections::BTreeSet<&str> = rows.iter().map(|(n, _)| *n).collect();
         assert_eq!(names.len(), rows.len(), "names are unique");
     }

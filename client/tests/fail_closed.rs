@@ -81,6 +81,7 @@ impl ImageSearch for Fake {
             query_withheld: None,
             gallery_size: 2,
             photos_without_bytes: if budget_spent { 2 } else { 0 },
+            next_page_token: String::new(),
         }))
     }
     async fn get_photo(&self, req: Request<pb::GetPhotoRequest>) -> Result<Response<pb::GetPhotoResponse>, Status> {

@@ -24,6 +24,7 @@ fn hostile_results() -> SearchResults {
         version: 3,
         query_withheld: None,
         gallery_size: 2,
+        next_page_token: String::new(),
     }
 }
 
@@ -48,7 +49,7 @@ fn a_withheld_slot_and_a_withheld_query_show_the_disclaimer() {
     assert!(withheld.contains(DISCLAIMER), "{withheld}");
     assert!(!withheld.contains("<img"), "a withheld slot shows no photo: {withheld}");
 
-    let refused = SearchResults { hits: vec![], version: 0, query_withheld: Some(DISCLAIMER.into()), gallery_size: 0 };
+    let refused = SearchResults { hits: vec![], version: 0, query_withheld: Some(DISCLAIMER.into()), gallery_size: 0, next_page_token: String::new() };
     let page = search_html("a child", "", &refused);
     assert!(page.contains(DISCLAIMER), "{page}");
     assert!(page.contains("(none: treated as restricted)"), "{page}");

@@ -54,8 +54,24 @@ impl Calibration {
     /// The best `k` rows of `gallery` `[N, E]` for each row of `queries` `[Q, E]` by calibrated
     /// cosine, best first: scores `[Q, k]` and row indices `[Q, k]`, `k` clamped to `1..=N`.
     pub fn rank(&self, queries: &Tensor, gallery: &Tensor, k: i64) -> (Tensor, Tensor) {
+        self.rank_at_most(queries, gallery, k, None)
+    }
+
+    /// [`Calibration::rank`] among the rows scoring at most `bounds[q]` for query `q` (a page
+    /// after a cursor); rows above the bound come last with score −∞.
+    pub fn rank_at_most(&self, queries: &Tensor, gallery: &Tensor, k: i64, bounds: Option<&[f32]>) -> (Tensor, Tensor) {
         let k = k.clamp(1, gallery.size()[0].max(1));
-        tch::no_grad(|| self.apply_tensor(&queries.matmul(&gallery.tr())).topk(k, 1, true, true))
+        tch::no_grad(|| {
+            let scores = self.apply_tensor(&queries.matmul(&gallery.tr()));
+            let scores = match bounds {
+                Some(b) => {
+                    let b = Tensor::from_slice(b).to_device(scores.device()).view([-1, 1]);
+                    scores.masked_fill(&scores.gt_tensor(&b), f64::NEG_INFINITY)
+                }
+                None => scores,
+            };
+            scores.topk(k, 1, true, true)
+        })
     }
 
     /// Scores of a tensor of cosines (same shape, f32).
@@ -251,6 +267,11 @@ mod tests {
         assert!((f64::from(s[0]) - c.apply(1.0)).abs() < 1e-6 && (f64::from(s[1]) - c.apply(0.8)).abs() < 1e-6);
         // k past the gallery's size is clamped.
         assert_eq!(c.rank(&queries, &gallery, 10).1.size(), [2, 3]);
+        // Below a bound: the first query's best two rows (1, then 2) are above it.
+        let bound = c.apply(0.7) as f32;
+        let (s, rows) = c.rank_at_most(&queries, &gallery, 1, Some(&[bound, f32::INFINITY]));
+        assert_eq!(Vec::<i64>::try_from(rows.view([-1])).unwrap(), vec![0, 0]);
+        assert!(Vec::<f32>::try_from(s.view([-1])).unwrap()[0] <= bound);
     }
 
     fn encoder(name: &str, sha: &str, dim: i64) -> EncoderManifest {

@@ -51,6 +51,7 @@ impl App {
                 max_answer_photo_bytes: c.answer_photo_budget() as u64,
                 decode_workers: self.encoders.decode_workers() as u32,
                 decode_queue: c.decode_queue as u32,
+                max_search_depth: c.max_search_depth as u32,
             },
             rollout: self.versions.rollout(),
             restricted_regions: self.policy.restricted_regions().map(|c| c.as_str().to_string()).collect(),

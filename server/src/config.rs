@@ -130,6 +130,9 @@ pub struct Config {
     /// Largest k of a Search.
     #[arg(long, env = "IMAGESEARCH_MAX_K", default_value_t = 100)]
     pub max_k: usize,
+    /// Deepest hit paged Searches reach (page_token).
+    #[arg(long, env = "IMAGESEARCH_MAX_SEARCH_DEPTH", default_value_t = 1000, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000))]
+    pub max_search_depth: usize,
     /// Most requests in flight on one ScoreStream.
     #[arg(long, env = "IMAGESEARCH_MAX_STREAM_IN_FLIGHT", default_value_t = 32)]
     pub max_stream_in_flight: usize,

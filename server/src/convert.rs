@@ -40,7 +40,14 @@ impl TryFrom<pb::ScoreRequest> for ScoreQuery {
 
 impl From<pb::SearchRequest> for SearchQuery {
     fn from(r: pb::SearchRequest) -> Self {
-        SearchQuery { query: r.query, k: r.k, include_photos: r.include_photos, routing: r.routing.into() }
+        SearchQuery {
+            query: r.query,
+            k: r.k,
+            include_photos: r.include_photos,
+            routing: r.routing.into(),
+            min_score: r.min_score,
+            page_token: r.page_token,
+        }
     }
 }
 
@@ -110,6 +117,7 @@ pub fn search_response(a: SearchAnswer, version: u32) -> pb::SearchResponse {
         query_withheld: a.query_withheld.then(withheld),
         gallery_size: a.gallery_size,
         photos_without_bytes: a.photos_without_bytes,
+        next_page_token: a.next_page_token,
     }
 }
 
@@ -198,6 +206,7 @@ impl From<Limits> for pb::Limits {
             max_answer_photo_bytes: l.max_answer_photo_bytes,
             decode_workers: l.decode_workers,
             decode_queue: l.decode_queue,
+            max_search_depth: l.max_search_depth,
         }
     }
 }
@@ -284,6 +293,7 @@ mod tests {
             query_withheld: false,
             gallery_size: 2,
             photos_without_bytes: 0,
+            next_page_token: String::new(),
         };
         let r = search_response(answer, 3);
         assert_eq!(r.version, 3);

@@ -20,8 +20,9 @@ type Reply<T> = oneshot::Sender<T>;
 pub enum ScorerJob {
     /// One request's pairs: image and text vectors, same length → one score per pair.
     Pairs { images: Vec<Arc<Vec<f32>>>, texts: Vec<Arc<Vec<f32>>>, reply: Reply<Vec<f32>> },
-    /// One query's text vector → the best `k` photos (id, calibrated score), best first.
-    Search { text: Arc<Vec<f32>>, k: usize, reply: Reply<Vec<(Arc<str>, f32)>> },
+    /// One query's text vector → the best `k` photos (id, calibrated score), best first, among
+    /// those scoring at most `at_most` when given (a page after a cursor).
+    Search { text: Arc<Vec<f32>>, k: usize, at_most: Option<f32>, reply: Reply<Vec<(Arc<str>, f32)>> },
     /// Puts photos (id, image vector) into the index, replacing those with the same id → the
     /// index's size.
     Upsert { photos: Vec<(Arc<str>, Arc<Vec<f32>>)>, reply: Reply<usize> },
@@ -46,10 +47,16 @@ impl ScorerQueue {
         answered(done, answer)
     }
 
-    /// The best `k` photos for a query's text vector.
-    pub async fn search(&self, text: Arc<Vec<f32>>, k: usize, deadline: Option<Instant>) -> Result<Timed<Vec<(Arc<str>, f32)>>, ServeError> {
+    /// The best `k` photos for a query's text vector, among those scoring at most `at_most`.
+    pub async fn search(
+        &self,
+        text: Arc<Vec<f32>>,
+        k: usize,
+        at_most: Option<f32>,
+        deadline: Option<Instant>,
+    ) -> Result<Timed<Vec<(Arc<str>, f32)>>, ServeError> {
         let (reply, answer) = oneshot::channel();
-        let done = self.0.submit(ScorerJob::Search { text, k, reply }, deadline).await?;
+        let done = self.0.submit(ScorerJob::Search { text, k, at_most, reply }, deadline).await?;
         answered(done, answer)
     }
 
@@ -77,7 +84,7 @@ impl ScorerQueue {
     /// Searches, waiting for room (warm-up; call from a blocking context).
     pub fn search_blocking(&self, text: Arc<Vec<f32>>, k: usize) -> Result<Vec<(Arc<str>, f32)>, ServeError> {
         let (reply, answer) = oneshot::channel();
-        let done = self.0.submit_blocking(ScorerJob::Search { text, k, reply })?;
+        let done = self.0.submit_blocking(ScorerJob::Search { text, k, at_most: None, reply })?;
         answered(done, answer).map(|t| t.value)
     }
 }
@@ -183,24 +190,33 @@ impl VersionWorker {
         Ok(out)
     }
 
-    fn search(&self, queries: &[(&Arc<Vec<f32>>, usize)]) -> Result<Vec<Vec<(Arc<str>, f32)>>, ServeError> {
+    fn search(&self, queries: &[(&Arc<Vec<f32>>, usize, Option<f32>)]) -> Result<Vec<Vec<(Arc<str>, f32)>>, ServeError> {
         let Some(index) = &self.index else {
             return Ok(queries.iter().map(|_| Vec::new()).collect());
         };
-        let texts: Vec<Arc<Vec<f32>>> = queries.iter().map(|(t, _)| (*t).clone()).collect();
+        let texts: Vec<Arc<Vec<f32>>> = queries.iter().map(|(t, _, _)| (*t).clone()).collect();
         let emb = self.scorer.embed_texts(&stack(&texts, Device::Cpu)?)?.to_device(index.device());
         let n = self.ids.len() as i64;
-        let k_max = queries.iter().map(|(_, k)| *k as i64).max().unwrap_or(1).clamp(1, n);
-        let (top, idx) = self.scorer.rank(&emb, index, k_max);
+        let k_max = queries.iter().map(|(_, k, _)| *k as i64).max().unwrap_or(1).clamp(1, n);
+        let (top, idx) = if queries.iter().any(|(_, _, b)| b.is_some()) {
+            let bounds: Vec<f32> = queries.iter().map(|(_, _, b)| b.unwrap_or(f32::INFINITY)).collect();
+            self.scorer.manifest.calibration.rank_at_most(&emb, index, k_max, Some(&bounds))
+        } else {
+            self.scorer.rank(&emb, index, k_max)
+        };
         let top = Vec::<f32>::try_from(top.to_kind(Kind::Float).to_device(Device::Cpu).view([-1]))
             .map_err(|e| ServeError::Internal(e.to_string()))?;
         let idx = Vec::<i64>::try_from(idx.to_device(Device::Cpu).view([-1])).map_err(|e| ServeError::Internal(e.to_string()))?;
         Ok(queries
             .iter()
             .enumerate()
-            .map(|(q, (_, k))| {
+            .map(|(q, (_, k, _))| {
                 let base = q * k_max as usize;
-                (0..(*k).min(k_max as usize)).map(|j| (self.ids[idx[base + j] as usize].clone(), top[base + j])).collect()
+                // Rows masked above a bound come back as −∞: not hits.
+                (0..(*k).min(k_max as usize))
+                    .filter(|j| top[base + j] > f32::NEG_INFINITY)
+                    .map(|j| (self.ids[idx[base + j] as usize].clone(), top[base + j]))
+                    .collect()
             })
             .collect())
     }
@@ -230,7 +246,7 @@ impl BatchWorker for VersionWorker {
                     let _ = reply.send(self.ids.len());
                 }
                 ScorerJob::Pairs { images, texts, reply } => pairs.push((images, texts, reply)),
-                ScorerJob::Search { text, k, reply } => queries.push((text, k, reply)),
+                ScorerJob::Search { text, k, at_most, reply } => queries.push((text, k, at_most, reply)),
             }
         }
         if !pairs.is_empty() {
@@ -241,9 +257,9 @@ impl BatchWorker for VersionWorker {
             }
         }
         if !queries.is_empty() {
-            let inputs: Vec<_> = queries.iter().map(|(t, k, _)| (t, *k)).collect();
+            let inputs: Vec<_> = queries.iter().map(|(t, k, b, _)| (t, *k, *b)).collect();
             let hits = self.search(&inputs)?;
-            for ((_, _, reply), h) in queries.into_iter().zip(hits) {
+            for ((_, _, _, reply), h) in queries.into_iter().zip(hits) {
                 let _ = reply.send(h);
             }
         }

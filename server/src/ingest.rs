@@ -303,6 +303,7 @@ impl App {
             let store = self.store.clone();
             let changes = match tokio::task::spawn_blocking(move || store.refresh()).await {
                 Ok(Ok(changes)) => {
+                    metrics::gauge!(m::GALLERY_DATABASE_UP).set(1.0);
                     if failing {
                         tracing::info!("gallery database reachable again; following other servers' changes");
                         failing = false;
@@ -310,8 +311,9 @@ impl App {
                     changes
                 }
                 Ok(Err(e)) => {
+                    metrics::gauge!(m::GALLERY_DATABASE_UP).set(0.0);
                     if !failing {
-                        tracing::warn!(error = %e, "cannot follow the shared gallery; serving what is known");
+                        tracing::warn!(error = %e, "cannot follow the shared gallery; serving the last known gallery and rollout");
                         failing = true;
                     }
                     continue;

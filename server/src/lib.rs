@@ -18,6 +18,7 @@ pub mod index;
 pub mod ingest;
 pub mod local_store;
 pub mod metrics;
+pub mod paging;
 pub mod pg_schema;
 pub mod pg_store;
 pub mod rollout;

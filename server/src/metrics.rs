@@ -19,6 +19,9 @@ pub const REVIEWS: &str = "imagesearch_reviews_total";
 pub const DECODE_REJECTED: &str = "imagesearch_decode_rejected_total";
 pub const PHOTOS_WITHOUT_BYTES: &str = "imagesearch_search_photos_without_bytes_total";
 pub const CONNECTIONS: &str = "imagesearch_connections";
+/// 1 while a shared gallery's database answers this server's catch-up polls, 0 while it does not
+/// (the server then serves its last known gallery and rollout).
+pub const GALLERY_DATABASE_UP: &str = "imagesearch_gallery_database_up";
 
 /// Starts the Prometheus exporter on its own port (HTTP `GET /metrics`).
 pub fn install(listen: SocketAddr) -> Result<(), String> {

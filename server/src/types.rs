@@ -46,6 +46,10 @@ pub struct SearchQuery {
     /// Send photo bytes with the hits (up to the answer's byte budget).
     pub include_photos: bool,
     pub routing: Routing,
+    /// Hits scoring below this are left out (0 = no floor).
+    pub min_score: f32,
+    /// Continue after the page that gave this token ("" = first page).
+    pub page_token: String,
 }
 
 /// A gallery photo as its requester may see it.
@@ -86,6 +90,8 @@ pub struct SearchAnswer {
     pub gallery_size: u64,
     /// Photos asked for with bytes that came as references only (byte budget spent).
     pub photos_without_bytes: u32,
+    /// The next page's token, when more hits follow ("" = last page).
+    pub next_page_token: String,
 }
 
 /// A photo of an AddPhotos stream.
@@ -201,6 +207,7 @@ pub struct Limits {
     pub max_answer_photo_bytes: u64,
     pub decode_workers: u32,
     pub decode_queue: u32,
+    pub max_search_depth: u32,
 }
 
 /// What Info tells.

@@ -232,7 +232,7 @@ fn the_server_itself_withholds_a_child_query_unless_the_region_is_open() {
             query: "a little girl in a pink dress".into(),
             k: 5,
             routing: region.map(|r| pb::Routing { region: r.into(), ..Default::default() }),
-            include_photos: false,
+            ..Default::default()
         };
         let r = raw.search(child_query(Some("DE"))).await.unwrap();
         for key in [INFERENCE_US, REQUEST_ID] {
@@ -419,10 +419,10 @@ fn every_bad_input_gets_a_precise_status_and_the_server_keeps_serving() {
         assert_eq!(code(&e), Code::NotFound);
         // Search: bad k, bad region.
         let mut raw = pb::image_search_client::ImageSearchClient::connect(server.endpoint()).await.unwrap();
-        let s = raw.search(pb::SearchRequest { query: "a dog".into(), k: 0, routing: None, include_photos: false }).await.unwrap_err();
+        let s = raw.search(pb::SearchRequest { query: "a dog".into(), k: 0, routing: None, ..Default::default() }).await.unwrap_err();
         assert_eq!(s.code(), Code::InvalidArgument);
         let s = raw
-            .search(pb::SearchRequest { query: "a dog".into(), k: 3, routing: Some(pb::Routing { region: "Germany".into(), ..Default::default() }), include_photos: false })
+            .search(pb::SearchRequest { query: "a dog".into(), k: 3, routing: Some(pb::Routing { region: "Germany".into(), ..Default::default() }), ..Default::default() })
             .await
             .unwrap_err();
         assert_eq!(s.code(), Code::InvalidArgument);

@@ -87,7 +87,7 @@ fn disguised_child_words_are_withheld_on_every_rpc_that_takes_text() {
                 let score = raw.score(pb::ScoreRequest { pairs: vec![pair(&text)], routing: routing(region) }).await.unwrap_err();
                 assert_eq!(score.code(), Code::PermissionDenied, "Score {how} {text:?} in {region:?}: {}", score.message());
                 let search = raw
-                    .search(pb::SearchRequest { query: text.clone(), k: 3, routing: routing(region), include_photos: false })
+                    .search(pb::SearchRequest { query: text.clone(), k: 3, routing: routing(region), include_photos: false, ..Default::default() })
                     .await
                     .unwrap()
                     .into_inner();
@@ -216,7 +216,7 @@ fn answers_requests_echoes_and_codes_are_bounded_and_precise() {
         assert!(big.iter().all(|p| p.data.len() > 11_000_000));
         assert_eq!(c.add_photos(big.clone()).await.unwrap().added, 2);
         let mut raw = ImageSearchClient::connect(server.endpoint()).await.unwrap().max_decoding_message_size(64 << 20);
-        let r = raw.search(pb::SearchRequest { query: "a wall".into(), k: 2, routing: routing("US"), include_photos: true }).await.unwrap().into_inner();
+        let r = raw.search(pb::SearchRequest { query: "a wall".into(), k: 2, routing: routing("US"), include_photos: true, ..Default::default() }).await.unwrap().into_inner();
         assert_eq!(r.hits.len(), 2);
         assert_eq!(r.photos_without_bytes, 1, "one photo past the answer's byte budget comes as a reference");
         // The client library fetches what the budget left out.
