@@ -112,6 +112,17 @@ fn is_lost(e: &postgres::Error) -> bool {
     e.is_closed() || e.code().is_none() || e.code() == Some(&SqlState::ADMIN_SHUTDOWN)
 }
 
+impl Drop for Pool {
+    fn drop(&mut self) {
+        // A sync client closes its connection on its own runtime: dropped where an async runtime
+        // is running (a server stopping), that would panic, so the clients go on a plain thread.
+        let idle = std::mem::take(&mut *self.idle.lock().unwrap_or_else(|e| e.into_inner()));
+        if !idle.is_empty() {
+            let _ = std::thread::spawn(move || drop(idle)).join();
+        }
+    }
+}
+
 impl Pool {
     /// Runs `f` on a connection. When the connection turns out lost (the database restarted
     /// since it was last used), every idle connection is dropped and `f` runs once more on a

@@ -200,14 +200,21 @@ impl Versions {
 
     /// The rollout at start-up: the saved one when its versions are among `loaded`, else
     /// `newest` as the only (stable) version, saved over the saved one.
+    /// Servers starting together may race to save the first one: the loser reads again.
     pub fn start_rollout(&self, loaded: &[u32], newest: u32) -> Result<Rollout, ServeError> {
-        let saved = self.rollout_store.load_rollout()?;
-        if let Some((r, g)) = saved.filter(|(r, _)| r.validate(loaded).is_ok()) {
-            self.adopt_rollout(r, g)?;
-            return Ok(r);
+        let mut attempts = 0;
+        loop {
+            let saved = self.rollout_store.load_rollout()?;
+            if let Some((r, g)) = saved.filter(|(r, _)| r.validate(loaded).is_ok()) {
+                self.adopt_rollout(r, g)?;
+                return Ok(r);
+            }
+            self.rollout.write().unwrap_or_else(|e| e.into_inner()).1 = saved.map_or(0, |(_, g)| g);
+            match self.set_rollout(Rollout { stable: newest, canary: 0, canary_percent: 0 }) {
+                Err(ServeError::Conflict(_)) if attempts < 5 => attempts += 1,
+                other => return other,
+            }
         }
-        self.rollout.write().unwrap_or_else(|e| e.into_inner()).1 = saved.map_or(0, |(_, g)| g);
-        self.set_rollout(Rollout { stable: newest, canary: 0, canary_percent: 0 })
     }
 
     /// A saved rollout newer than the one in force (set by another server sharing the store).
