@@ -33,6 +33,9 @@ use crate::wal::{Flag, Record};
 /// server's stream may still be staging younger ones).
 const STALE_STAGED: &str = "1 hour";
 
+/// How long the change feed keeps a change; a server further behind reloads the gallery.
+const FEED_KEPT: &str = "1 day";
+
 /// A database error as the caller may see it: a lost or unreachable database is UNAVAILABLE, a
 /// full disk RESOURCE_EXHAUSTED, anything else an internal storage error. Details go to the log.
 fn db_error(what: &str, e: &postgres::Error) -> ServeError {
@@ -218,15 +221,23 @@ impl PgStore {
     /// (read in one repeatable-read snapshot).
     fn load(&self) -> Result<(State, i64), ServeError> {
         let mut conn = self.pool.get("load")?;
-        let mut c = conn.build_transaction().isolation_level(postgres::IsolationLevel::RepeatableRead).read_only(true).start().map_err(|e| db_error("load", &e))?;
-        let seq: i64 = c.query_one("SELECT coalesce(max(seq), 0) FROM gallery_changes", &[]).map_err(|e| db_error("load", &e))?.get(0);
-        let mut state = State::default();
-        let rows = c
-            .query("SELECT id, sha256, mime, captions, flag, vector FROM photos WHERE encoder_sha256 = $1", &[&self.encoder_sha256])
+        let mut c = conn
+            .build_transaction()
+            .isolation_level(postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
             .map_err(|e| db_error("load", &e))?;
+        self.read_state(&mut c).map_err(|e| db_error("load", &e))
+    }
+
+    /// The gallery's metadata and the feed position it reflects at least (the position is read
+    /// first: a change that lands during the read is re-read by the next catch-up).
+    fn read_state(&self, c: &mut impl postgres::GenericClient) -> Result<(State, i64), postgres::Error> {
+        let seq: i64 = c.query_one("SELECT coalesce(max(seq), 0) FROM gallery_changes", &[])?.get(0);
+        let mut state = State::default();
+        let rows = c.query("SELECT id, sha256, mime, captions, flag, vector FROM photos WHERE encoder_sha256 = $1", &[&self.encoder_sha256])?;
         for r in rows {
             let Some(sha256) = sha_of(r.get::<_, &[u8]>(1)) else { continue };
-            let flag: i16 = r.get(4);
             let vector: Vector = r.get(5);
             state.apply(Record::Put {
                 id: r.get(0),
@@ -234,24 +245,47 @@ impl PgStore {
                 mime: r.get(2),
                 captions: r.get(3),
                 // An unknown flag number is restricted: fail closed.
-                flag: flag_of(flag),
+                flag: flag_of(r.get(4)),
                 vector: vector.to_vec(),
             });
         }
-        let other: i64 = c
-            .query_one("SELECT count(*) FROM photos WHERE encoder_sha256 <> $1", &[&self.encoder_sha256])
-            .map_err(|e| db_error("load", &e))?
-            .get(0);
+        let other: i64 = c.query_one("SELECT count(*) FROM photos WHERE encoder_sha256 <> $1", &[&self.encoder_sha256])?.get(0);
         if other > 0 {
             tracing::warn!(photos = other, "gallery photos encoded by another image encoder are not served (re-add them)");
         }
         // What is known of each content last: whatever the photos taught, the table decides.
-        for r in c.query("SELECT sha256, flag, reviewed_by, note FROM content_flags", &[]).map_err(|e| db_error("load", &e))? {
+        for r in c.query("SELECT sha256, flag, reviewed_by, note FROM content_flags", &[])? {
             let Some(sha) = sha_of(r.get::<_, &[u8]>(0)) else { continue };
             state.content.insert(sha, Known { flag: flag_of(r.get(1)), by: r.get(2), note: r.get(3) });
         }
         tracing::info!(photos = state.photos.len(), contents = state.content.len(), seq, "gallery loaded from PostgreSQL");
         Ok((state, seq))
+    }
+
+    /// Replaces the state by the database's (the feed was pruned past this server's position):
+    /// the differences become index changes, this server's stage pins are kept.
+    fn reload(&self, c: &mut impl postgres::GenericClient, inner: &mut Inner) -> Result<(), postgres::Error> {
+        tracing::warn!(seq = inner.seq, "the gallery's change feed was pruned past this server's position; reloading the gallery");
+        let (mut fresh, seq) = self.read_state(c)?;
+        fresh.staged = std::mem::take(&mut inner.state.staged);
+        for (id, old) in &inner.state.photos {
+            match fresh.photos.get(id) {
+                None => {
+                    inner.unindexed.push(IndexChange::Remove(id.clone()));
+                    inner.unswept.push(old.sha256);
+                }
+                Some(p) if p.sha256 != old.sha256 => inner.unswept.push(old.sha256),
+                Some(_) => {}
+            }
+        }
+        for (id, p) in &fresh.photos {
+            if inner.state.photos.get(id).is_none_or(|old| old.vector.as_slice() != p.vector.as_slice()) {
+                inner.unindexed.push(IndexChange::Upsert(id.clone(), p.vector.clone()));
+            }
+        }
+        inner.state = fresh;
+        inner.seq = seq;
+        Ok(())
     }
 
     /// Deletes bytes that no photo refers to and that were staged long ago (a stream cut by a
@@ -266,6 +300,17 @@ impl PgStore {
             Ok(n) if n > 0 => tracing::info!(contents = n, "deleted staged photo bytes no photo refers to"),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "could not sweep staged photo bytes"),
+        }
+        // The feed keeps a day (a server further behind reloads the gallery) and always its
+        // newest change, so numbering never restarts.
+        let pruned = self.pool.run("sweep", |c| {
+            c.execute(
+                &format!("DELETE FROM gallery_changes WHERE at < now() - interval '{FEED_KEPT}' AND seq < (SELECT max(seq) FROM gallery_changes)"),
+                &[],
+            )
+        });
+        if let Some(n) = pruned.ok().filter(|n| *n > 0) {
+            tracing::info!(changes = n, "pruned the gallery's change feed");
         }
     }
 
@@ -340,6 +385,10 @@ impl PgStore {
     fn catch_up(&self, c: &mut impl postgres::GenericClient, inner: &mut Inner) -> Result<(), postgres::Error> {
         let rows = c.query("SELECT seq, photo_id, sha256 FROM gallery_changes WHERE seq > $1 ORDER BY seq", &[&inner.seq])?;
         let Some(last) = rows.last().map(|r| r.get::<_, i64>(0)) else { return Ok(()) };
+        // The feed has no gaps: a first change past the next one means it was pruned.
+        if rows[0].get::<_, i64>(0) != inner.seq + 1 {
+            return self.reload(c, inner);
+        }
         let mut ids: Vec<String> = Vec::new();
         let mut shas: Vec<Vec<u8>> = Vec::new();
         for r in &rows {

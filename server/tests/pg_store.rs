@@ -177,3 +177,23 @@ fn the_shared_rollout_is_compare_and_set() {
     assert_eq!(a.load_rollout().unwrap(), Some((two, 2)));
     assert_eq!(a.save_rollout(one, 1).unwrap_err().code(), Code::Aborted, "a stale generation loses");
 }
+
+#[test]
+fn a_server_behind_a_pruned_feed_reloads_and_converges() {
+    let pg = Postgres::start();
+    let (a, b) = (open(&pg), open(&pg));
+    add(&a, &[("p1", b"P1P1", Flag::Clear, &[]), ("p2", b"P2P2", Flag::Clear, &[])]);
+    assert_eq!(upserted_ids(&b.refresh().unwrap()), ["p1", "p2"]);
+    a.remove(&["p1".into()]).unwrap();
+    add(&a, &[("p3", b"P3P3", Flag::Captions, &["a boy"])]);
+    // The feed loses what B has not read (its newest change is always kept).
+    pg.psql("gallery", "DELETE FROM gallery_changes WHERE seq < (SELECT max(seq) FROM gallery_changes)");
+    let changes = b.refresh().unwrap();
+    assert_eq!(upserted_ids(&changes), ["p3"]);
+    assert!(changes.iter().any(|c| matches!(c, IndexChange::Remove(id) if &**id == "p1")), "{changes:?}");
+    assert_eq!(b.ids(), ["p2", "p3"]);
+    assert_eq!(b.get("p3").unwrap().flag, Flag::Captions);
+    // And B writes on from there: numbering continues.
+    add(&b, &[("p4", b"P4P4", Flag::Clear, &[])]);
+    assert_eq!(upserted_ids(&a.refresh().unwrap()), ["p4"]);
+}
