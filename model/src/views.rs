@@ -36,11 +36,18 @@ pub fn photo_vectors(encoded: &Tensor, views_per_photo: i64) -> Tensor {
     encoded.view([-1, views_per_photo.max(1), d]).mean_dim([1i64].as_slice(), false, Kind::Float)
 }
 
-/// The serving vector of one photo from its views' encoder vectors (all of one length).
+/// The serving vector of one photo from its views' encoder vectors (all of one length): the
+/// same mean as [`photo_vectors`], without a tensor per photo.
 pub fn photo_vector(views: &[&[f32]]) -> Vec<f32> {
-    let flat: Vec<f32> = views.iter().flat_map(|v| v.iter().copied()).collect();
-    let t = Tensor::from_slice(&flat).view([views.len() as i64, -1]);
-    Vec::<f32>::try_from(photo_vectors(&t, views.len() as i64).view([-1])).unwrap_or_default()
+    let n = views.len().max(1) as f32;
+    let mut mean = vec![0.0f32; views.first().map_or(0, |v| v.len())];
+    for v in views {
+        for (m, x) in mean.iter_mut().zip(v.iter()) {
+            *m += x;
+        }
+    }
+    mean.iter_mut().for_each(|m| *m /= n);
+    mean
 }
 
 impl FromStr for ImageViews {
@@ -84,5 +91,6 @@ mod tests {
         let t = Tensor::from_slice(&[1.0f32, 1.0, 3.0, 3.0, 0.0, 2.0, 0.0, 4.0]).view([4, 2]);
         let m = Vec::<f32>::try_from(photo_vectors(&t, 2).view([-1])).unwrap();
         assert_eq!(m, vec![2.0, 2.0, 0.0, 3.0]);
+        assert_eq!(photo_vector(&[&[1.0, 1.0], &[3.0, 3.0]]), m[..2].to_vec(), "the two agree");
     }
 }

@@ -198,12 +198,11 @@ impl VersionWorker {
         let emb = self.scorer.embed_texts(&stack(&texts, Device::Cpu)?)?.to_device(index.device());
         let n = self.ids.len() as i64;
         let k_max = queries.iter().map(|(_, k, _)| *k as i64).max().unwrap_or(1).clamp(1, n);
-        let (top, idx) = if queries.iter().any(|(_, _, b)| b.is_some()) {
-            let bounds: Vec<f32> = queries.iter().map(|(_, _, b)| b.unwrap_or(f32::INFINITY)).collect();
-            self.scorer.manifest.calibration.rank_at_most(&emb, index, k_max, Some(&bounds))
-        } else {
-            self.scorer.rank(&emb, index, k_max)
-        };
+        let bounds: Option<Vec<f32>> = queries
+            .iter()
+            .any(|(_, _, b)| b.is_some())
+            .then(|| queries.iter().map(|(_, _, b)| b.unwrap_or(f32::INFINITY)).collect());
+        let (top, idx) = self.scorer.manifest.calibration.rank_at_most(&emb, index, k_max, bounds.as_deref());
         let top = Vec::<f32>::try_from(top.to_kind(Kind::Float).to_device(Device::Cpu).view([-1]))
             .map_err(|e| ServeError::Internal(e.to_string()))?;
         let idx = Vec::<i64>::try_from(idx.to_device(Device::Cpu).view([-1])).map_err(|e| ServeError::Internal(e.to_string()))?;

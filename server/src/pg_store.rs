@@ -235,29 +235,16 @@ impl PgStore {
     fn read_state(&self, c: &mut impl postgres::GenericClient) -> Result<(State, i64), postgres::Error> {
         let seq: i64 = c.query_one("SELECT coalesce(max(seq), 0) FROM gallery_changes", &[])?.get(0);
         let mut state = State::default();
-        let rows = c.query("SELECT id, sha256, mime, captions, flag, vector FROM photos WHERE encoder_sha256 = $1", &[&self.encoder_sha256])?;
-        for r in rows {
-            let Some(sha256) = sha_of(r.get::<_, &[u8]>(1)) else { continue };
-            let vector: Vector = r.get(5);
-            state.apply(Record::Put {
-                id: r.get(0),
-                sha256,
-                mime: r.get(2),
-                captions: r.get(3),
-                // An unknown flag number is restricted: fail closed.
-                flag: flag_of(r.get(4)),
-                vector: vector.to_vec(),
-            });
+        let rows = c.query(&format!("SELECT {PHOTO_COLUMNS} FROM photos WHERE encoder_sha256 = $1"), &[&self.encoder_sha256])?;
+        for put in rows.iter().filter_map(put_of) {
+            state.apply(put);
         }
         let other: i64 = c.query_one("SELECT count(*) FROM photos WHERE encoder_sha256 <> $1", &[&self.encoder_sha256])?.get(0);
         if other > 0 {
             tracing::warn!(photos = other, "gallery photos encoded by another image encoder are not served (re-add them)");
         }
         // What is known of each content last: whatever the photos taught, the table decides.
-        for r in c.query("SELECT sha256, flag, reviewed_by, note FROM content_flags", &[])? {
-            let Some(sha) = sha_of(r.get::<_, &[u8]>(0)) else { continue };
-            state.content.insert(sha, Known { flag: flag_of(r.get(1)), by: r.get(2), note: r.get(3) });
-        }
+        state.content.extend(c.query("SELECT sha256, flag, reviewed_by, note FROM content_flags", &[])?.iter().filter_map(known_of));
         tracing::info!(photos = state.photos.len(), contents = state.content.len(), seq, "gallery loaded from PostgreSQL");
         Ok((state, seq))
     }
@@ -389,35 +376,22 @@ impl PgStore {
         if rows[0].get::<_, i64>(0) != inner.seq + 1 {
             return self.reload(c, inner);
         }
+        // Each touched id once, in the order first touched.
+        let mut seen = std::collections::HashSet::new();
         let mut ids: Vec<String> = Vec::new();
         let mut shas: Vec<Vec<u8>> = Vec::new();
         for r in &rows {
             if let Some(id) = r.get::<_, Option<String>>(1) {
-                if !ids.contains(&id) {
+                if seen.insert(id.clone()) {
                     ids.push(id);
                 }
             } else if let Some(sha) = r.get::<_, Option<Vec<u8>>>(2) {
                 shas.push(sha);
             }
         }
-        let now = c.query(
-            "SELECT id, sha256, mime, captions, flag, vector FROM photos WHERE id = ANY($1) AND encoder_sha256 = $2",
-            &[&ids, &self.encoder_sha256],
-        )?;
-        let mut present = std::collections::HashMap::new();
-        for r in now {
-            let Some(sha256) = sha_of(r.get::<_, &[u8]>(1)) else { continue };
-            let vector: Vector = r.get(5);
-            let id: String = r.get(0);
-            present.insert(id.clone(), Record::Put {
-                id,
-                sha256,
-                mime: r.get(2),
-                captions: r.get(3),
-                flag: flag_of(r.get(4)),
-                vector: vector.to_vec(),
-            });
-        }
+        let now = c.query(&format!("SELECT {PHOTO_COLUMNS} FROM photos WHERE id = ANY($1) AND encoder_sha256 = $2"), &[&ids, &self.encoder_sha256])?;
+        let mut present: std::collections::HashMap<String, Record> =
+            now.iter().filter_map(|r| Some((r.get::<_, String>(0), put_of(r)?))).collect();
         for id in ids {
             match present.remove(&id) {
                 Some(put) => {
@@ -441,10 +415,8 @@ impl PgStore {
             }
         }
         if !shas.is_empty() {
-            for r in c.query("SELECT sha256, flag, reviewed_by, note FROM content_flags WHERE sha256 = ANY($1)", &[&shas])? {
-                let Some(sha) = sha_of(r.get::<_, &[u8]>(0)) else { continue };
-                inner.state.content.insert(sha, Known { flag: flag_of(r.get(1)), by: r.get(2), note: r.get(3) });
-            }
+            let rows = c.query("SELECT sha256, flag, reviewed_by, note FROM content_flags WHERE sha256 = ANY($1)", &[&shas])?;
+            inner.state.content.extend(rows.iter().filter_map(known_of));
         }
         inner.seq = last;
         Ok(())
@@ -481,6 +453,21 @@ impl From<postgres::Error> for Failed {
     fn from(e: postgres::Error) -> Self {
         Failed::Db(e)
     }
+}
+
+/// Columns a photo is read with, in the order [`put_of`] expects.
+const PHOTO_COLUMNS: &str = "id, sha256, mime, captions, flag, vector";
+
+/// A `photos` row (read with [`PHOTO_COLUMNS`]) as the record that stores it.
+fn put_of(r: &postgres::Row) -> Option<Record> {
+    let sha256 = sha_of(r.get::<_, &[u8]>(1))?;
+    let vector: Vector = r.get(5);
+    Some(Record::Put { id: r.get(0), sha256, mime: r.get(2), captions: r.get(3), flag: flag_of(r.get(4)), vector: vector.to_vec() })
+}
+
+/// A `content_flags` row (sha256, flag, reviewed_by, note).
+fn known_of(r: &postgres::Row) -> Option<([u8; 32], Known)> {
+    Some((sha_of(r.get::<_, &[u8]>(0))?, Known { flag: flag_of(r.get(1)), by: r.get(2), note: r.get(3) }))
 }
 
 /// A flag number from the database; an unknown one is restricted (fail closed).

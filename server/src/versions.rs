@@ -193,11 +193,6 @@ impl Versions {
         Ok(r)
     }
 
-    /// The saved rollout, if any.
-    pub fn saved_rollout(&self) -> Option<Rollout> {
-        self.rollout_store.load_rollout().ok().flatten().map(|(r, _)| r)
-    }
-
     /// The rollout at start-up: the saved one when its versions are among `loaded`, else
     /// `newest` as the only (stable) version, saved over the saved one.
     /// Servers starting together may race to save the first one: the loser reads again.

@@ -14,6 +14,24 @@ use imagesearch_client::{Client, ClientConfig};
 mod postgres;
 pub use postgres::Postgres;
 
+/// The gRPC code of a failed call (the test fails when the error carries none).
+pub fn status_code(e: &imagesearch_client::ClientError) -> tonic::Code {
+    e.code().unwrap_or_else(|| panic!("no status: {e}"))
+}
+
+/// AddPhotos requests for (id, bytes) photos, without captions.
+pub fn add_requests(photos: &[(String, Vec<u8>)]) -> Vec<imagesearch_proto::v1::AddPhotoRequest> {
+    photos.iter().map(|(id, data)| imagesearch_proto::v1::AddPhotoRequest { id: id.clone(), data: data.clone(), captions: vec![] }).collect()
+}
+
+/// AddPhotos requests for (id, bytes, captions) photos.
+pub fn captioned_add_requests(photos: &[(String, Vec<u8>, Vec<String>)]) -> Vec<imagesearch_proto::v1::AddPhotoRequest> {
+    photos
+        .iter()
+        .map(|(id, data, captions)| imagesearch_proto::v1::AddPhotoRequest { id: id.clone(), data: data.clone(), captions: captions.clone() })
+        .collect()
+}
+
 /// A binary of the workspace, built by `cargo test --workspace` next to the test binaries.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");

@@ -17,6 +17,7 @@ use imagesearch_proto::v1 as pb;
 use imagesearch_proto::DISCLAIMER;
 use imagesearch_tests::{bin, captioned_photos, png_header_claiming, test_photos, trained_repository, venv_python, Server, ADMIN_TOKEN, WRITER_TOKEN};
 use tonic::Code;
+use imagesearch_tests::{add_requests, status_code as code};
 
 /// Two tiny versions (1 and 2), trained once for the whole test binary.
 fn repo() -> PathBuf {
@@ -28,13 +29,7 @@ fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Runtime::new().unwrap()
 }
 
-fn add_requests(photos: &[(String, Vec<u8>)]) -> Vec<pb::AddPhotoRequest> {
-    photos.iter().map(|(id, data)| pb::AddPhotoRequest { id: id.clone(), data: data.clone(), captions: vec![] }).collect()
-}
 
-fn code(e: &ClientError) -> Code {
-    e.code().unwrap_or_else(|| panic!("no status: {e}"))
-}
 
 /// The ids of the photos a search shows.
 fn shown_ids(r: &SearchResults) -> HashSet<String> {

@@ -3,19 +3,13 @@
 //! and a lost database that refuses what needs it (UNAVAILABLE) while searches keep working,
 //! then comes back without a restart.
 
-use imagesearch_client::{ClientError, SearchOptions, Slot};
-use imagesearch_proto::v1 as pb;
+use imagesearch_client::{SearchOptions, Slot};
 use imagesearch_proto::DISCLAIMER;
 use imagesearch_tests::{captioned_photos, trained_repository, Postgres, Server};
 use tonic::Code;
+use imagesearch_tests::{captioned_add_requests as requests, status_code as code};
 
-fn requests(photos: &[(String, Vec<u8>, Vec<String>)]) -> Vec<pb::AddPhotoRequest> {
-    photos.iter().map(|(id, data, captions)| pb::AddPhotoRequest { id: id.clone(), data: data.clone(), captions: captions.clone() }).collect()
-}
 
-fn code(e: &ClientError) -> Code {
-    e.code().unwrap_or_else(|| panic!("no status: {e}"))
-}
 
 #[test]
 fn the_gallery_lives_in_postgres_under_the_same_law() {

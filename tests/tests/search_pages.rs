@@ -5,13 +5,9 @@
 use std::collections::HashSet;
 
 use imagesearch_client::{Client, ClientError, SearchOptions, SearchResults, Slot};
-use imagesearch_proto::v1 as pb;
 use imagesearch_tests::{test_photos, trained_repository, Server};
+use imagesearch_tests::{add_requests as requests, status_code as code};
 use tonic::Code;
-
-fn requests(photos: &[(String, Vec<u8>)]) -> Vec<pb::AddPhotoRequest> {
-    photos.iter().map(|(id, data)| pb::AddPhotoRequest { id: id.clone(), data: data.clone(), captions: vec![] }).collect()
-}
 
 fn photos_of(r: &SearchResults) -> Vec<(u32, String, f32)> {
     r.hits
@@ -28,9 +24,6 @@ async fn page(c: &Client, k: u32, min_score: f32, token: &str) -> Result<SearchR
     c.search_with("a dog running on the grass", Some("US"), k, &opts).await
 }
 
-fn code(e: &ClientError) -> Code {
-    e.code().unwrap_or_else(|| panic!("no status: {e}"))
-}
 
 #[test]
 fn pages_floors_and_depth() {

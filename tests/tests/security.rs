@@ -182,12 +182,8 @@ fn gallery_writes_need_the_writer_token_and_captions_never_clear_a_flag() {
         // second.jpg ("a little girl") stay restricted by their captions.
         let stats = c.gallery_stats().await.unwrap();
         assert_eq!((stats.photos, stats.cleared_by_review, stats.restricted_by_captions), (4, 2, 2), "{stats:?}");
-        assert!(server_log(&server).contains("photo flag reviewed"));
+        assert!(server.log_text().contains("photo flag reviewed"));
     });
-}
-
-fn server_log(server: &Server) -> String {
-    std::fs::read_to_string(&server.log).unwrap_or_default()
 }
 
 /// A PNG of noise, `side`×`side` pixels (about 3 bytes a pixel: it does not compress).
@@ -248,7 +244,7 @@ fn answers_requests_echoes_and_codes_are_bounded_and_precise() {
         let e = raw.get_photo(pb::GetPhotoRequest { id: long, routing: routing("US") }).await.unwrap_err();
         assert_eq!(e.code(), Code::NotFound);
         assert!(e.message().len() < 400 && e.message().contains("\\n") && !e.message().contains('\n'), "{}", e.message());
-        let log = server_log(&server);
+        let log = server.log_text();
         assert!(log.contains("FORGED LINE"), "the refusal naming the id was not logged, so the next check proves nothing:\n{log}");
         assert!(!log.lines().any(|l| l.starts_with("FORGED LINE")), "a newline in an id forged a log line");
         // 40,000 unknown ids in one RemovePhotos.

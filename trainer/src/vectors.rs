@@ -161,11 +161,6 @@ pub struct PhotoVectors {
 }
 
 impl PhotoVectors {
-    /// The serving vector of a photo: mean of both views (as trained).
-    pub fn mean(&self) -> Vec<f32> {
-        self.serving(ImageViews::Both)
-    }
-
     /// The photo's vector as the server makes it with `--image-views views`: the mean of
     /// those views' vectors ([`photo_vector`], the model crate's one definition).
     pub fn serving(&self, views: ImageViews) -> Vec<f32> {

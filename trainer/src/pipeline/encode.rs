@@ -132,6 +132,6 @@ pub(super) fn encode_for_training(
     text_list.extend(data.judged.iter().map(|p| p.text.clone()));
     text_list.extend(data.test_queries.iter().map(|q| q.text.clone()));
     let (texts, text_pass) = encode_texts(enc, c, &text_list)?;
-    let serving = photos.iter().map(|(k, v)| (k.clone(), v.mean())).collect();
+    let serving = photos.iter().map(|(k, v)| (k.clone(), v.serving(imagesearch_model::ImageViews::Both))).collect();
     Ok(TrainingVectors { photos, serving, texts, photo_pass, text_pass })
 }
