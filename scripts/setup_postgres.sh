@@ -20,7 +20,10 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 export DEBIAN_FRONTEND=noninteractive
-if [ ! -x "$PG_CONFIG" ] || [ ! -x "/usr/lib/postgresql/$PG_MAJOR/bin/initdb" ]; then
+# A machine may carry the server without its headers (postgresql-server-dev), which the
+# pgvector build needs: each is checked on its own.
+server_headers() { [ -x "$PG_CONFIG" ] && [ -f "$("$PG_CONFIG" --includedir-server)/postgres.h" ]; }
+if [ ! -x "/usr/lib/postgresql/$PG_MAJOR/bin/initdb" ] || ! server_headers; then
   log "installing PostgreSQL $PG_MAJOR (Debian packages)"
   apt-get update -q >/dev/null
   apt-get install -y -q "postgresql-$PG_MAJOR" "postgresql-server-dev-$PG_MAJOR" dpkg-dev >/dev/null

@@ -41,6 +41,20 @@ pub struct Config {
     /// Longest connect or statement on the gallery database, in seconds.
     #[arg(long, env = "IMAGESEARCH_DATABASE_TIMEOUT_S", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub database_timeout_s: u64,
+    /// Where each scorer version's search index lives: memory (every server holds every
+    /// photo's projected embedding: exact and fastest while they fit), postgres-exact (a scan in
+    /// the gallery database) or postgres-hnsw (pgvector's HNSW index there: approximate, no
+    /// index in the servers' memory). The postgres ones need --store postgres.
+    #[arg(long, env = "IMAGESEARCH_SEARCH_INDEX", value_enum, default_value_t = SearchIndexKind::Memory)]
+    pub search_index: SearchIndexKind,
+    /// Candidates an HNSW search visits (pgvector's hnsw.ef_search): higher finds more of the
+    /// exact top-k, slower.
+    #[arg(long, env = "IMAGESEARCH_HNSW_EF_SEARCH", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub hnsw_ef_search: u32,
+    /// Memory an HNSW index build may use in the database (maintenance_work_mem), in MiB; a
+    /// graph larger than this builds much more slowly.
+    #[arg(long, env = "IMAGESEARCH_HNSW_BUILD_MEMORY_MB", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(64..))]
+    pub hnsw_build_memory_mb: u32,
     /// Scorer versions to load at start, comma separated; default the newest.
     #[arg(long, env = "IMAGESEARCH_VERSIONS", value_delimiter = ',')]
     pub versions: Vec<u32>,
@@ -187,6 +201,17 @@ pub enum StoreKind {
     Postgres,
 }
 
+/// Where scorer versions' search indexes live.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SearchIndexKind {
+    /// In each server's memory (on the scorer's device).
+    Memory,
+    /// In the gallery database, searched by a full scan.
+    PostgresExact,
+    /// In the gallery database, searched through an HNSW index.
+    PostgresHnsw,
+}
+
 /// Where the metrics endpoint listens, if anywhere.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MetricsListen {
@@ -215,6 +240,14 @@ fn region_policy(s: &str) -> Result<RegionPolicy, String> {
 }
 
 impl Config {
+    /// Checks what flags cannot check one by one.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.search_index != SearchIndexKind::Memory && self.store != StoreKind::Postgres {
+            return Err("--search-index postgres-exact and postgres-hnsw keep the index in the gallery database: they need --store postgres".into());
+        }
+        Ok(())
+    }
+
     /// The batcher's wait for a batch to fill.
     pub fn max_queue_delay(&self) -> Duration {
         Duration::from_micros(self.max_queue_delay_us)
@@ -258,6 +291,12 @@ mod tests {
         assert!(parse(&["--store", "postgres"]).is_err(), "postgres without a URL");
         let pg = parse(&["--store", "postgres", "--database-url", "postgres://u@127.0.0.1:5/g"]).unwrap();
         assert_eq!(pg.store, StoreKind::Postgres);
+        assert_eq!(pg.search_index, SearchIndexKind::Memory);
+        let hnsw = parse(&["--store", "postgres", "--database-url", "postgres://u@h/g", "--search-index", "postgres-hnsw", "--hnsw-ef-search", "40"]).unwrap();
+        assert_eq!((hnsw.search_index, hnsw.hnsw_ef_search), (SearchIndexKind::PostgresHnsw, 40));
+        assert!(hnsw.validate().is_ok());
+        assert!(parse(&["--search-index", "postgres-exact"]).unwrap().validate().is_err(), "a database index without the database store");
+        assert!(parse(&["--hnsw-ef-search", "0"]).is_err());
         for bad in [&["--metrics-listen", "of"][..], &["--device", "gpu"], &["--restricted-regions", "DEU"], &["--image-views", "mirror"]] {
             assert!(parse(bad).is_err(), "{bad:?} accepted");
         }

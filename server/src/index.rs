@@ -1,6 +1,8 @@
-//! One scorer version on its batcher thread: scores pairs and searches its gallery index (the
-//! projected, unit-length image embeddings of every gallery photo, kept on the version's
-//! device) — the query's text embedding times the index, calibrated, top-k.
+//! One scorer version on its batcher thread: scores pairs and searches its gallery index — the
+//! query's text embedding times the projected, unit-length image embeddings of every gallery
+//! photo, calibrated, top-k. The index is kept on the version's device (`--search-index
+//! memory`), or in the gallery database ([`crate::pg_index`]): then the thread only embeds
+//! queries and photos, and the ranking is one SQL query on the blocking pool.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,6 +14,7 @@ use tokio::sync::oneshot;
 
 use crate::batcher::{BatchConfig, BatchWorker, Batcher, Timed};
 use crate::error::ServeError;
+use crate::pg_index::{fill, lacking, PgIndex};
 
 /// One answer's way back from the version's thread, typed by the job's kind.
 type Reply<T> = oneshot::Sender<T>;
@@ -28,22 +31,35 @@ pub enum ScorerJob {
     Upsert { photos: Vec<(Arc<str>, Arc<Vec<f32>>)>, reply: Reply<usize> },
     /// Takes photos out of the index → the index's size.
     Remove { ids: Vec<Arc<str>>, reply: Reply<usize> },
+    /// A query's text vector → its joint embedding (for an index in the database).
+    EmbedText { text: Arc<Vec<f32>>, reply: Reply<Vec<f32>> },
+    /// Image vectors → their joint embeddings (for an index in the database).
+    EmbedImages { images: Vec<Arc<Vec<f32>>>, reply: Reply<Vec<Vec<f32>>> },
 }
 
-/// A version's queue: typed calls in front of its batcher.
+/// A version's queue: typed calls in front of its batcher, and its index in the database when
+/// it has one.
 #[derive(Clone)]
-pub struct ScorerQueue(Batcher<ScorerJob, ()>);
+pub struct ScorerQueue {
+    batcher: Batcher<ScorerJob, ()>,
+    db: Option<Arc<PgIndex>>,
+}
 
 impl ScorerQueue {
-    /// Starts the version's thread.
-    pub fn spawn(version: u32, cfg: BatchConfig, scorer: Scorer) -> Self {
-        ScorerQueue(Batcher::spawn("scorer", version.to_string(), cfg, VersionWorker::new(scorer)))
+    /// Starts the version's thread; its index lives in the database when `db` is given.
+    pub fn spawn(version: u32, cfg: BatchConfig, scorer: Scorer, db: Option<Arc<PgIndex>>) -> Self {
+        ScorerQueue { batcher: Batcher::spawn("scorer", version.to_string(), cfg, VersionWorker::new(scorer)), db }
+    }
+
+    /// The version's index in the database, if it has one.
+    pub fn database_index(&self) -> Option<&Arc<PgIndex>> {
+        self.db.as_ref()
     }
 
     /// Scores aligned pairs of image and text vectors.
     pub async fn score(&self, images: Vec<Arc<Vec<f32>>>, texts: Vec<Arc<Vec<f32>>>, deadline: Option<Instant>) -> Result<Timed<Vec<f32>>, ServeError> {
         let (reply, answer) = oneshot::channel();
-        let done = self.0.submit(ScorerJob::Pairs { images, texts, reply }, deadline).await?;
+        let done = self.batcher.submit(ScorerJob::Pairs { images, texts, reply }, deadline).await?;
         answered(done, answer)
     }
 
@@ -55,36 +71,95 @@ impl ScorerQueue {
         at_most: Option<f32>,
         deadline: Option<Instant>,
     ) -> Result<Timed<Vec<(Arc<str>, f32)>>, ServeError> {
+        let Some(db) = self.db.clone() else {
+            let (reply, answer) = oneshot::channel();
+            let done = self.batcher.submit(ScorerJob::Search { text, k, at_most, reply }, deadline).await?;
+            return answered(done, answer);
+        };
         let (reply, answer) = oneshot::channel();
-        let done = self.0.submit(ScorerJob::Search { text, k, at_most, reply }, deadline).await?;
-        answered(done, answer)
+        let done = self.batcher.submit(ScorerJob::EmbedText { text, reply }, deadline).await?;
+        let embedded = answered(done, answer)?;
+        let started = Instant::now();
+        let query = embedded.value;
+        let hits = tokio::task::spawn_blocking(move || db.search(&query, k, at_most))
+            .await
+            .map_err(|e| ServeError::Internal(e.to_string()))??;
+        Ok(Timed { value: hits, queue: embedded.queue, inference: embedded.inference + started.elapsed() })
     }
 
     /// Puts photos into the index, waiting for room in the queue (call from a blocking context).
+    /// An index in the database embeds only the photos it lacks (another server sharing the
+    /// gallery may have written them); a failed write there is logged and repaired later: the
+    /// photos are stored already.
     pub fn upsert_blocking(&self, photos: Vec<(Arc<str>, Arc<Vec<f32>>)>) -> Result<usize, ServeError> {
+        let Some(db) = &self.db else {
+            let (reply, answer) = oneshot::channel();
+            let done = self.batcher.submit_blocking(ScorerJob::Upsert { photos, reply })?;
+            return answered(done, answer).map(|t| t.value);
+        };
+        let written = lacking(db, photos, false).and_then(|todo| fill(db, &todo, |images| self.embed_images_blocking(images)));
+        match written {
+            Ok(n) => Ok(n),
+            Err(e) => {
+                tracing::error!(version = db.version(), error = %e, "could not write photos' embeddings to the search index; repaired on the next follow");
+                db.mark_for_repair();
+                Ok(0)
+            }
+        }
+    }
+
+    /// Takes photos out of the index (call from a blocking context). Rows in the database go
+    /// with their photos.
+    pub fn remove_blocking(&self, ids: Vec<Arc<str>>) -> Result<usize, ServeError> {
+        if self.db.is_some() {
+            return Ok(0);
+        }
         let (reply, answer) = oneshot::channel();
-        let done = self.0.submit_blocking(ScorerJob::Upsert { photos, reply })?;
+        let done = self.batcher.submit_blocking(ScorerJob::Remove { ids, reply })?;
         answered(done, answer).map(|t| t.value)
     }
 
-    /// Takes photos out of the index (call from a blocking context).
-    pub fn remove_blocking(&self, ids: Vec<Arc<str>>) -> Result<usize, ServeError> {
+    /// Indexes a whole gallery when the version loads: into memory, or into the database those
+    /// photos it lacks (resuming a fill a crash cut short), then the HNSW index.
+    pub fn index_gallery_blocking(&self, photos: Vec<(Arc<str>, Arc<Vec<f32>>)>) -> Result<(), ServeError> {
+        let Some(db) = &self.db else { return self.upsert_blocking(photos).map(|_| ()) };
+        fill(db, &lacking(db, photos, true)?, |images| self.embed_images_blocking(images))?;
+        db.ensure_hnsw()
+    }
+
+    /// Embeds what the database index lacks after a failed write (call from a blocking context).
+    pub fn repair_blocking(&self, photos: Vec<(Arc<str>, Arc<Vec<f32>>)>) -> Result<usize, ServeError> {
+        match &self.db {
+            Some(db) if db.take_repair() => lacking(db, photos, true)
+                .and_then(|todo| fill(db, &todo, |images| self.embed_images_blocking(images)))
+                .inspect_err(|_| db.mark_for_repair()),
+            _ => Ok(0),
+        }
+    }
+
+    /// Joint embeddings of image vectors (call from a blocking context).
+    pub fn embed_images_blocking(&self, images: Vec<Arc<Vec<f32>>>) -> Result<Vec<Vec<f32>>, ServeError> {
         let (reply, answer) = oneshot::channel();
-        let done = self.0.submit_blocking(ScorerJob::Remove { ids, reply })?;
+        let done = self.batcher.submit_blocking(ScorerJob::EmbedImages { images, reply })?;
         answered(done, answer).map(|t| t.value)
     }
 
     /// Scores pairs, waiting for room (warm-up; call from a blocking context).
     pub fn score_blocking(&self, images: Vec<Arc<Vec<f32>>>, texts: Vec<Arc<Vec<f32>>>) -> Result<Vec<f32>, ServeError> {
         let (reply, answer) = oneshot::channel();
-        let done = self.0.submit_blocking(ScorerJob::Pairs { images, texts, reply })?;
+        let done = self.batcher.submit_blocking(ScorerJob::Pairs { images, texts, reply })?;
         answered(done, answer).map(|t| t.value)
     }
 
     /// Searches, waiting for room (warm-up; call from a blocking context).
     pub fn search_blocking(&self, text: Arc<Vec<f32>>, k: usize) -> Result<Vec<(Arc<str>, f32)>, ServeError> {
+        if let Some(db) = &self.db {
+            let (reply, answer) = oneshot::channel();
+            let done = self.batcher.submit_blocking(ScorerJob::EmbedText { text, reply })?;
+            return db.search(&answered(done, answer)?.value, k, None);
+        }
         let (reply, answer) = oneshot::channel();
-        let done = self.0.submit_blocking(ScorerJob::Search { text, k, at_most: None, reply })?;
+        let done = self.batcher.submit_blocking(ScorerJob::Search { text, k, at_most: None, reply })?;
         answered(done, answer).map(|t| t.value)
     }
 }
@@ -112,6 +187,14 @@ fn stack(vs: &[Arc<Vec<f32>>], device: Device) -> Result<Tensor, ServeError> {
     }
     let flat: Vec<f32> = vs.iter().flat_map(|v| v.iter().copied()).collect();
     Ok(Tensor::from_slice(&flat).view([vs.len() as i64, dim as i64]).to_device(device))
+}
+
+/// The rows of a `[N, E]` tensor.
+fn rows_of(t: &Tensor) -> Result<Vec<Vec<f32>>, ServeError> {
+    let e = t.size().get(1).copied().unwrap_or(0).max(1) as usize;
+    let flat = Vec::<f32>::try_from(t.to_kind(Kind::Float).to_device(Device::Cpu).contiguous().view([-1]))
+        .map_err(|e| ServeError::Internal(e.to_string()))?;
+    Ok(flat.chunks(e).map(<[f32]>::to_vec).collect())
 }
 
 impl VersionWorker {
@@ -156,6 +239,13 @@ impl VersionWorker {
             }
         }
         Ok(())
+    }
+
+    fn embed_images(&self, images: &[Arc<Vec<f32>>]) -> Result<Vec<Vec<f32>>, ServeError> {
+        if images.is_empty() {
+            return Ok(Vec::new());
+        }
+        rows_of(&self.scorer.embed_images(&stack(images, Device::Cpu)?)?)
     }
 
     fn remove(&mut self, ids: &[Arc<str>]) {
@@ -231,6 +321,7 @@ impl BatchWorker for VersionWorker {
         let mut out: Vec<Result<(), ServeError>> = Vec::with_capacity(jobs.len());
         let mut pairs = Vec::new();
         let mut queries = Vec::new();
+        let mut texts = Vec::new();
         for (i, job) in jobs.into_iter().enumerate() {
             out.push(Ok(()));
             match job {
@@ -245,6 +336,13 @@ impl BatchWorker for VersionWorker {
                     let _ = reply.send(self.ids.len());
                 }
                 ScorerJob::Pairs { images, texts, reply } => pairs.push((images, texts, reply)),
+                ScorerJob::EmbedText { text, reply } => texts.push((text, reply)),
+                ScorerJob::EmbedImages { images, reply } => match self.embed_images(&images) {
+                    Ok(e) => {
+                        let _ = reply.send(e);
+                    }
+                    Err(e) => out[i] = Err(e),
+                },
                 ScorerJob::Search { text, k, at_most, reply } => queries.push((text, k, at_most, reply)),
             }
         }
@@ -253,6 +351,13 @@ impl BatchWorker for VersionWorker {
             let scores = self.score_pairs(&inputs)?;
             for ((_, _, reply), s) in pairs.into_iter().zip(scores) {
                 let _ = reply.send(s);
+            }
+        }
+        if !texts.is_empty() {
+            let vectors: Vec<Arc<Vec<f32>>> = texts.iter().map(|(t, _)| t.clone()).collect();
+            let emb = self.scorer.embed_texts(&stack(&vectors, Device::Cpu)?)?;
+            for ((_, reply), e) in texts.into_iter().zip(rows_of(&emb)?) {
+                let _ = reply.send(e);
             }
         }
         if !queries.is_empty() {

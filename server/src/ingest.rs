@@ -323,6 +323,7 @@ impl App {
                     continue;
                 }
             };
+            self.repair_search_indexes().await;
             if changes.is_empty() {
                 continue;
             }
@@ -361,6 +362,26 @@ impl App {
             }
             metrics::gauge!(m::GALLERY_PHOTOS).set(self.store.len() as f64);
             tracing::debug!(changes = n, "applied other servers' gallery changes");
+        }
+    }
+
+    /// Writes the embeddings a database search index lacks after a write to it failed (the
+    /// photos were stored; searches of that version miss them until this runs).
+    async fn repair_search_indexes(self: &Arc<Self>) {
+        for v in self.versions.ready() {
+            if !v.worker.database_index().is_some_and(|d| d.needs_repair()) {
+                continue;
+            }
+            let (worker, store) = (v.worker.clone(), self.store.clone());
+            let repaired = tokio::task::spawn_blocking(move || {
+                worker.repair_blocking(store.all().into_iter().map(|p| (p.id, p.vector)).collect())
+            })
+            .await;
+            match repaired {
+                Ok(Ok(n)) => tracing::info!(version = v.version, photos = n, "search index repaired"),
+                Ok(Err(e)) => tracing::warn!(version = v.version, error = %e, "search index repair failed; retried on the next follow"),
+                Err(e) => tracing::error!(error = %e, "search index repair failed"),
+            }
         }
     }
 

@@ -19,6 +19,8 @@ pub mod ingest;
 pub mod local_store;
 pub mod metrics;
 pub mod paging;
+pub mod pg_index;
+mod pg_pool;
 pub mod pg_schema;
 pub mod pg_store;
 pub mod rollout;

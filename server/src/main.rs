@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use imagesearch_model::{ImageEncoder, ImageLimits, ModelRepository, ScorerManifest, TextEncoder};
 use imagesearch_proto::v1::gallery_server::GalleryServer;
 use imagesearch_proto::v1::image_search_server::ImageSearchServer;
@@ -13,8 +13,9 @@ use imagesearch_proto::v1::model_admin_server::ModelAdminServer;
 use imagesearch_server::app::App;
 use imagesearch_server::auth::{read_token_file, TokenAuth};
 use imagesearch_server::batcher::BatchConfig;
-use imagesearch_server::config::{Command, Config, MetricsListen, StoreKind};
+use imagesearch_server::config::{Command, Config, MetricsListen, SearchIndexKind, StoreKind};
 use imagesearch_server::gallery::PhotoStore;
+use imagesearch_server::pg_index::{PgSearch, SqlSearch};
 use imagesearch_server::pg_store::PgStore;
 use imagesearch_server::encoders::{EncoderSettings, Encoders};
 use imagesearch_server::local_store::LocalStore;
@@ -77,6 +78,9 @@ async fn shutdown_signal() {
 
 fn main() -> anyhow::Result<()> {
     let cfg = Config::parse();
+    if let Err(why) = cfg.validate() {
+        Config::command().error(clap::error::ErrorKind::ArgumentConflict, why).exit();
+    }
     init_tracing(cfg.log_json);
     if cfg.torch_threads > 0 {
         tch::set_num_threads(cfg.torch_threads);
@@ -134,7 +138,18 @@ fn main() -> anyhow::Result<()> {
             decode_queue: cfg.decode_queue,
         },
     );
-    let versions = Versions::new(repo.clone(), device, batch, image_manifest, text_manifest, rollout_store);
+    let search = match (cfg.search_index, &cfg.database_url) {
+        (SearchIndexKind::Memory, _) => None,
+        (kind, Some(url)) => {
+            let mode = match kind {
+                SearchIndexKind::PostgresHnsw => SqlSearch::Hnsw { ef_search: cfg.hnsw_ef_search },
+                _ => SqlSearch::Exact,
+            };
+            Some(Arc::new(PgSearch::new(url, timeout, mode, &first.image_encoder.sha256, cfg.hnsw_build_memory_mb)?))
+        }
+        (_, None) => anyhow::bail!("--search-index {:?} needs --database-url", cfg.search_index),
+    };
+    let versions = Versions::new(repo.clone(), device, batch, image_manifest, text_manifest, rollout_store, search);
     let device_name = imagesearch_model::device::device_name(device);
     let app = Arc::new(App::new(cfg.clone(), device_name, encoders, versions, store));
 

@@ -77,7 +77,26 @@ CREATE TABLE rollout (
     updated_at      timestamptz NOT NULL DEFAULT now()
 );
 "#,
+}, Migration {
+    version: 4,
+    name: "the search indexes of scorer versions",
+    sql: r#"
+-- One row per scorer version whose projected embeddings live in the database (table
+-- `embeddings_v<version>`, made by the server that loads the version first); the image tower's
+-- sha256 says which weights made them.
+CREATE TABLE search_indexes (
+    version       integer PRIMARY KEY,
+    tower_sha256  text NOT NULL,
+    dim           integer NOT NULL,
+    table_name    text NOT NULL,
+    created_at    timestamptz NOT NULL DEFAULT now()
+);
+"#,
 }];
+
+/// Advisory lock class of a version's search-index set-up and build (the second key is the
+/// version).
+pub const INDEX_LOCK: i32 = 0x696d_6769;
 
 /// Advisory lock key of schema migrations ("imgs" in ASCII).
 pub const MIGRATION_LOCK: i64 = 0x696d_6773;

@@ -15,6 +15,7 @@ use crate::error::ServeError;
 use crate::gallery::PhotoMeta;
 use crate::index::ScorerQueue;
 use crate::metrics as m;
+use crate::pg_index::PgSearch;
 use crate::rollout::{Rollout, RolloutStore};
 
 /// A version that is loaded and warm.
@@ -46,6 +47,8 @@ pub struct Versions {
     /// The rollout in force and the generation of the saved one it came from.
     rollout: RwLock<(Rollout, i64)>,
     rollout_store: Arc<dyn RolloutStore>,
+    /// Where versions' search indexes live: in the gallery database, else in memory.
+    search: Option<Arc<PgSearch>>,
 }
 
 impl Versions {
@@ -56,6 +59,7 @@ impl Versions {
         image: EncoderManifest,
         text: EncoderManifest,
         rollout_store: Arc<dyn RolloutStore>,
+        search: Option<Arc<PgSearch>>,
     ) -> Self {
         Versions {
             repo,
@@ -66,6 +70,7 @@ impl Versions {
             states: RwLock::new(BTreeMap::new()),
             rollout: RwLock::new((Rollout::default(), 0)),
             rollout_store,
+            search,
         }
     }
 
@@ -138,10 +143,18 @@ impl Versions {
         let metrics_json = scorer.manifest.metrics.to_string();
         let detector = scorer.detector.clone();
         let (image_dim, text_dim) = (self.image.output_dim as usize, self.text.output_dim as usize);
-        let worker = ScorerQueue::spawn(version, self.batch, scorer);
+        let db = match &self.search {
+            Some(search) => {
+                let tower = scorer.manifest.files.get(imagesearch_model::scorer::IMAGE_TOWER_FILE).cloned().unwrap_or_default();
+                let m = &scorer.manifest;
+                Some(Arc::new(search.open(version, &tower, m.embedding_dim, m.calibration)?))
+            }
+            None => None,
+        };
+        let worker = ScorerQueue::spawn(version, self.batch, scorer, db);
         // Index the gallery, then warm up with a real pass through every entry point.
         let photos: Vec<_> = gallery.iter().map(|p| (p.id.clone(), p.vector.clone())).collect();
-        worker.upsert_blocking(photos)?;
+        worker.index_gallery_blocking(photos)?;
         let zeros_i = Arc::new(vec![0.0f32; image_dim]);
         let zeros_t = Arc::new(vec![0.0f32; text_dim]);
         let scores = worker.score_blocking(vec![zeros_i], vec![zeros_t.clone()])?;
