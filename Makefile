@@ -1,7 +1,7 @@
 # Thin targets over scripts/. Everything heavy is cached under $IMAGESEARCH_HOME
 # (default ~/.cache/imagesearch): the Python venv, the exported encoders, cargo's target dir
 # and the vector cache.
-.PHONY: setup demo test eval bench build fuzz faults
+.PHONY: setup demo test eval bench scale build fuzz faults
 
 setup:
 	bash scripts/setup.sh
@@ -17,6 +17,9 @@ eval:
 
 bench:
 	bash scripts/bench.sh
+
+scale:
+	bash scripts/scale.sh
 
 build: setup
 	cargo test --workspace --no-run

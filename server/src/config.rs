@@ -21,7 +21,9 @@ pub struct Config {
     /// Address of the Prometheus metrics endpoint (`/metrics`); "off" disables it.
     #[arg(long, env = "IMAGESEARCH_METRICS_LISTEN", default_value = "127.0.0.1:9091", value_parser = metrics_listen)]
     pub metrics_listen: MetricsListen,
-    /// Model repository (encoders/ and scorer/<version>/).
+    /// Model repository (encoders/ and scorer/<version>/): a directory, or an S3-compatible
+    /// bucket `s3://bucket/prefix` (credentials and endpoint from AWS_* variables), mirrored into
+    /// --data-dir/models-cache with every file checked against its manifest before it loads.
     #[arg(long, env = "IMAGESEARCH_MODELS", default_value = "models")]
     pub models: PathBuf,
     /// Where the gallery (with --store local) and the rollout are kept.

@@ -18,6 +18,7 @@ pub mod index;
 pub mod ingest;
 pub mod local_store;
 pub mod metrics;
+pub mod model_bucket;
 pub mod paging;
 pub mod pg_index;
 mod pg_pool;

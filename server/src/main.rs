@@ -15,6 +15,7 @@ use imagesearch_server::auth::{read_token_file, TokenAuth};
 use imagesearch_server::batcher::BatchConfig;
 use imagesearch_server::config::{Command, Config, MetricsListen, SearchIndexKind, StoreKind};
 use imagesearch_server::gallery::PhotoStore;
+use imagesearch_server::model_bucket::BucketModels;
 use imagesearch_server::pg_index::{PgSearch, SqlSearch};
 use imagesearch_server::pg_store::PgStore;
 use imagesearch_server::encoders::{EncoderSettings, Encoders};
@@ -86,8 +87,22 @@ fn main() -> anyhow::Result<()> {
         tch::set_num_threads(cfg.torch_threads);
     }
     let device = cfg.device.device();
-    let repo = ModelRepository::new(&cfg.models);
     std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("data dir {}", cfg.data_dir.display()))?;
+    // A bucket of models is mirrored into the data directory and served from there: the
+    // encoders and the versions asked for (else the newest) are fetched and verified first.
+    let bucket = match cfg.models.to_str().filter(|_| BucketModels::is_bucket(&cfg.models)) {
+        Some(url) => {
+            let b = Arc::new(BucketModels::new(url, &cfg.data_dir.join("models-cache"))?);
+            b.fetch_encoders()?;
+            let wanted = if cfg.versions.is_empty() { b.versions()?.last().copied().into_iter().collect() } else { cfg.versions.clone() };
+            for v in wanted {
+                anyhow::ensure!(b.fetch_version(v)?, "scorer version {v} is not in the model bucket {url}");
+            }
+            Some(b)
+        }
+        None => None,
+    };
+    let repo = ModelRepository::new(bucket.as_ref().map_or(cfg.models.clone(), |b| b.cache().to_path_buf()));
     // The encoders the versions were trained with (all versions must agree; checked at load):
     // those of the first version asked for, else of the newest.
     let named = match cfg.versions.first() {
@@ -112,6 +127,13 @@ fn main() -> anyhow::Result<()> {
         ),
     };
     let saved = rollout_store.load_rollout().context("the saved rollout")?.map(|(r, _)| r);
+    if let (Some(b), Some(r)) = (&bucket, saved) {
+        for v in [r.stable, r.canary].into_iter().filter(|v| *v != 0) {
+            if let Err(e) = b.fetch_version(v) {
+                tracing::warn!(version = v, error = %e, "cannot fetch a version the saved rollout names");
+            }
+        }
+    }
     let wanted = startup_versions(&cfg, &repo, saved)?;
     let image = ImageEncoder::load(&repo.encoder_dir(&first.image_encoder.name), device).context("image encoder")?;
     let (text, fallback) = TextEncoder::load_probed(&repo.encoder_dir(&first.text_encoder.name), device).context("text encoder")?;
@@ -149,7 +171,10 @@ fn main() -> anyhow::Result<()> {
         }
         (_, None) => anyhow::bail!("--search-index {:?} needs --database-url", cfg.search_index),
     };
-    let versions = Versions::new(repo.clone(), device, batch, image_manifest, text_manifest, rollout_store, search);
+    let mut versions = Versions::new(repo.clone(), device, batch, image_manifest, text_manifest, rollout_store, search);
+    if let Some(b) = bucket {
+        versions = versions.with_bucket(b);
+    }
     let device_name = imagesearch_model::device::device_name(device);
     let app = Arc::new(App::new(cfg.clone(), device_name, encoders, versions, store));
 

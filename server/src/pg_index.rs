@@ -38,8 +38,8 @@ pub enum SqlSearch {
 }
 
 /// HNSW build parameters (pgvector's defaults).
-const HNSW_M: u32 = 16;
-const HNSW_EF_CONSTRUCTION: u32 = 64;
+pub const HNSW_M: u32 = 16;
+pub const HNSW_EF_CONSTRUCTION: u32 = 64;
 
 /// Photos embedded per batch while a version's index is filled.
 const FILL_BATCH: usize = 512;

@@ -15,6 +15,7 @@ use crate::error::ServeError;
 use crate::gallery::PhotoMeta;
 use crate::index::ScorerQueue;
 use crate::metrics as m;
+use crate::model_bucket::BucketModels;
 use crate::pg_index::PgSearch;
 use crate::rollout::{Rollout, RolloutStore};
 
@@ -49,6 +50,8 @@ pub struct Versions {
     rollout_store: Arc<dyn RolloutStore>,
     /// Where versions' search indexes live: in the gallery database, else in memory.
     search: Option<Arc<PgSearch>>,
+    /// The bucket the repository mirrors, when it is one.
+    bucket: Option<Arc<BucketModels>>,
 }
 
 impl Versions {
@@ -71,12 +74,25 @@ impl Versions {
             rollout: RwLock::new((Rollout::default(), 0)),
             rollout_store,
             search,
+            bucket: None,
         }
+    }
+
+    /// Versions come from `bucket` (downloaded into the repository, its cache, before they load).
+    pub fn with_bucket(mut self, bucket: Arc<BucketModels>) -> Self {
+        self.bucket = Some(bucket);
+        self
     }
 
     /// Versions in the repository.
     pub fn available(&self) -> Result<Vec<u32>, ServeError> {
-        Ok(self.repo.versions()?)
+        let mut v = self.repo.versions()?;
+        if let Some(b) = &self.bucket {
+            v.extend(b.versions()?);
+            v.sort_unstable();
+            v.dedup();
+        }
+        Ok(v)
     }
 
     /// Ready versions, ascending.
@@ -111,6 +127,9 @@ impl Versions {
                 return Err(ServeError::FailedPrecondition(format!("version {version} is already loading")))
             }
             _ => {}
+        }
+        if let Some(b) = &self.bucket {
+            b.fetch_version(version)?;
         }
         if !self.repo.versions()?.contains(&version) {
             return Err(ServeError::NotFound(format!(

@@ -13,6 +13,8 @@ use imagesearch_client::{Client, ClientConfig};
 
 mod postgres;
 pub use postgres::Postgres;
+mod s3;
+pub use s3::S3Server;
 
 /// The gRPC code of a failed call (the test fails when the error carries none).
 pub fn status_code(e: &imagesearch_client::ClientError) -> tonic::Code {
