@@ -209,6 +209,20 @@ pub fn trained_repository(versions: usize) -> tempfile::TempDir {
     root
 }
 
+/// Polls `check` until it holds, failing the test after 20 s (a server follows a shared
+/// gallery within a poll).
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let until = Instant::now() + Duration::from_secs(20);
+    while !check().await {
+        assert!(Instant::now() < until, "{what}: not seen within 20 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A free loopback port.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()

@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 
 use imagesearch_client::{Client, SearchOptions, Slot};
 use imagesearch_proto::DISCLAIMER;
-use imagesearch_tests::{add_requests, captioned_add_requests as requests, captioned_photos, test_photos, trained_repository, Postgres, Server};
+use imagesearch_tests::{add_requests, eventually, captioned_add_requests as requests, captioned_photos, test_photos, trained_repository, Postgres, Server};
 
 /// Halfvec rounding of 2,560 unit-length components moves a calibrated score by far less.
 const SCORE_TOLERANCE: f32 = 0.005;
@@ -24,19 +24,6 @@ async fn ranked(c: &Client, query: &str, k: u32) -> Vec<(String, f32)> {
             Slot::Withheld { .. } => panic!("withheld in the US"),
         })
         .collect()
-}
-
-/// Polls `check` until it holds (a server follows the shared gallery within a poll).
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !check().await {
-        assert!(std::time::Instant::now() < until, "{what}: not seen within 20 s");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
 }
 
 #[test]

@@ -5,7 +5,7 @@
 
 use imagesearch_client::{SearchOptions, Slot};
 use imagesearch_proto::DISCLAIMER;
-use imagesearch_tests::{captioned_photos, trained_repository, Postgres, Server};
+use imagesearch_tests::{captioned_photos, eventually, trained_repository, Postgres, Server};
 use tonic::Code;
 use imagesearch_tests::{captioned_add_requests as requests, status_code as code};
 
@@ -133,19 +133,6 @@ fn migrate_gallery_copies_a_local_gallery_with_its_flags_and_reviews() {
         assert!(!de.hits.iter().any(|s| matches!(s, Slot::Photo(p) if p.id == adults[0].0 || kids.iter().any(|k| k.0 == p.id))));
     });
     assert_eq!(pg.psql("gallery", "SELECT reviewed_by || ':' || note FROM content_flags WHERE flag = 4"), "reviewer:seen");
-}
-
-/// Polls `check` on `c` until it holds (a replica follows the shared gallery within a poll).
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !check().await {
-        assert!(std::time::Instant::now() < until, "{what}: not seen within 20 s");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
 }
 
 #[test]
