@@ -14,7 +14,7 @@ use tokio::sync::oneshot;
 
 use crate::batcher::{BatchConfig, BatchWorker, Batcher, Timed};
 use crate::error::ServeError;
-use crate::pg_index::{fill, lacking, PgIndex};
+use crate::pg_index::{fill_lacking, PgIndex, Scope};
 
 /// One answer's way back from the version's thread, typed by the job's kind.
 type Reply<T> = oneshot::Sender<T>;
@@ -97,8 +97,7 @@ impl ScorerQueue {
             let done = self.batcher.submit_blocking(ScorerJob::Upsert { photos, reply })?;
             return answered(done, answer).map(|t| t.value);
         };
-        let written = lacking(db, photos, false).and_then(|todo| fill(db, &todo, |images| self.embed_images_blocking(images)));
-        match written {
+        match self.fill_lacking(db, photos, Scope::Given) {
             Ok(n) => Ok(n),
             Err(e) => {
                 tracing::error!(version = db.version(), error = %e, "could not write photos' embeddings to the search index; repaired on the next follow");
@@ -123,25 +122,25 @@ impl ScorerQueue {
     /// photos it lacks (resuming a fill a crash cut short), then the HNSW index.
     pub fn index_gallery_blocking(&self, photos: Vec<(Arc<str>, Arc<Vec<f32>>)>) -> Result<(), ServeError> {
         let Some(db) = &self.db else { return self.upsert_blocking(photos).map(|_| ()) };
-        fill(db, &lacking(db, photos, true)?, |images| self.embed_images_blocking(images))?;
+        self.fill_lacking(db, photos, Scope::WholeGallery)?;
         db.ensure_hnsw()
     }
 
     /// Embeds what the database index lacks after a failed write (call from a blocking context).
     pub fn repair_blocking(&self, photos: Vec<(Arc<str>, Arc<Vec<f32>>)>) -> Result<usize, ServeError> {
         match &self.db {
-            Some(db) if db.take_repair() => lacking(db, photos, true)
-                .and_then(|todo| fill(db, &todo, |images| self.embed_images_blocking(images)))
-                .inspect_err(|_| db.mark_for_repair()),
+            Some(db) if db.take_repair() => self.fill_lacking(db, photos, Scope::WholeGallery).inspect_err(|_| db.mark_for_repair()),
             _ => Ok(0),
         }
     }
 
-    /// Joint embeddings of image vectors (call from a blocking context).
-    pub fn embed_images_blocking(&self, images: Vec<Arc<Vec<f32>>>) -> Result<Vec<Vec<f32>>, ServeError> {
-        let (reply, answer) = oneshot::channel();
-        let done = self.batcher.submit_blocking(ScorerJob::EmbedImages { images, reply })?;
-        answered(done, answer).map(|t| t.value)
+    /// Embeds on this version's thread and writes to `db` those of `photos` it lacks.
+    fn fill_lacking(&self, db: &PgIndex, photos: Vec<(Arc<str>, Arc<Vec<f32>>)>, scope: Scope) -> Result<usize, ServeError> {
+        fill_lacking(db, photos, scope, |images| {
+            let (reply, answer) = oneshot::channel();
+            let done = self.batcher.submit_blocking(ScorerJob::EmbedImages { images, reply })?;
+            answered(done, answer).map(|t| t.value)
+        })
     }
 
     /// Scores pairs, waiting for room (warm-up; call from a blocking context).

@@ -154,23 +154,7 @@ impl BucketModels {
         let staging = self.cache.join("scorer").join(format!(".{version}.download-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&staging);
         std::fs::create_dir_all(&staging).map_err(|e| ServeError::Storage(format!("{}: {e}", staging.display())))?;
-        let fetched = (|| {
-            let manifest_bytes = self.get(&format!("{base}/{MANIFEST_FILE}"))?;
-            std::fs::write(staging.join(MANIFEST_FILE), &manifest_bytes).map_err(|e| ServeError::Storage(e.to_string()))?;
-            let manifest = ScorerManifest::load(&staging).map_err(|e| bucket_error(&format!("version {version} manifest"), &self.url, e))?;
-            for file in manifest.files.keys().map(String::as_str).chain(OPTIONAL.iter().copied().filter(|f| listed.iter().any(|(k, _)| k == &format!("{base}/{f}")))) {
-                if file.contains('/') || file.starts_with('.') {
-                    return Err(ServeError::InvalidArgument(format!("version {version}: the manifest lists '{}', not a plain file name", imagesearch_compliance::quote(file, 64))));
-                }
-                let bytes = self.get(&format!("{base}/{file}"))?;
-                std::fs::write(staging.join(file), &bytes).map_err(|e| ServeError::Storage(e.to_string()))?;
-            }
-            // Damaged or half-published: not a passing failure, so not UNAVAILABLE.
-            imagesearch_model::hashing::verify_files(&staging, &manifest.files).map_err(|e| {
-                ServeError::FailedPrecondition(format!("model bucket {}: version {version} failed its sha256 check, not loaded: {e}", self.url))
-            })
-        })();
-        if let Err(e) = fetched {
+        if let Err(e) = self.download_version(version, &listed, &staging) {
             let _ = std::fs::remove_dir_all(&staging);
             return Err(e);
         }
@@ -178,6 +162,30 @@ impl BucketModels {
         std::fs::rename(&staging, &dir).map_err(|e| ServeError::Storage(format!("{}: {e}", dir.display())))?;
         tracing::info!(version, "scorer version downloaded and verified");
         Ok(true)
+    }
+
+    /// Downloads version `version` (whose keys are `listed`) into `staging` and checks every
+    /// file its manifest lists against its sha256.
+    fn download_version(&self, version: u32, listed: &[(String, u64)], staging: &Path) -> Result<(), ServeError> {
+        let base = format!("scorer/{version}");
+        let manifest_bytes = self.get(&format!("{base}/{MANIFEST_FILE}"))?;
+        std::fs::write(staging.join(MANIFEST_FILE), &manifest_bytes).map_err(|e| ServeError::Storage(e.to_string()))?;
+        let manifest = ScorerManifest::load(staging).map_err(|e| bucket_error(&format!("version {version} manifest"), &self.url, e))?;
+        let optional = OPTIONAL.iter().copied().filter(|f| listed.iter().any(|(k, _)| *k == format!("{base}/{f}")));
+        for file in manifest.files.keys().map(String::as_str).chain(optional) {
+            if file.contains('/') || file.starts_with('.') {
+                return Err(ServeError::InvalidArgument(format!(
+                    "version {version}: the manifest lists '{}', not a plain file name",
+                    imagesearch_compliance::quote(file, 64)
+                )));
+            }
+            let bytes = self.get(&format!("{base}/{file}"))?;
+            std::fs::write(staging.join(file), &bytes).map_err(|e| ServeError::Storage(e.to_string()))?;
+        }
+        // Damaged or half-published: not a passing failure, so not UNAVAILABLE.
+        imagesearch_model::hashing::verify_files(staging, &manifest.files).map_err(|e| {
+            ServeError::FailedPrecondition(format!("model bucket {}: version {version} failed its sha256 check, not loaded: {e}", self.url))
+        })
     }
 }
 

@@ -69,11 +69,6 @@ impl PgSearch {
         Ok(PgSearch { pool: Pool::new(config, 32), mode, encoder_sha256: encoder_sha256.to_string(), build_memory_mb })
     }
 
-    /// How searches run.
-    pub fn mode(&self) -> SqlSearch {
-        self.mode
-    }
-
     /// The index of scorer `version` whose image tower has sha256 `tower_sha256`, making its
     /// table when missing (a table made for other weights under the same version number is
     /// dropped and made anew).
@@ -202,17 +197,6 @@ impl PgIndex {
         self.search.pool.run("search index write", |c| c.execute(&sql, &[&ids, &srcs, &embs]))
     }
 
-    /// Rows in the index.
-    pub fn len(&self) -> Result<u64, ServeError> {
-        let r = self.search.pool.run("search index count", |c| c.query_one(&format!("SELECT count(*) FROM {}", self.table), &[]))?;
-        Ok(r.get::<_, i64>(0) as u64)
-    }
-
-    /// Whether the index holds no rows.
-    pub fn is_empty(&self) -> Result<bool, ServeError> {
-        self.len().map(|n| n == 0)
-    }
-
     /// Records that an embedding write failed after its photo was stored.
     pub fn mark_for_repair(&self) {
         self.needs_repair.store(true, Ordering::Release);
@@ -288,21 +272,33 @@ impl PgIndex {
     }
 }
 
-/// The photos of `gallery` (id, image vector) that `index` lacks. With `whole` (`gallery` is the
-/// whole gallery) one query checks every photo instead of sending their ids.
-pub fn lacking(index: &PgIndex, gallery: Vec<(Arc<str>, Arc<Vec<f32>>)>, whole: bool) -> Result<Vec<(Arc<str>, Arc<Vec<f32>>)>, ServeError> {
-    let missing = if whole {
-        index.missing(None)?
-    } else {
-        let ids: Vec<Arc<str>> = gallery.iter().map(|(id, _)| id.clone()).collect();
-        index.missing(Some(&ids))?
-    };
-    Ok(gallery.into_iter().filter(|(id, _)| missing.contains(&**id)).collect())
+/// Which photos a fill compares with the index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// The photos given, by id (a write of a few photos).
+    Given,
+    /// The photos given are the whole gallery: one query checks every stored photo.
+    WholeGallery,
 }
 
-/// Writes the embeddings of `todo` (photos the index lacks) in batches, `embed` computing a
-/// batch's embeddings; logs progress. Returns the photos embedded.
-pub fn fill(
+/// Embeds and writes, in batches, those of `photos` (id, image vector) that `index` lacks,
+/// `embed` computing a batch's embeddings; logs progress. Returns the photos embedded.
+pub fn fill_lacking(
+    index: &PgIndex,
+    photos: Vec<(Arc<str>, Arc<Vec<f32>>)>,
+    scope: Scope,
+    embed: impl Fn(Vec<Arc<Vec<f32>>>) -> Result<Vec<Vec<f32>>, ServeError>,
+) -> Result<usize, ServeError> {
+    let missing = match scope {
+        Scope::WholeGallery => index.missing(None)?,
+        Scope::Given => index.missing(Some(&photos.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>()))?,
+    };
+    let todo: Vec<_> = photos.into_iter().filter(|(id, _)| missing.contains(&**id)).collect();
+    fill(index, &todo, embed)
+}
+
+/// Writes the embeddings of `todo` (photos the index lacks) in batches.
+fn fill(
     index: &PgIndex,
     todo: &[(Arc<str>, Arc<Vec<f32>>)],
     embed: impl Fn(Vec<Arc<Vec<f32>>>) -> Result<Vec<Vec<f32>>, ServeError>,
