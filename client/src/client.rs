@@ -253,11 +253,13 @@ impl Client {
     }
 
     /// Adds every JPEG/PNG/WebP file of a directory (id = file name, captions from `captions`
-    /// by file name), in chunks of `chunk`, calling `progress(done, total)` after each chunk.
+    /// by file name, `attributes` on every photo), in chunks of `chunk`, calling
+    /// `progress(done, total)` after each chunk.
     pub async fn add_directory(
         &self,
         dir: &Path,
         captions: &HashMap<String, Vec<String>>,
+        attributes: &HashMap<String, String>,
         chunk: usize,
         mut progress: impl FnMut(usize, usize),
     ) -> Result<pb::AddPhotosResponse, ClientError> {
@@ -277,7 +279,7 @@ impl Client {
                 let data = std::fs::read(p).map_err(|e| ClientError::Io { path: p.display().to_string(), message: e.to_string() })?;
                 let id = p.file_name().unwrap_or_default().to_string_lossy().to_string();
                 let caps = captions.get(&id).cloned().unwrap_or_default();
-                photos.push(pb::AddPhotoRequest { id, data, captions: caps });
+                photos.push(pb::AddPhotoRequest { id, data, captions: caps, attributes: attributes.clone() });
             }
             let r = self.add_photos(photos).await?;
             sum.added += r.added;

@@ -68,6 +68,8 @@ pub(crate) fn search_request(query: &str, region: &str, k: u32, opts: &SearchOpt
         include_photos: opts.include_photos,
         min_score: opts.min_score,
         page_token: opts.page_token.clone(),
+        filter: opts.filter.clone(),
+        keyword_weight: opts.keyword_weight,
     }
 }
 
@@ -191,9 +193,19 @@ mod tests {
         let sources: Vec<_> = r.pairs.iter().map(|p| p.image.clone().and_then(|i| i.source)).collect();
         assert_eq!(sources, vec![Some(pb::image::Source::Data(vec![9])), Some(pb::image::Source::GalleryId("g".into()))]);
         assert_eq!(r.routing, Some(pb::Routing { region: "DE".into(), version: 2, routing_key: "user-1".into() }));
-        let opts = SearchOptions { version: 4, routing_key: "k".into(), include_photos: true, min_score: 0.25, page_token: "ab".into() };
+        let filter = pb::SearchFilter { added_from_unix_ms: 7, ..Default::default() };
+        let opts = SearchOptions {
+            version: 4,
+            routing_key: "k".into(),
+            include_photos: true,
+            min_score: 0.25,
+            page_token: "ab".into(),
+            filter: Some(filter.clone()),
+            keyword_weight: 0.5,
+        };
         let s = search_request("a dog", "US", 5, &opts);
-        assert_eq!((s.k, s.include_photos, s.min_score, s.page_token.as_str()), (5, true, 0.25, "ab"));
+        assert_eq!((s.k, s.include_photos, s.min_score, s.page_token.as_str(), s.keyword_weight), (5, true, 0.25, "ab", 0.5));
+        assert_eq!(s.filter, Some(filter));
         assert_eq!(s.routing, Some(pb::Routing { region: "US".into(), version: 4, routing_key: "k".into() }));
         assert_eq!(get_photo_request("x", "").routing, Some(pb::Routing::default()));
     }

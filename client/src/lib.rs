@@ -142,6 +142,11 @@ pub struct SearchOptions {
     pub min_score: f32,
     /// Continue after the page that returned this token.
     pub page_token: String,
+    /// Only photos passing this filter (attributes given at upload, added time).
+    pub filter: Option<imagesearch_proto::v1::SearchFilter>,
+    /// Weight in [0, 1] of the keyword ranking over captions fused with the vector ranking
+    /// (0 = vectors only).
+    pub keyword_weight: f32,
 }
 
 /// An image for scoring.

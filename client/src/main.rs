@@ -73,6 +73,18 @@ enum Command {
         /// The next page: the token the previous page printed.
         #[arg(long, default_value = "")]
         page_token: String,
+        /// Only photos whose attribute KEY is one of the values: `KEY=V1,V2` (repeat for more
+        /// conditions, all must hold).
+        #[arg(long = "where", value_name = "KEY=V1,V2", value_parser = parse_condition)]
+        conditions: Vec<pb::AttributeCondition>,
+        /// Only photos added at or after / before this time (Unix milliseconds).
+        #[arg(long)]
+        added_from_ms: Option<i64>,
+        #[arg(long)]
+        added_before_ms: Option<i64>,
+        /// Weight in [0, 1] of the keyword ranking over captions fused with the vector ranking.
+        #[arg(long, default_value_t = 0.0)]
+        keyword_weight: f32,
     },
     /// Scores how well texts describe photos (pairs: the n-th --image with the n-th --text).
     Score {
@@ -123,6 +135,10 @@ enum GalleryCommand {
         /// restricted flags (photos without captions are checked by the child detector).
         #[arg(long)]
         captions: Option<PathBuf>,
+        /// An attribute every photo of the directory gets, `KEY=VALUE` (repeat for more), for
+        /// searches to filter on (e.g. `--attr owner=ana --attr album=tokyo`).
+        #[arg(long = "attr", value_name = "KEY=VALUE", value_parser = parse_attribute)]
+        attributes: Vec<(String, String)>,
         #[arg(long, default_value_t = 32)]
         chunk: usize,
     },
@@ -247,7 +263,7 @@ fn parse_mix_arg(s: &str) -> Result<MixArg, String> {
 }
 
 /// The server's limits as `(name, value)` rows, named as in the API (and in `--json`).
-fn limit_rows(l: &pb::Limits) -> [(&'static str, u64); 15] {
+fn limit_rows(l: &pb::Limits) -> [(&'static str, u64); 17] {
     [
         ("max_pairs_per_request", u64::from(l.max_pairs_per_request)),
         ("max_batch_size", u64::from(l.max_batch_size)),
@@ -264,6 +280,8 @@ fn limit_rows(l: &pb::Limits) -> [(&'static str, u64); 15] {
         ("decode_workers", u64::from(l.decode_workers)),
         ("decode_queue", u64::from(l.decode_queue)),
         ("max_search_depth", u64::from(l.max_search_depth)),
+        ("max_photo_attributes", u64::from(l.max_photo_attributes)),
+        ("max_filter_conditions", u64::from(l.max_filter_conditions)),
     ]
 }
 
@@ -306,8 +324,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let json = cli.json;
     match cli.command {
         Command::Policy { .. } => unreachable!("handled offline"),
-        Command::Search { query, region, k, version, routing_key, html, min_score, page_token } => {
-            let opts = SearchOptions { version, routing_key, include_photos: html.is_some(), min_score, page_token };
+        Command::Search { query, region, k, version, routing_key, html, min_score, page_token, conditions, added_from_ms, added_before_ms, keyword_weight } => {
+            let filter = (!conditions.is_empty() || added_from_ms.is_some() || added_before_ms.is_some()).then(|| pb::SearchFilter {
+                attributes: conditions,
+                added_from_unix_ms: added_from_ms.unwrap_or(0),
+                added_before_unix_ms: added_before_ms.unwrap_or(0),
+            });
+            let opts = SearchOptions { version, routing_key, include_photos: html.is_some(), min_score, page_token, filter, keyword_weight };
             let r = match client.search_with(&query, region.as_deref(), k, &opts).await {
                 Err(imagesearch_client::ClientError::QueryWithheld { disclaimer, rule, .. }) => {
                     // Refused by the client itself: same answer as the server's.
@@ -364,14 +387,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("version {} · queue {:?} · inference {:?}", t.version, t.queue, t.inference);
         }
         Command::Gallery { command } => match command {
-            GalleryCommand::Add { dir, captions, chunk } => {
+            GalleryCommand::Add { dir, captions, attributes, chunk } => {
                 let captions = match &captions {
                     Some(p) => imagesearch_client::read_captions(p)?,
                     None => Default::default(),
                 };
                 let bar = indicatif::ProgressBar::new(0);
                 bar.set_style(indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} photos {elapsed}").unwrap());
-                let r = client.add_directory(&dir, &captions, chunk, |done, total| { bar.set_length(total as u64); bar.set_position(done as u64); }).await?;
+                let r = client.add_directory(&dir, &captions, &attributes.into_iter().collect(), chunk, |done, total| { bar.set_length(total as u64); bar.set_position(done as u64); }).await?;
                 bar.finish_and_clear();
                 if json {
                     let rejected: Vec<_> = r.rejected.iter().map(|x| serde_json::json!({"id": x.id, "reason": x.reason})).collect();
@@ -544,6 +567,18 @@ async fn loadtest_cmd(client: Client, a: LoadArgs, json: bool) -> anyhow::Result
     Ok(())
 }
 
+/// `KEY=VALUE` of `--attr`.
+fn parse_attribute(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s.split_once('=').ok_or_else(|| format!("'{s}' is not KEY=VALUE"))?;
+    Ok((k.to_string(), v.to_string()))
+}
+
+/// `KEY=V1,V2` of `--where`.
+fn parse_condition(s: &str) -> Result<pb::AttributeCondition, String> {
+    let (key, values) = s.split_once('=').ok_or_else(|| format!("'{s}' is not KEY=V1,V2"))?;
+    Ok(pb::AttributeCondition { key: key.to_string(), any_of: values.split(',').map(str::to_string).collect() })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -599,12 +634,12 @@ mod tests {
         let l = pb::Limits {
             max_pairs_per_request: 1, max_batch_size: 2, max_queue_delay_us: 3, queue_capacity: 4, max_message_bytes: 5,
             max_text_chars: 6, max_image_bytes: 7, max_image_pixels: 8, max_k: 9, max_stream_in_flight: 10,
-            max_request_pixels: 11, max_answer_photo_bytes: 12, decode_workers: 13, decode_queue: 14, max_search_depth: 15,
+            max_request_pixels: 11, max_answer_photo_bytes: 12, decode_workers: 13, decode_queue: 14, max_search_depth: 15, max_photo_attributes: 16, max_filter_conditions: 17,
         };
         let rows = limit_rows(&l);
         let mut values: Vec<u64> = rows.iter().map(|(_, v)| *v).collect();
         values.sort_unstable();
-        assert_eq!(values, (1..=15).collect::<Vec<u64>>(), "each field once");
+        assert_eq!(values, (1..=17).collect::<Vec<u64>>(), "each field once");
         let names: std::collections::BTreeSet<&str> = rows.iter().map(|(n, _)| *n).collect();
         assert_eq!(names.len(), rows.len(), "names are unique");
     }

@@ -54,15 +54,20 @@ impl Calibration {
     /// The best `k` rows of `gallery` `[N, E]` for each row of `queries` `[Q, E]` by calibrated
     /// cosine, best first: scores `[Q, k]` and row indices `[Q, k]`, `k` clamped to `1..=N`.
     pub fn rank(&self, queries: &Tensor, gallery: &Tensor, k: i64) -> (Tensor, Tensor) {
-        self.rank_at_most(queries, gallery, k, None)
+        self.rank_at_most(queries, gallery, k, None, None)
     }
 
     /// [`Calibration::rank`] among the rows scoring at most `bounds[q]` for query `q` (a page
-    /// after a cursor); rows above the bound come last with score −∞.
-    pub fn rank_at_most(&self, queries: &Tensor, gallery: &Tensor, k: i64, bounds: Option<&[f32]>) -> (Tensor, Tensor) {
+    /// after a cursor) and not `excluded` (`[Q, N]`, true = not ranked: a filter); rows left
+    /// out come last with score −∞.
+    pub fn rank_at_most(&self, queries: &Tensor, gallery: &Tensor, k: i64, bounds: Option<&[f32]>, excluded: Option<&Tensor>) -> (Tensor, Tensor) {
         let k = k.clamp(1, gallery.size()[0].max(1));
         tch::no_grad(|| {
             let scores = self.apply_tensor(&queries.matmul(&gallery.tr()));
+            let scores = match excluded {
+                Some(m) => scores.masked_fill(&m.to_device(scores.device()), f64::NEG_INFINITY),
+                None => scores,
+            };
             let scores = match bounds {
                 Some(b) => {
                     let b = Tensor::from_slice(b).to_device(scores.device()).view([-1, 1]);
@@ -269,9 +274,14 @@ mod tests {
         assert_eq!(c.rank(&queries, &gallery, 10).1.size(), [2, 3]);
         // Below a bound: the first query's best two rows (1, then 2) are above it.
         let bound = c.apply(0.7) as f32;
-        let (s, rows) = c.rank_at_most(&queries, &gallery, 1, Some(&[bound, f32::INFINITY]));
+        let (s, rows) = c.rank_at_most(&queries, &gallery, 1, Some(&[bound, f32::INFINITY]), None);
         assert_eq!(Vec::<i64>::try_from(rows.view([-1])).unwrap(), vec![0, 0]);
         assert!(Vec::<f32>::try_from(s.view([-1])).unwrap()[0] <= bound);
+        // Excluded rows are not ranked: the second query's best row (0) is left out.
+        let excluded = Tensor::from_slice(&[false, false, false, true, false, false]).view([2, 3]);
+        let (s, rows) = c.rank_at_most(&queries, &gallery, 3, None, Some(&excluded));
+        assert_eq!(Vec::<i64>::try_from(rows.view([-1])).unwrap()[3..5], [2, 1]);
+        assert_eq!(Vec::<f32>::try_from(s.view([-1])).unwrap()[5], f32::NEG_INFINITY);
     }
 
     fn encoder(name: &str, sha: &str, dim: i64) -> EncoderManifest {

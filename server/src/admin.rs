@@ -52,6 +52,8 @@ impl App {
                 decode_workers: self.encoders.decode_workers() as u32,
                 decode_queue: c.decode_queue as u32,
                 max_search_depth: c.max_search_depth as u32,
+                max_photo_attributes: crate::filter::MAX_PHOTO_ATTRIBUTES as u32,
+                max_filter_conditions: crate::filter::MAX_FILTER_CONDITIONS as u32,
             },
             rollout: self.versions.rollout(),
             restricted_regions: self.policy.restricted_regions().map(|c| c.as_str().to_string()).collect(),

@@ -15,12 +15,8 @@ use crate::encoders::{Encoders, Timings};
 use crate::error::ServeError;
 use crate::gallery::{PhotoMeta, PhotoStore};
 use crate::metrics as m;
-use crate::paging::{self, Cursor};
-use crate::types::{Hit, ImageRef, Routing, ScoreQuery, SearchAnswer, SearchQuery, Shown, ShownPhoto};
+use crate::types::{ImageRef, Routing, ScoreQuery, Shown, ShownPhoto};
 use crate::versions::{LoadedVersion, Versions};
-
-/// Hits fetched beyond a later page for photos tied with the cursor's score.
-const PAGE_TIE_SLACK: usize = 16;
 
 /// Longest piece of a caller's text (an id, a query) quoted back in a message or a log line.
 pub const QUOTE_CHARS: usize = 64;
@@ -46,9 +42,9 @@ pub struct Served<T> {
 }
 
 /// Where a request comes from, checked.
-struct Region {
-    restricted: bool,
-    code: String,
+pub(crate) struct Region {
+    pub restricted: bool,
+    pub code: String,
 }
 
 impl App {
@@ -88,13 +84,13 @@ impl App {
         }
     }
 
-    fn region(&self, routing: &Routing) -> Result<Region, ServeError> {
+    pub(crate) fn region(&self, routing: &Routing) -> Result<Region, ServeError> {
         let code = routing.region.trim().to_string();
         let restricted = self.policy.is_restricted(Some(code.as_str()))?;
         Ok(Region { restricted, code })
     }
 
-    fn resolve(&self, routing: &Routing) -> Result<Arc<LoadedVersion>, ServeError> {
+    pub(crate) fn resolve(&self, routing: &Routing) -> Result<Arc<LoadedVersion>, ServeError> {
         self.versions.resolve(routing.version, &routing.routing_key)
     }
 
@@ -196,7 +192,7 @@ impl App {
 
     /// A photo as the requester may see it: the photo (its bytes read on the blocking pool, if
     /// they fit in `budget` bytes, which they then use up), or the disclaimer in its place.
-    async fn show(&self, meta: &PhotoMeta, restricted_region: bool, budget: Option<&mut usize>) -> Result<Shown, ServeError> {
+    pub(crate) async fn show(&self, meta: &PhotoMeta, restricted_region: bool, budget: Option<&mut usize>) -> Result<Shown, ServeError> {
         if restricted_region && meta.flag.restricted() {
             metrics::counter!(m::WITHHELD, "what" => "photo").increment(1);
             return Ok(Shown::Withheld);
@@ -216,104 +212,6 @@ impl App {
             }
         }
         Ok(Shown::Photo(ShownPhoto { id: meta.id.to_string(), data, mime_type: meta.mime.clone(), restricted: meta.flag.restricted() }))
-    }
-
-    /// Searches the gallery.
-    pub async fn search(&self, req: SearchQuery, deadline: Option<Instant>) -> Result<Served<SearchAnswer>, ServeError> {
-        self.check_ready()?;
-        let query = self.encoders.check_text("query", &req.query)?;
-        if req.k == 0 || req.k as usize > self.cfg.max_k {
-            return Err(ServeError::InvalidArgument(format!("k is {}, it must be 1..={}", req.k, self.cfg.max_k)));
-        }
-        let floor = req.min_score;
-        if !(0.0..=1.0).contains(&floor) {
-            return Err(ServeError::InvalidArgument(format!("min_score is {floor}, it must be in [0, 1]")));
-        }
-        let cursor = if req.page_token.is_empty() { None } else { Some(Cursor::parse(&req.page_token, &query, floor)?) };
-        let region = self.region(&req.routing)?;
-        let version = match &cursor {
-            // A page continues with the version that ranked the first one.
-            Some(c) if req.routing.version == 0 || req.routing.version == c.version => {
-                self.versions.resolve(c.version, "").map_err(|_| {
-                    ServeError::FailedPrecondition(format!(
-                        "scorer version {} that ranked the first page is no longer loaded; search again without page_token",
-                        c.version
-                    ))
-                })?
-            }
-            Some(c) => {
-                return Err(ServeError::InvalidArgument(format!(
-                    "page_token continues a search of version {}, but the request pins version {}",
-                    c.version, req.routing.version
-                )))
-            }
-            None => self.resolve(&req.routing)?,
-        };
-        let gallery_size = self.store.len() as u64;
-        if let Some(hit) = describes_child(&query).filter(|_| region.restricted) {
-            metrics::counter!(m::WITHHELD, "what" => "query").increment(1);
-            tracing::info!(region = %region.code, rule = %hit, "query withheld");
-            return Ok(Served {
-                value: SearchAnswer { query_withheld: true, gallery_size, ..SearchAnswer::default() },
-                version: version.version,
-                timings: Timings::default(),
-            });
-        }
-        let depth = self.cfg.max_search_depth.max(1);
-        let start = cursor.as_ref().map_or(0, |c| c.rank as usize);
-        let page = (req.k as usize).min(depth.saturating_sub(start));
-        let mut timings = Timings::default();
-        let mut found = if page == 0 {
-            Vec::new()
-        } else {
-            let text = self.encoders.text_vector(&query, deadline, &mut timings).await?;
-            // A later page ranks only what scores at most the cursor's score, so photos added
-            // above it since the first page cannot push what follows it out of reach; a few more
-            // than the page are fetched for ties at the cursor (ordered by id) and to know
-            // whether more follow.
-            let fetch = page + 1 + if cursor.is_some() { PAGE_TIE_SLACK } else { 0 };
-            let at_most = cursor.as_ref().map(|c| c.score);
-            let out = version.worker.search(text, fetch, at_most, deadline).await?;
-            timings.add(&out);
-            out.value
-        };
-        paging::rank_order(&mut found);
-        let mut candidates = found
-            .into_iter()
-            .filter(|(id, score)| cursor.as_ref().is_none_or(|c| paging::after(*score, id, c.score, &c.id)))
-            .filter(|(_, score)| *score >= floor)
-            .peekable();
-        let mut hits = Vec::with_capacity(page);
-        // The answer must fit in a message: photo bytes up to the budget, references after it.
-        let mut budget = self.cfg.answer_photo_budget();
-        let mut without_bytes = 0;
-        let mut last = None;
-        let mut consumed = 0;
-        while consumed < page {
-            let Some((id, score)) = candidates.next() else { break };
-            consumed += 1;
-            last = Some((id.clone(), score));
-            // A photo removed since the search ran is left out.
-            let Some(meta) = self.store.get(&id) else { continue };
-            let shown = self.show(&meta, region.restricted, req.include_photos.then_some(&mut budget)).await?;
-            if matches!(&shown, Shown::Photo(p) if req.include_photos && p.data.is_empty()) {
-                without_bytes += 1;
-            }
-            hits.push(Hit { rank: (start + consumed) as u32, score, shown });
-        }
-        if without_bytes > 0 {
-            metrics::counter!(m::PHOTOS_WITHOUT_BYTES).increment(u64::from(without_bytes));
-        }
-        let more = candidates.peek().is_some() && start + consumed < depth;
-        let next_page_token = match (more, last) {
-            (true, Some((id, score))) => Cursor::new(version.version, (start + consumed) as u32, score, &id, &query, floor).token(),
-            _ => String::new(),
-        };
-        Ok(Served {
-            value: SearchAnswer { hits, query_withheld: false, gallery_size, photos_without_bytes: without_bytes, next_page_token },
-            version: version.version,
-            timings,
-        })
     }
 
     /// One gallery photo, under the law of the requester's region.

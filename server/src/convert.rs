@@ -7,6 +7,7 @@ use imagesearch_proto::v1 as pb;
 use imagesearch_proto::DISCLAIMER;
 
 use crate::error::ServeError;
+use crate::filter::{Condition, PhotoFilter};
 use crate::rollout::Rollout;
 use crate::types::*;
 
@@ -47,13 +48,25 @@ impl From<pb::SearchRequest> for SearchQuery {
             routing: r.routing.into(),
             min_score: r.min_score,
             page_token: r.page_token,
+            filter: r.filter.map(PhotoFilter::from).unwrap_or_default(),
+            keyword_weight: r.keyword_weight,
+        }
+    }
+}
+
+impl From<pb::SearchFilter> for PhotoFilter {
+    fn from(f: pb::SearchFilter) -> Self {
+        PhotoFilter {
+            conditions: f.attributes.into_iter().map(|c| Condition { key: c.key, any_of: c.any_of }).collect(),
+            added_from_ms: (f.added_from_unix_ms != 0).then_some(f.added_from_unix_ms),
+            added_before_ms: (f.added_before_unix_ms != 0).then_some(f.added_before_unix_ms),
         }
     }
 }
 
 impl From<pb::AddPhotoRequest> for PhotoUpload {
     fn from(r: pb::AddPhotoRequest) -> Self {
-        PhotoUpload { id: r.id, data: r.data, captions: r.captions }
+        PhotoUpload { id: r.id, data: r.data, captions: r.captions, attributes: r.attributes.into_iter().collect() }
     }
 }
 
@@ -207,6 +220,8 @@ impl From<Limits> for pb::Limits {
             decode_workers: l.decode_workers,
             decode_queue: l.decode_queue,
             max_search_depth: l.max_search_depth,
+            max_photo_attributes: l.max_photo_attributes,
+            max_filter_conditions: l.max_filter_conditions,
         }
     }
 }

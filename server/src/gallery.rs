@@ -10,7 +10,10 @@
 
 use std::sync::Arc;
 
+use std::collections::HashSet;
+
 use crate::error::ServeError;
+use crate::filter::{Attributes, PhotoFilter};
 use crate::wal::Flag;
 
 /// A photo to store (already decoded, checked and encoded; its bytes staged).
@@ -22,6 +25,10 @@ pub struct NewPhoto {
     pub captions: Vec<String>,
     pub flag: Flag,
     pub vector: Arc<Vec<f32>>,
+    /// The uploader's attributes, checked and sorted by key.
+    pub attributes: Attributes,
+    /// When it was added, in Unix milliseconds.
+    pub added_ms: i64,
 }
 
 /// What the store knows of a photo (without its bytes).
@@ -33,6 +40,8 @@ pub struct PhotoMeta {
     pub captions: Vec<String>,
     pub flag: Flag,
     pub vector: Arc<Vec<f32>>,
+    pub attributes: Arc<Attributes>,
+    pub added_ms: i64,
 }
 
 /// Counts for `Gallery.Stats`.
@@ -97,6 +106,13 @@ pub trait PhotoStore: Send + Sync {
         self.len() == 0
     }
     fn stats(&self) -> StoreStats;
+    /// Ids of the photos that pass `filter`.
+    fn matching(&self, filter: &PhotoFilter) -> HashSet<Arc<str>>;
+    /// The best `limit` photos for `query` by keyword search over their captions, best first,
+    /// among those passing `filter`. With `restricted_region` a restricted photo is never
+    /// ranked and a caption that describes a child is never matched: the keywords are no route
+    /// to what the law withholds.
+    fn keyword_ranking(&self, query: &str, restricted_region: bool, filter: &PhotoFilter, limit: usize) -> Result<Vec<Arc<str>>, ServeError>;
     /// Catches up with what other servers sharing the gallery wrote; returns the index
     /// changes this server's versions must apply. A store no other server writes has none.
     fn refresh(&self) -> Result<Vec<IndexChange>, ServeError> {

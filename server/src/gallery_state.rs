@@ -8,7 +8,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::error::ServeError;
+use crate::filter::PhotoFilter;
 use crate::gallery::{captions_describe_child, merge_evidence, NewPhoto, PhotoMeta, Review, Upserted};
+use crate::keywords::KeywordIndex;
 use crate::wal::{Flag, Record};
 
 /// What is known of some bytes: a flag and, for a review, who and why.
@@ -28,6 +30,8 @@ pub(crate) struct State {
     pub holders: HashMap<[u8; 32], HashSet<Arc<str>>>,
     /// Staged, not yet committed bytes per content hash.
     pub staged: HashMap<[u8; 32], usize>,
+    /// The captions' keyword index, for a store that searches keywords in memory.
+    pub keywords: Option<KeywordIndex>,
 }
 
 /// Counts one more (`up`) or one fewer pin of `sha` in `map`.
@@ -43,18 +47,35 @@ pub(crate) fn bump(map: &mut HashMap<[u8; 32], usize>, sha: [u8; 32], up: bool) 
 }
 
 impl State {
+    /// A state that keeps a keyword index of the captions.
+    pub fn with_keywords() -> Self {
+        State { keywords: Some(KeywordIndex::default()), ..State::default() }
+    }
+
     /// Applies a record; returns the content hashes that may have lost their last reference.
     pub fn apply(&mut self, r: Record) -> Option<[u8; 32]> {
         match r {
-            Record::Put { id, sha256, mime, captions, flag, vector } => {
+            Record::Put { id, sha256, mime, captions, flag, vector, attributes, added_ms } => {
                 let id: Arc<str> = id.into();
-                let old = self.photos.insert(id.clone(), PhotoMeta { id: id.clone(), sha256, mime, captions, flag, vector: Arc::new(vector) });
+                if let Some(k) = &mut self.keywords {
+                    if let Some(old) = self.photos.get(&id) {
+                        k.remove(&id, Some(&old.captions));
+                    }
+                    k.insert(&id, &captions);
+                }
+                let meta = PhotoMeta { id: id.clone(), sha256, mime, captions, flag, vector: Arc::new(vector), attributes: Arc::new(attributes), added_ms };
+                let old = self.photos.insert(id.clone(), meta);
                 let released = old.map(|old| self.release(&old.id, old.sha256));
                 self.holders.entry(sha256).or_default().insert(id);
                 self.learn(sha256, flag);
                 released
             }
-            Record::Remove { id } => self.photos.remove(id.as_str()).map(|old| self.release(&old.id, old.sha256)),
+            Record::Remove { id } => self.photos.remove(id.as_str()).map(|old| {
+                if let Some(k) = &mut self.keywords {
+                    k.remove(&old.id, Some(&old.captions));
+                }
+                self.release(&old.id, old.sha256)
+            }),
             Record::SetFlag { id, flag } => {
                 let sha = self.photos.get_mut(id.as_str()).map(|p| {
                     p.flag = flag;
@@ -120,6 +141,20 @@ impl State {
         out
     }
 
+    /// Ids of the photos that pass `filter`.
+    pub fn matching(&self, filter: &PhotoFilter) -> HashSet<Arc<str>> {
+        self.photos.values().filter(|p| filter.matches(p)).map(|p| p.id.clone()).collect()
+    }
+
+    /// [`crate::gallery::PhotoStore::keyword_ranking`] through the in-memory keyword index
+    /// (empty when this state keeps none).
+    pub fn keyword_ranking(&self, query: &str, restricted_region: bool, filter: &PhotoFilter, limit: usize) -> Vec<Arc<str>> {
+        let Some(k) = &self.keywords else { return Vec::new() };
+        k.rank(query, restricted_region, limit, |id| {
+            self.photos.get(id).is_some_and(|p| filter.matches(p) && !(restricted_region && p.flag.restricted()))
+        })
+    }
+
     pub fn held(&self, sha: &[u8; 32]) -> bool {
         self.holders.contains_key(sha) || self.staged.contains_key(sha)
     }
@@ -134,6 +169,8 @@ impl State {
             captions: p.captions.clone(),
             flag: p.flag,
             vector: p.vector.as_ref().clone(),
+            attributes: p.attributes.as_ref().clone(),
+            added_ms: p.added_ms,
         });
         // Content last: whatever evidence replaying the Puts teaches, the table ends as it is.
         photos.chain(content).collect()
@@ -172,7 +209,16 @@ impl State {
         let spread = self.spread(&items, &seen);
         let mut records: Vec<Record> = photos
             .into_iter()
-            .map(|p| Record::Put { id: p.id, sha256: p.sha256, mime: p.mime, captions: p.captions, flag: p.flag, vector: p.vector.as_ref().clone() })
+            .map(|p| Record::Put {
+                id: p.id,
+                sha256: p.sha256,
+                mime: p.mime,
+                captions: p.captions,
+                flag: p.flag,
+                vector: p.vector.as_ref().clone(),
+                attributes: p.attributes,
+                added_ms: p.added_ms,
+            })
             .collect();
         records.extend(spread);
         Ok((out, records))

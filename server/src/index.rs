@@ -4,7 +4,7 @@
 //! memory`), or in the gallery database ([`crate::pg_index`]): then the thread only embeds
 //! queries and photos, and the ranking is one SQL query on the blocking pool.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -14,6 +14,7 @@ use tokio::sync::oneshot;
 
 use crate::batcher::{BatchConfig, BatchWorker, Batcher, Timed};
 use crate::error::ServeError;
+use crate::filter::PhotoFilter;
 use crate::pg_index::{fill_lacking, PgIndex, Scope};
 
 /// One answer's way back from the version's thread, typed by the job's kind.
@@ -25,7 +26,7 @@ pub enum ScorerJob {
     Pairs { images: Vec<Arc<Vec<f32>>>, texts: Vec<Arc<Vec<f32>>>, reply: Reply<Vec<f32>> },
     /// One query's text vector → the best `k` photos (id, calibrated score), best first, among
     /// those scoring at most `at_most` when given (a page after a cursor).
-    Search { text: Arc<Vec<f32>>, k: usize, at_most: Option<f32>, reply: Reply<Vec<(Arc<str>, f32)>> },
+    Search { text: Arc<Vec<f32>>, k: usize, at_most: Option<f32>, only: Option<Ids>, reply: Reply<Vec<(Arc<str>, f32)>> },
     /// Puts photos (id, image vector) into the index, replacing those with the same id → the
     /// index's size.
     Upsert { photos: Vec<(Arc<str>, Arc<Vec<f32>>)>, reply: Reply<usize> },
@@ -35,6 +36,19 @@ pub enum ScorerJob {
     EmbedText { text: Arc<Vec<f32>>, reply: Reply<Vec<f32>> },
     /// Image vectors → their joint embeddings (for an index in the database).
     EmbedImages { images: Vec<Arc<Vec<f32>>>, reply: Reply<Vec<Vec<f32>>> },
+}
+
+/// A set of photo ids.
+pub type Ids = Arc<HashSet<Arc<str>>>;
+
+/// The photos a search ranks.
+#[derive(Clone, Debug, Default)]
+pub struct Among {
+    /// Those passing this filter (evaluated in SQL by an index in the database; an in-memory
+    /// index needs it resolved into `only` by the caller, see [`ScorerQueue::resolves_filters`])…
+    pub filter: PhotoFilter,
+    /// …and among these ids when given.
+    pub only: Option<Ids>,
 }
 
 /// A version's queue: typed calls in front of its batcher, and its index in the database when
@@ -56,6 +70,12 @@ impl ScorerQueue {
         self.db.as_ref()
     }
 
+    /// Whether the index applies [`Among::filter`] itself (in SQL); otherwise the caller
+    /// resolves the filter into [`Among::only`].
+    pub fn resolves_filters(&self) -> bool {
+        self.db.is_some()
+    }
+
     /// Scores aligned pairs of image and text vectors.
     pub async fn score(&self, images: Vec<Arc<Vec<f32>>>, texts: Vec<Arc<Vec<f32>>>, deadline: Option<Instant>) -> Result<Timed<Vec<f32>>, ServeError> {
         let (reply, answer) = oneshot::channel();
@@ -69,11 +89,12 @@ impl ScorerQueue {
         text: Arc<Vec<f32>>,
         k: usize,
         at_most: Option<f32>,
+        among: Among,
         deadline: Option<Instant>,
     ) -> Result<Timed<Vec<(Arc<str>, f32)>>, ServeError> {
         let Some(db) = self.db.clone() else {
             let (reply, answer) = oneshot::channel();
-            let done = self.batcher.submit(ScorerJob::Search { text, k, at_most, reply }, deadline).await?;
+            let done = self.batcher.submit(ScorerJob::Search { text, k, at_most, only: among.only, reply }, deadline).await?;
             return answered(done, answer);
         };
         let (reply, answer) = oneshot::channel();
@@ -81,7 +102,7 @@ impl ScorerQueue {
         let embedded = answered(done, answer)?;
         let started = Instant::now();
         let query = embedded.value;
-        let hits = tokio::task::spawn_blocking(move || db.search(&query, k, at_most))
+        let hits = tokio::task::spawn_blocking(move || db.search(&query, k, at_most, &among))
             .await
             .map_err(|e| ServeError::Internal(e.to_string()))??;
         Ok(Timed { value: hits, queue: embedded.queue, inference: embedded.inference + started.elapsed() })
@@ -155,10 +176,10 @@ impl ScorerQueue {
         if let Some(db) = &self.db {
             let (reply, answer) = oneshot::channel();
             let done = self.batcher.submit_blocking(ScorerJob::EmbedText { text, reply })?;
-            return db.search(&answered(done, answer)?.value, k, None);
+            return db.search(&answered(done, answer)?.value, k, None, &Among::default());
         }
         let (reply, answer) = oneshot::channel();
-        let done = self.batcher.submit_blocking(ScorerJob::Search { text, k, at_most: None, reply })?;
+        let done = self.batcher.submit_blocking(ScorerJob::Search { text, k, at_most: None, only: None, reply })?;
         answered(done, answer).map(|t| t.value)
     }
 }
@@ -279,35 +300,54 @@ impl VersionWorker {
         Ok(out)
     }
 
-    fn search(&self, queries: &[(&Arc<Vec<f32>>, usize, Option<f32>)]) -> Result<Vec<Vec<(Arc<str>, f32)>>, ServeError> {
+    fn search(&self, queries: &[SearchInput<'_>]) -> Result<Vec<Vec<(Arc<str>, f32)>>, ServeError> {
         let Some(index) = &self.index else {
             return Ok(queries.iter().map(|_| Vec::new()).collect());
         };
-        let texts: Vec<Arc<Vec<f32>>> = queries.iter().map(|(t, _, _)| (*t).clone()).collect();
+        let texts: Vec<Arc<Vec<f32>>> = queries.iter().map(|q| q.text.clone()).collect();
         let emb = self.scorer.embed_texts(&stack(&texts, Device::Cpu)?)?.to_device(index.device());
         let n = self.ids.len() as i64;
-        let k_max = queries.iter().map(|(_, k, _)| *k as i64).max().unwrap_or(1).clamp(1, n);
-        let bounds: Option<Vec<f32>> = queries
-            .iter()
-            .any(|(_, _, b)| b.is_some())
-            .then(|| queries.iter().map(|(_, _, b)| b.unwrap_or(f32::INFINITY)).collect());
-        let (top, idx) = self.scorer.manifest.calibration.rank_at_most(&emb, index, k_max, bounds.as_deref());
+        let k_max = queries.iter().map(|q| q.k as i64).max().unwrap_or(1).clamp(1, n);
+        let bounds: Option<Vec<f32>> =
+            queries.iter().any(|q| q.at_most.is_some()).then(|| queries.iter().map(|q| q.at_most.unwrap_or(f32::INFINITY)).collect());
+        let excluded = queries.iter().any(|q| q.only.is_some()).then(|| self.excluded(queries));
+        let (top, idx) = self.scorer.manifest.calibration.rank_at_most(&emb, index, k_max, bounds.as_deref(), excluded.as_ref());
         let top = Vec::<f32>::try_from(top.to_kind(Kind::Float).to_device(Device::Cpu).view([-1]))
             .map_err(|e| ServeError::Internal(e.to_string()))?;
         let idx = Vec::<i64>::try_from(idx.to_device(Device::Cpu).view([-1])).map_err(|e| ServeError::Internal(e.to_string()))?;
         Ok(queries
             .iter()
             .enumerate()
-            .map(|(q, (_, k, _))| {
+            .map(|(q, input)| {
                 let base = q * k_max as usize;
-                // Rows masked above a bound come back as −∞: not hits.
-                (0..(*k).min(k_max as usize))
+                // Rows masked by a bound or a filter come back as −∞: not hits.
+                (0..input.k.min(k_max as usize))
                     .filter(|j| top[base + j] > f32::NEG_INFINITY)
                     .map(|j| (self.ids[idx[base + j] as usize].clone(), top[base + j]))
                     .collect()
             })
             .collect())
     }
+
+    /// `[Q, N]`: true where query `q` may not rank row `n` (not among its `only` ids).
+    fn excluded(&self, queries: &[SearchInput<'_>]) -> Tensor {
+        let mut mask = Vec::with_capacity(queries.len() * self.ids.len());
+        for q in queries {
+            match q.only {
+                Some(only) => mask.extend(self.ids.iter().map(|id| !only.contains(id))),
+                None => mask.extend(std::iter::repeat_n(false, self.ids.len())),
+            }
+        }
+        Tensor::from_slice(&mask).view([queries.len() as i64, self.ids.len() as i64])
+    }
+}
+
+/// One query of a batch of searches.
+struct SearchInput<'a> {
+    text: &'a Arc<Vec<f32>>,
+    k: usize,
+    at_most: Option<f32>,
+    only: Option<&'a Ids>,
 }
 
 impl BatchWorker for VersionWorker {
@@ -342,7 +382,7 @@ impl BatchWorker for VersionWorker {
                     }
                     Err(e) => out[i] = Err(e),
                 },
-                ScorerJob::Search { text, k, at_most, reply } => queries.push((text, k, at_most, reply)),
+                ScorerJob::Search { text, k, at_most, only, reply } => queries.push((text, k, at_most, only, reply)),
             }
         }
         if !pairs.is_empty() {
@@ -360,9 +400,10 @@ impl BatchWorker for VersionWorker {
             }
         }
         if !queries.is_empty() {
-            let inputs: Vec<_> = queries.iter().map(|(t, k, b, _)| (t, *k, *b)).collect();
+            let inputs: Vec<SearchInput<'_>> =
+                queries.iter().map(|(text, k, at_most, only, _)| SearchInput { text, k: *k, at_most: *at_most, only: only.as_ref() }).collect();
             let hits = self.search(&inputs)?;
-            for ((_, _, _, reply), h) in queries.into_iter().zip(hits) {
+            for ((_, _, _, _, reply), h) in queries.into_iter().zip(hits) {
                 let _ = reply.send(h);
             }
         }

@@ -13,6 +13,7 @@ use crate::app::{App, QUOTE_CHARS};
 use crate::decode::Admission;
 use crate::encoders::Timings;
 use crate::error::ServeError;
+use crate::filter::{check_attributes, now_ms, Attributes};
 use crate::gallery::{captions_describe_child, decide_flag, merge_evidence, IndexChange, NewPhoto, Review};
 use crate::metrics as m;
 use crate::types::{Added, PhotoUpload, Rejected, Removed, ReviewRequest, Reviewed};
@@ -70,6 +71,7 @@ struct Staged {
     sha256: [u8; 32],
     mime: &'static str,
     captions: Vec<String>,
+    attributes: Attributes,
     vector: Arc<Vec<f32>>,
 }
 
@@ -137,12 +139,19 @@ impl App {
                 rejected.push(reject(&p.id, bad.to_string()));
                 continue;
             }
+            let attributes = match check_attributes(p.attributes) {
+                Ok(a) => a,
+                Err(why) => {
+                    rejected.push(reject(&p.id, why));
+                    continue;
+                }
+            };
             let kib = ((p.data.len() >> 10) as u32 + 1).min(bytes_budget_kib);
             let bytes_permit = undecoded.clone().acquire_many_owned(kib).await.map_err(|e| ServeError::Internal(e.to_string()))?;
             let app = self.clone();
             tasks.spawn(async move {
                 let _permit = permit;
-                let outcome = app.stage_one(order, p.id.clone(), p.data, p.captions, bytes_permit).await;
+                let outcome = app.stage_one(order, p.id.clone(), p.data, p.captions, attributes, bytes_permit).await;
                 (p.id, outcome)
             });
             while let Some(done) = tasks.try_join_next() {
@@ -177,6 +186,7 @@ impl App {
         id: String,
         data: Vec<u8>,
         captions: Vec<String>,
+        attributes: Attributes,
         bytes_permit: tokio::sync::OwnedSemaphorePermit,
     ) -> Result<Staged, ServeError> {
         let data = Arc::new(data);
@@ -196,7 +206,7 @@ impl App {
             (None, Some(views)) => self.encoders.encode_views(views, sha256, None, &mut t, Admission::Wait).await?,
             (None, None) => return Err(ServeError::Internal("photo neither cached nor decoded".into())),
         };
-        Ok(Staged { order, id, sha256, mime, captions, vector })
+        Ok(Staged { order, id, sha256, mime, captions, attributes, vector })
     }
 
     /// The law's flag of each staged photo: its own captions, what is known of its bytes (in the
@@ -210,6 +220,7 @@ impl App {
             let before = *known.entry(s.sha256).or_insert_with(|| self.store.content_flag(&s.sha256));
             known.insert(s.sha256, merge_evidence(before, decide_flag(*own, before, *detector)));
         }
+        let added_ms = now_ms();
         staged
             .iter()
             .zip(verdicts)
@@ -220,6 +231,8 @@ impl App {
                 mime: s.mime.to_string(),
                 captions: s.captions.clone(),
                 vector: s.vector.clone(),
+                attributes: s.attributes.clone(),
+                added_ms,
             })
             .collect()
     }

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use crate::error::ServeError;
+use crate::filter::PhotoFilter;
 use crate::gallery::{NewPhoto, PhotoMeta, PhotoStore, Review, StoreStats, Upserted};
 use crate::gallery_state::{bump, State};
 use crate::wal::{is_disk_full, Flag, Log, Record};
@@ -57,7 +58,7 @@ impl LocalStore {
             tracing::warn!(bytes = cut, "gallery log had a torn tail (an unacknowledged write); cut it");
         }
         let n_records = records.len();
-        let mut state = State::default();
+        let mut state = State::with_keywords();
         for r in records {
             state.apply(r);
         }
@@ -233,6 +234,14 @@ impl PhotoStore for LocalStore {
         }
         s.photo_bytes = shas.iter().map(|sha| std::fs::metadata(self.photo_path(sha)).map(|m| m.len()).unwrap_or(0)).sum();
         s
+    }
+
+    fn matching(&self, filter: &PhotoFilter) -> HashSet<Arc<str>> {
+        self.lock().state.matching(filter)
+    }
+
+    fn keyword_ranking(&self, query: &str, restricted_region: bool, filter: &PhotoFilter, limit: usize) -> Result<Vec<Arc<str>>, ServeError> {
+        Ok(self.lock().state.keyword_ranking(query, restricted_region, filter, limit))
     }
 }
 

@@ -18,6 +18,8 @@ fn photo(id: &str, content: &[u8], flag: Flag) -> NewPhoto {
         captions: vec![],
         flag,
         vector: Arc::new(vec![content.len() as f32; 4]),
+        attributes: vec![],
+        added_ms: 0,
     }
 }
 

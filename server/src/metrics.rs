@@ -19,6 +19,8 @@ pub const REVIEWS: &str = "imagesearch_reviews_total";
 pub const DECODE_REJECTED: &str = "imagesearch_decode_rejected_total";
 pub const PHOTOS_WITHOUT_BYTES: &str = "imagesearch_search_photos_without_bytes_total";
 pub const CONNECTIONS: &str = "imagesearch_connections";
+/// Searches that fused a keyword ranking (keyword_weight > 0).
+pub const KEYWORD_SEARCHES: &str = "imagesearch_keyword_searches_total";
 /// 1 while a shared gallery's database answers this server's catch-up polls, 0 while it does not
 /// (the server then serves its last known gallery and rollout).
 pub const GALLERY_DATABASE_UP: &str = "imagesearch_gallery_database_up";

@@ -1,8 +1,11 @@
 //! Search pages: the ranking order every page follows (score, best first; equal scores by
 //! id), and the page token, a cursor after the last hit a page showed. The token names the
-//! version that ranked, the last hit's rank, score and id, and a fingerprint of the query and
-//! floor, so a later page continues exactly after it (photos added meanwhile above the cursor
-//! are not shown, none is repeated) and a token sent with another query is refused.
+//! version that ranked, the last hit's rank, score and id, when the first page ran, and a
+//! fingerprint of the query, floor, filter and keyword weight, so a later page continues
+//! exactly after it (photos added meanwhile above the cursor are not shown, none is repeated)
+//! and a token sent with another search is refused. A fused (keyword) ranking has no score
+//! order to continue below: its pages continue at the rank, among photos added before the
+//! first page ran.
 
 use sha2::{Digest, Sha256};
 
@@ -19,12 +22,20 @@ pub struct Cursor {
     pub rank: u32,
     pub score: f32,
     pub id: String,
+    /// When the first page ran, in Unix milliseconds.
+    pub snapshot_ms: i64,
     fingerprint: String,
 }
 
-/// A fingerprint of what a token is valid for.
-fn fingerprint(query: &str, min_score: f32) -> String {
-    let d = Sha256::digest(format!("{query}\u{0}{}", min_score.to_bits()).as_bytes());
+/// What a token is valid for: the search's normalised query, floor, filter (canonical form)
+/// and keyword weight.
+pub fn scope(query: &str, min_score: f32, filter: &str, keyword_weight: f32) -> String {
+    format!("{query}\u{0}{}\u{0}{filter}\u{0}{}", min_score.to_bits(), keyword_weight.to_bits())
+}
+
+/// A fingerprint of a [`scope`].
+fn fingerprint(scope: &str) -> String {
+    let d = Sha256::digest(scope.as_bytes());
     hex::encode(&d[..8])
 }
 
@@ -39,28 +50,29 @@ pub fn rank_order<T: AsRef<str>>(hits: &mut [(T, f32)]) {
 }
 
 impl Cursor {
-    /// The cursor after a page of `query` (normalised) with floor `min_score`.
-    pub fn new(version: u32, rank: u32, score: f32, id: &str, query: &str, min_score: f32) -> Self {
-        Cursor { version, rank, score, id: id.to_string(), fingerprint: fingerprint(query, min_score) }
+    /// The cursor after a page of the search [`scope`] `scope`.
+    pub fn new(version: u32, rank: u32, score: f32, id: &str, snapshot_ms: i64, scope: &str) -> Self {
+        Cursor { version, rank, score, id: id.to_string(), snapshot_ms, fingerprint: fingerprint(scope) }
     }
 
     /// The opaque token.
     pub fn token(&self) -> String {
-        hex::encode(format!("p1|{}|{}|{:08x}|{}|{}", self.version, self.rank, self.score.to_bits(), self.fingerprint, self.id))
+        let (v, rank, score, at, fp) = (self.version, self.rank, self.score.to_bits(), self.snapshot_ms, &self.fingerprint);
+        hex::encode(format!("p2|{v}|{rank}|{score:08x}|{at}|{fp}|{}", self.id))
     }
 
-    /// Reads a token sent with `query` and `min_score`; a malformed token, or one of another
-    /// query or floor, is INVALID_ARGUMENT.
-    pub fn parse(token: &str, query: &str, min_score: f32) -> Result<Cursor, ServeError> {
+    /// Reads a token sent with a search of [`scope`] `scope`; a malformed token, or one of
+    /// another search, is INVALID_ARGUMENT.
+    pub fn parse(token: &str, scope: &str) -> Result<Cursor, ServeError> {
         let bad = |why: &str| ServeError::InvalidArgument(format!("page_token is not valid: {why}; send the next_page_token of the previous page"));
         if token.len() > MAX_TOKEN_BYTES {
             return Err(bad("too long"));
         }
         let bytes = hex::decode(token).map_err(|_| bad("not a token this server made"))?;
         let text = String::from_utf8(bytes).map_err(|_| bad("not a token this server made"))?;
-        let mut parts = text.splitn(6, '|');
-        let (Some("p1"), Some(v), Some(rank), Some(score), Some(fp), Some(id)) =
-            (parts.next(), parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
+        let mut parts = text.splitn(7, '|');
+        let mut next = || parts.next();
+        let (Some("p2"), Some(v), Some(rank), Some(score), Some(at), Some(fp), Some(id)) = (next(), next(), next(), next(), next(), next(), next())
         else {
             return Err(bad("not a token this server made"));
         };
@@ -70,10 +82,11 @@ impl Cursor {
         if !score.is_finite() {
             return Err(bad("bad score"));
         }
-        if fp != fingerprint(query, min_score) {
-            return Err(bad("it belongs to another query or min_score"));
+        let snapshot_ms = at.parse().map_err(|_| bad("bad time"))?;
+        if fp != fingerprint(scope) {
+            return Err(bad("it belongs to another query, min_score, filter or keyword_weight"));
         }
-        Ok(Cursor { version, rank, score, id: id.to_string(), fingerprint: fp.to_string() })
+        Ok(Cursor { version, rank, score, id: id.to_string(), snapshot_ms, fingerprint: fp.to_string() })
     }
 }
 
@@ -83,15 +96,17 @@ mod tests {
 
     #[test]
     fn a_token_round_trips_and_is_bound_to_its_query() {
-        let c = Cursor::new(3, 10, 0.625, "photo|with|bars.jpg", "a dog", 0.2);
+        let dog = scope("a dog", 0.2, "", 0.0);
+        let c = Cursor::new(3, 10, 0.625, "photo|with|bars.jpg", 1_764_000_000_000, &dog);
         let t = c.token();
-        assert_eq!(Cursor::parse(&t, "a dog", 0.2).unwrap(), c);
-        for (q, f) in [("a cat", 0.2), ("a dog", 0.3)] {
-            let e = Cursor::parse(&t, q, f).unwrap_err();
+        assert_eq!(Cursor::parse(&t, &dog).unwrap(), c);
+        for other in [scope("a cat", 0.2, "", 0.0), scope("a dog", 0.3, "", 0.0), scope("a dog", 0.2, "owner=a", 0.0), scope("a dog", 0.2, "", 0.5)] {
+            let e = Cursor::parse(&t, &other).unwrap_err();
             assert!(e.to_string().contains("another query"), "{e}");
         }
-        for bad in ["", "zz", &hex::encode("p2|1|1|0|x|y"), &hex::encode("p1|x|1|0|x|y"), &"a".repeat(MAX_TOKEN_BYTES + 2)] {
-            assert_eq!(Cursor::parse(bad, "a dog", 0.2).unwrap_err().code(), tonic::Code::InvalidArgument, "{bad}");
+        let bad_tokens = ["", "zz", &hex::encode("p1|1|1|0|x|y"), &hex::encode("p2|x|1|0|0|x|y"), &hex::encode("p2|1|1|0|t|x|y"), &"a".repeat(MAX_TOKEN_BYTES + 2)];
+        for bad in bad_tokens {
+            assert_eq!(Cursor::parse(bad, &dog).unwrap_err().code(), tonic::Code::InvalidArgument, "{bad}");
         }
     }
 

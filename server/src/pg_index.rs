@@ -24,6 +24,8 @@ use imagesearch_model::Calibration;
 use pgvector::Vector;
 
 use crate::error::ServeError;
+use crate::index::Among;
+use crate::pg_filter::{push_filter, refs, Params};
 use crate::pg_pool::{db_error, pg_config, Pool};
 use crate::pg_schema::INDEX_LOCK;
 
@@ -132,21 +134,29 @@ fn ip_at_most(c: &Calibration, score: f32) -> Option<f64> {
 
 impl PgIndex {
     /// The best `k` photos for a query embedding, best first (id, calibrated score), among those
-    /// scoring at most `at_most` when given.
-    pub fn search(&self, query: &[f32], k: usize, at_most: Option<f32>) -> Result<Vec<(Arc<str>, f32)>, ServeError> {
-        let q = Vector::from(query.to_vec());
-        let limit = k as i64;
-        let dist = format!("embedding <#> ($1::vector)::halfvec({})", self.dim);
+    /// scoring at most `at_most` when given and among `among`. A filter joins `photos`; with
+    /// HNSW, pgvector's iterative scan goes on until `k` rows pass (or `hnsw.max_scan_tuples`).
+    pub fn search(&self, query: &[f32], k: usize, at_most: Option<f32>, among: &Among) -> Result<Vec<(Arc<str>, f32)>, ServeError> {
         // A small slack above the bound: the caller filters exactly; rounding must not lose a tie.
         let bound = at_most.and_then(|s| ip_at_most(&self.calibration, s)).map(|ip| -(ip + 1e-4));
-        let rows = self.search.pool.run("search", |c| match bound {
-            Some(b) if b.is_finite() => c.query(
-                &format!("SELECT photo_id, ({dist})::float8 FROM {t} WHERE ({dist}) >= $3 ORDER BY {dist} LIMIT $2", t = self.table),
-                &[&q, &limit, &b],
-            ),
-            Some(_) => Ok(Vec::new()),
-            None => c.query(&format!("SELECT photo_id, ({dist})::float8 FROM {t} ORDER BY {dist} LIMIT $2", t = self.table), &[&q, &limit]),
-        })?;
+        if bound.is_some_and(|b| !b.is_finite()) {
+            return Ok(Vec::new());
+        }
+        let dist = format!("e.embedding <#> ($1::vector)::halfvec({})", self.dim);
+        let mut params: Params = vec![Box::new(Vector::from(query.to_vec())), Box::new(k as i64)];
+        let join = if among.filter.is_empty() { "" } else { " JOIN photos p ON p.id = e.photo_id" };
+        let mut sql = format!("SELECT e.photo_id, ({dist})::float8 FROM {t} e{join} WHERE true", t = self.table);
+        if let Some(b) = bound {
+            params.push(Box::new(b));
+            sql.push_str(&format!(" AND ({dist}) >= ${}", params.len()));
+        }
+        if let Some(only) = &among.only {
+            params.push(Box::new(only.iter().map(|id| id.to_string()).collect::<Vec<String>>()));
+            sql.push_str(&format!(" AND e.photo_id = ANY(${})", params.len()));
+        }
+        push_filter(&among.filter, &mut sql, &mut params);
+        sql.push_str(&format!(" ORDER BY {dist} LIMIT $2"));
+        let rows = self.search.pool.run("search", |c| c.query(&sql, &refs(&params)))?;
         Ok(rows
             .iter()
             .map(|r| {

@@ -92,6 +92,27 @@ CREATE TABLE search_indexes (
     created_at    timestamptz NOT NULL DEFAULT now()
 );
 "#,
+}, Migration {
+    version: 5,
+    name: "photo attributes and keyword search over captions",
+    sql: r#"
+-- What the uploader gave with a photo (owner, album, camera, place …), filtered on by searches.
+ALTER TABLE photos ADD COLUMN attributes jsonb NOT NULL DEFAULT '{}'::jsonb;
+CREATE INDEX photos_attributes ON photos USING gin (attributes jsonb_path_ops);
+CREATE INDEX photos_added_at ON photos (added_at);
+-- The captions as text for full-text search: all of them (searched in open regions), and those
+-- the server's lexicon finds no child in (searched in restricted regions). NULL until a server
+-- has written it, which no restricted region ever matches (fail closed).
+ALTER TABLE photos ADD COLUMN caption_text text NOT NULL DEFAULT '';
+ALTER TABLE photos ADD COLUMN open_caption_text text;
+UPDATE photos SET caption_text = array_to_string(captions, E'\n');
+ALTER TABLE photos ADD COLUMN captions_tsv tsvector
+    GENERATED ALWAYS AS (to_tsvector('english'::regconfig, caption_text)) STORED;
+ALTER TABLE photos ADD COLUMN open_captions_tsv tsvector
+    GENERATED ALWAYS AS (to_tsvector('english'::regconfig, coalesce(open_caption_text, ''))) STORED;
+CREATE INDEX photos_captions_tsv ON photos USING gin (captions_tsv);
+CREATE INDEX photos_open_captions_tsv ON photos USING gin (open_captions_tsv);
+"#,
 }];
 
 /// Advisory lock class of a version's search-index set-up and build (the second key is the

@@ -15,7 +15,12 @@
 //! feed; [`PhotoStore::refresh`] follows that feed, so a photo added on one server is found on
 //! the others within a poll. A lost database makes writes and photo reads UNAVAILABLE with a
 //! clear message, and the next call reconnects by itself.
+//!
+//! A photo's attributes are a `jsonb` column (GIN-indexed for filters); its captions are kept
+//! twice as full-text vectors, all of them and those the lexicon finds no child in, so a
+//! restricted region's keyword search never matches a caption that describes a child.
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -23,6 +28,8 @@ use pgvector::Vector;
 use postgres::Client;
 
 use crate::error::ServeError;
+use crate::filter::PhotoFilter;
+use crate::pg_filter::{push_filter, refs, Params};
 use crate::gallery::{IndexChange, NewPhoto, PhotoMeta, PhotoStore, Review, StoreStats, Upserted};
 use crate::gallery_state::{bump, Known, State};
 use crate::pg_pool::{db_error, is_lost, Pool};
@@ -81,7 +88,25 @@ impl PgStore {
             inner.seq = seq;
         }
         store.sweep_stale_staged();
+        store.write_open_captions()?;
         Ok(store)
+    }
+
+    /// Writes the open caption text of photos stored before it existed (schema migration 5):
+    /// the lexicon that decides it runs here, not in the database.
+    fn write_open_captions(&self) -> Result<(), ServeError> {
+        let rows = self.pool.run("caption text", |c| c.query("SELECT id, captions FROM photos WHERE open_caption_text IS NULL", &[]))?;
+        for r in &rows {
+            let (id, captions): (String, Vec<String>) = (r.get(0), r.get(1));
+            let (_, open) = caption_texts(&captions);
+            self.pool.run("caption text", |c| {
+                c.execute("UPDATE photos SET open_caption_text = $2 WHERE id = $1 AND captions = $3", &[&id, &open, &captions])
+            })?;
+        }
+        if !rows.is_empty() {
+            tracing::info!(photos = rows.len(), "keyword text written for photos stored before keyword search");
+        }
+        Ok(())
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -327,13 +352,36 @@ impl From<postgres::Error> for Failed {
 }
 
 /// Columns a photo is read with, in the order [`put_of`] expects.
-const PHOTO_COLUMNS: &str = "id, sha256, mime, captions, flag, vector";
+const PHOTO_COLUMNS: &str =
+    "id, sha256, mime, captions, flag, vector, attributes::text, round(extract(epoch FROM added_at) * 1000)::int8";
 
 /// A `photos` row (read with [`PHOTO_COLUMNS`]) as the record that stores it.
 fn put_of(r: &postgres::Row) -> Option<Record> {
     let sha256 = sha_of(r.get::<_, &[u8]>(1))?;
     let vector: Vector = r.get(5);
-    Some(Record::Put { id: r.get(0), sha256, mime: r.get(2), captions: r.get(3), flag: flag_of(r.get(4)), vector: vector.to_vec() })
+    let attributes: std::collections::BTreeMap<String, String> = serde_json::from_str(r.get(6)).ok()?;
+    Some(Record::Put {
+        id: r.get(0),
+        sha256,
+        mime: r.get(2),
+        captions: r.get(3),
+        flag: flag_of(r.get(4)),
+        vector: vector.to_vec(),
+        attributes: attributes.into_iter().collect(),
+        added_ms: r.get(7),
+    })
+}
+
+/// A photo's captions as the text full-text search reads: all of them, and those that do not
+/// describe a child (the only ones a restricted region's keyword search matches).
+fn caption_texts(captions: &[String]) -> (String, String) {
+    let open: Vec<&str> = captions.iter().map(String::as_str).filter(|c| imagesearch_compliance::describes_child(c).is_none()).collect();
+    (captions.join("\n"), open.join("\n"))
+}
+
+/// Flags of photos a restricted region may be shown, as the database stores them.
+fn open_flags() -> Vec<i16> {
+    (0..=u8::MAX).filter_map(Flag::from_u8).filter(|f| !f.restricted()).map(|f| f as i16).collect()
 }
 
 /// A `content_flags` row (sha256, flag, reviewed_by, note).
@@ -354,17 +402,24 @@ fn write_records(
     encoder_sha256: &str,
 ) -> Result<(), postgres::Error> {
     let put = tx.prepare(
-        "INSERT INTO photos (id, sha256, mime, captions, flag, encoder_sha256, vector) VALUES ($1, $2, $3, $4, $5, $6, $7)
+        "INSERT INTO photos (id, sha256, mime, captions, flag, encoder_sha256, vector, attributes, added_at, caption_text, open_caption_text)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8::text::jsonb, to_timestamp($9::int8 / 1000.0), $10, $11)
          ON CONFLICT (id) DO UPDATE SET sha256 = excluded.sha256, mime = excluded.mime, captions = excluded.captions,
-             flag = excluded.flag, encoder_sha256 = excluded.encoder_sha256, vector = excluded.vector, updated_at = now()",
+             flag = excluded.flag, encoder_sha256 = excluded.encoder_sha256, vector = excluded.vector,
+             attributes = excluded.attributes, added_at = excluded.added_at, caption_text = excluded.caption_text,
+             open_caption_text = excluded.open_caption_text, updated_at = now()",
     )?;
     let remove = tx.prepare("DELETE FROM photos WHERE id = $1")?;
     let set_flag = tx.prepare("UPDATE photos SET flag = $2, updated_at = now() WHERE id = $1")?;
     for r in records {
         match r {
-            Record::Put { id, sha256, mime, captions, flag, vector } => {
+            Record::Put { id, sha256, mime, captions, flag, vector, attributes, added_ms } => {
                 let v = Vector::from(vector.clone());
-                tx.execute(&put, &[id, &sha256.as_slice(), mime, captions, &(*flag as i16), &encoder_sha256, &v])?;
+                let attrs: serde_json::Map<String, serde_json::Value> =
+                    attributes.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect();
+                let attrs = serde_json::Value::Object(attrs).to_string();
+                let (all, open) = caption_texts(captions);
+                tx.execute(&put, &[id, &sha256.as_slice(), mime, captions, &(*flag as i16), &encoder_sha256, &v, &attrs, added_ms, &all, &open])?;
             }
             Record::Remove { id } => {
                 tx.execute(&remove, &[id])?;
@@ -503,6 +558,32 @@ impl PhotoStore for PgStore {
             s.log_bytes = r.get::<_, i64>(1) as u64;
         }
         s
+    }
+
+    fn matching(&self, filter: &PhotoFilter) -> HashSet<Arc<str>> {
+        self.lock().state.matching(filter)
+    }
+
+    /// PostgreSQL full-text search (`english` configuration), any query term matching, ranked
+    /// by `ts_rank`; in a restricted region over the open caption text of open photos only.
+    fn keyword_ranking(&self, query: &str, restricted_region: bool, filter: &PhotoFilter, limit: usize) -> Result<Vec<Arc<str>>, ServeError> {
+        let terms = crate::keywords::terms(query);
+        if terms.is_empty() || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let tsv = if restricted_region { "p.open_captions_tsv" } else { "p.captions_tsv" };
+        let mut params: Params = vec![Box::new(terms.join(" | ")), Box::new(self.encoder_sha256.clone()), Box::new(limit as i64)];
+        let mut sql = format!("SELECT p.id FROM photos p, to_tsquery('english', $1) q WHERE {tsv} @@ q AND p.encoder_sha256 = $2");
+        if restricted_region {
+            params.push(Box::new(open_flags()));
+            sql.push_str(&format!(" AND p.flag = ANY(${})", params.len()));
+        }
+        push_filter(filter, &mut sql, &mut params);
+        sql.push_str(&format!(" ORDER BY ts_rank({tsv}, q) DESC, p.id LIMIT $3"));
+        let rows = self.pool.run("keyword search", |c| c.query(&sql, &refs(&params)))?;
+        // Only photos this server knows (and so can show under the law) are answered.
+        let inner = self.lock();
+        Ok(rows.iter().filter_map(|r| inner.state.photos.get(r.get::<_, &str>(0)).map(|p| p.id.clone())).collect())
     }
 }
 

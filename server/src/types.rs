@@ -1,6 +1,7 @@
 //! The server's own request and answer types: what [`crate::app::App`] takes and gives back,
 //! free of the wire. [`crate::convert`] maps them to and from `imagesearch.v1` messages.
 
+use crate::filter::PhotoFilter;
 use crate::rollout::Rollout;
 use crate::wal::Flag;
 
@@ -50,6 +51,10 @@ pub struct SearchQuery {
     pub min_score: f32,
     /// Continue after the page that gave this token ("" = first page).
     pub page_token: String,
+    /// Only photos passing it are ranked (unchecked as received).
+    pub filter: PhotoFilter,
+    /// Weight in [0, 1] of the keyword ranking fused with the vector ranking (0 = vectors only).
+    pub keyword_weight: f32,
 }
 
 /// A gallery photo as its requester may see it.
@@ -100,6 +105,8 @@ pub struct PhotoUpload {
     pub id: String,
     pub data: Vec<u8>,
     pub captions: Vec<String>,
+    /// The uploader's attributes, as sent (checked by the add).
+    pub attributes: Vec<(String, String)>,
 }
 
 /// A photo an add refused, and why (its id quoted).
@@ -208,6 +215,8 @@ pub struct Limits {
     pub decode_workers: u32,
     pub decode_queue: u32,
     pub max_search_depth: u32,
+    pub max_photo_attributes: u32,
+    pub max_filter_conditions: u32,
 }
 
 /// What Info tells.

@@ -65,7 +65,18 @@ impl Flag {
 /// One change to the gallery.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Record {
-    Put { id: String, sha256: [u8; 32], mime: String, captions: Vec<String>, flag: Flag, vector: Vec<f32> },
+    /// A photo stored (replacing one of the same id); `attributes` sorted by key, `added_ms`
+    /// in Unix milliseconds.
+    Put {
+        id: String,
+        sha256: [u8; 32],
+        mime: String,
+        captions: Vec<String>,
+        flag: Flag,
+        vector: Vec<f32>,
+        attributes: Vec<(String, String)>,
+        added_ms: i64,
+    },
     Remove { id: String },
     SetFlag { id: String, flag: Flag },
     /// What is known of some bytes whatever id they are stored under: evidence that they show a
@@ -105,8 +116,9 @@ impl Record {
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
         match self {
-            Record::Put { id, sha256, mime, captions, flag, vector } => {
-                out.push(1);
+            Record::Put { id, sha256, mime, captions, flag, vector, attributes, added_ms } => {
+                // Tag 5; tag 1 (the same without attributes and added time) is still read.
+                out.push(5);
                 put_str(&mut out, id);
                 out.extend_from_slice(sha256);
                 put_str(&mut out, mime);
@@ -119,6 +131,12 @@ impl Record {
                 for x in vector {
                     out.extend_from_slice(&x.to_le_bytes());
                 }
+                out.extend_from_slice(&(attributes.len() as u32).to_le_bytes());
+                for (k, v) in attributes {
+                    put_str(&mut out, k);
+                    put_str(&mut out, v);
+                }
+                out.extend_from_slice(&added_ms.to_le_bytes());
             }
             Record::Remove { id } => {
                 out.push(2);
@@ -143,7 +161,7 @@ impl Record {
     pub fn decode(bytes: &[u8]) -> Option<Record> {
         let mut r = Reader(bytes);
         let rec = match r.u8()? {
-            1 => {
+            tag @ (1 | 5) => {
                 let id = r.string()?;
                 let sha256: [u8; 32] = r.take(32)?.try_into().ok()?;
                 let mime = r.string()?;
@@ -153,7 +171,14 @@ impl Record {
                 let dim = r.u32()? as usize;
                 let raw = r.take(dim.checked_mul(4)?)?;
                 let vector = raw.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
-                Record::Put { id, sha256, mime, captions, flag, vector }
+                let (attributes, added_ms) = if tag == 5 {
+                    let n = r.u32()? as usize;
+                    let attributes = (0..n).map(|_| Some((r.string()?, r.string()?))).collect::<Option<Vec<_>>>()?;
+                    (attributes, i64::from_le_bytes(r.take(8)?.try_into().ok()?))
+                } else {
+                    (Vec::new(), 0)
+                };
+                Record::Put { id, sha256, mime, captions, flag, vector, attributes, added_ms }
             }
             2 => Record::Remove { id: r.string()? },
             3 => Record::SetFlag { id: r.string()?, flag: Flag::from_u8(r.u8()?)? },
@@ -304,7 +329,25 @@ mod tests {
             captions: vec!["a dog".into(), "ünïcödé".into()],
             flag,
             vector: vec![0.5, -1.25, 3.0],
+            attributes: vec![("album".into(), "tōkyō".into()), ("owner".into(), String::new())],
+            added_ms: 1_764_000_000_123,
         }
+    }
+
+    #[test]
+    fn puts_of_the_first_format_still_replay() {
+        // Tag 1: a Put as logs before attributes wrote it.
+        let mut old = vec![1u8];
+        put_str(&mut old, "a");
+        old.extend_from_slice(&[7; 32]);
+        put_str(&mut old, "image/png");
+        old.extend_from_slice(&1u32.to_le_bytes());
+        put_str(&mut old, "a cat");
+        old.push(Flag::Clear as u8);
+        old.extend_from_slice(&1u32.to_le_bytes());
+        old.extend_from_slice(&2.5f32.to_le_bytes());
+        let Some(Record::Put { captions, vector, attributes, added_ms, .. }) = Record::decode(&old) else { panic!("not read") };
+        assert_eq!((captions, vector, attributes, added_ms), (vec!["a cat".to_string()], vec![2.5], vec![], 0));
     }
 
     #[test]

@@ -52,7 +52,7 @@ fn writer_child() {
                     let bytes: Vec<u8> = (0..len).map(|_| rng.gen()).collect();
                     store.stage(&sha(&bytes), &bytes).unwrap();
                     let flag = if rng.gen_bool(0.3) { Flag::Detector } else { Flag::Clear };
-                    batch.push(NewPhoto { id, sha256: sha(&bytes), mime: "image/jpeg".into(), captions: vec![], flag, vector: Arc::new(vec![len as f32; 8]) });
+                    batch.push(NewPhoto { id, sha256: sha(&bytes), mime: "image/jpeg".into(), captions: vec![], flag, vector: Arc::new(vec![len as f32; 8]), attributes: vec![], added_ms: 0 });
                 }
                 let lines: Vec<String> = batch.iter().map(|p| format!("put {} {} {}", p.id, hex::encode(p.sha256), p.flag as u8)).collect();
                 let ids: Vec<String> = batch.iter().map(|p| p.id.clone()).collect();

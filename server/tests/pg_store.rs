@@ -32,6 +32,8 @@ fn photo(id: &str, bytes: &[u8], flag: Flag, captions: &[&str]) -> NewPhoto {
         captions: captions.iter().map(|c| c.to_string()).collect(),
         flag,
         vector: Arc::new(vec![bytes.len() as f32, 0.5, -1.0]),
+        attributes: vec![("owner".into(), id.into())],
+        added_ms: 1_764_000_000_000,
     }
 }
 

@@ -23,14 +23,14 @@ pub fn status_code(e: &imagesearch_client::ClientError) -> tonic::Code {
 
 /// AddPhotos requests for (id, bytes) photos, without captions.
 pub fn add_requests(photos: &[(String, Vec<u8>)]) -> Vec<imagesearch_proto::v1::AddPhotoRequest> {
-    photos.iter().map(|(id, data)| imagesearch_proto::v1::AddPhotoRequest { id: id.clone(), data: data.clone(), captions: vec![] }).collect()
+    photos.iter().map(|(id, data)| imagesearch_proto::v1::AddPhotoRequest { id: id.clone(), data: data.clone(), captions: vec![], ..Default::default() }).collect()
 }
 
 /// AddPhotos requests for (id, bytes, captions) photos.
 pub fn captioned_add_requests(photos: &[(String, Vec<u8>, Vec<String>)]) -> Vec<imagesearch_proto::v1::AddPhotoRequest> {
     photos
         .iter()
-        .map(|(id, data, captions)| imagesearch_proto::v1::AddPhotoRequest { id: id.clone(), data: data.clone(), captions: captions.clone() })
+        .map(|(id, data, captions)| imagesearch_proto::v1::AddPhotoRequest { id: id.clone(), data: data.clone(), captions: captions.clone(), ..Default::default() })
         .collect()
 }
 

@@ -76,7 +76,7 @@ fn shared() -> &'static Shared {
         assert_eq!((kids.len(), adults.len()), (2, 2), "captioned photos of the data subset");
         let mut adds = add_requests(&photos);
         for (id, data, caps) in kids.iter().chain(adults.iter()) {
-            adds.push(pb::AddPhotoRequest { id: id.clone(), data: data.clone(), captions: caps.clone() });
+            adds.push(pb::AddPhotoRequest { id: id.clone(), data: data.clone(), captions: caps.clone(), ..Default::default() });
         }
         let gallery: Vec<(String, Vec<u8>)> = adds.iter().map(|a| (a.id.clone(), a.data.clone())).collect();
         rt().block_on(async {
@@ -424,9 +424,9 @@ fn every_bad_input_gets_a_precise_status_and_the_server_keeps_serving() {
         // Gallery: a corrupt photo is rejected by name, the good one stored.
         let r = c
             .add_photos(vec![
-                pb::AddPhotoRequest { id: "good.jpg".into(), data: photo.clone(), captions: vec![] },
-                pb::AddPhotoRequest { id: "bad.jpg".into(), data: b"garbage".to_vec(), captions: vec![] },
-                pb::AddPhotoRequest { id: "bomb.png".into(), data: png_header_claiming(50_000, 50_000), captions: vec![] },
+                pb::AddPhotoRequest { id: "good.jpg".into(), data: photo.clone(), captions: vec![], ..Default::default() },
+                pb::AddPhotoRequest { id: "bad.jpg".into(), data: b"garbage".to_vec(), captions: vec![], ..Default::default() },
+                pb::AddPhotoRequest { id: "bomb.png".into(), data: png_header_claiming(50_000, 50_000), captions: vec![], ..Default::default() },
             ])
             .await
             .unwrap();
@@ -558,7 +558,7 @@ fn the_gallery_survives_restarts_and_kill_9() {
         // of every photo of the stream to disk (staged, not yet in the gallery's log).
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         for i in 0..40 {
-            tx.send(pb::AddPhotoRequest { id: format!("copy-{i}.jpg"), data: photos[6 + i % 6].1.clone(), captions: vec![] }).await.unwrap();
+            tx.send(pb::AddPhotoRequest { id: format!("copy-{i}.jpg"), data: photos[6 + i % 6].1.clone(), captions: vec![], ..Default::default() }).await.unwrap();
         }
         let mut req = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
         req.metadata_mut().insert(AUTHORIZATION, format!("Bearer {WRITER_TOKEN}").parse().unwrap());

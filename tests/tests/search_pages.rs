@@ -85,7 +85,7 @@ fn pages_floors_and_depth() {
         }
         let e = page(&c, 3, 0.5, &p1.next_page_token).await.unwrap_err();
         assert_eq!(code(&e), Code::InvalidArgument);
-        assert!(e.to_string().contains("another query or min_score"), "{e}");
+        assert!(e.to_string().contains("another query, min_score"), "{e}");
         let other = c
             .search_with("two cats", Some("US"), 3, &SearchOptions { page_token: p1.next_page_token.clone(), ..Default::default() })
             .await

@@ -122,7 +122,7 @@ fn disguised_child_words_are_withheld_on_every_rpc_that_takes_text() {
         let adds: Vec<pb::AddPhotoRequest> = photos
             .iter()
             .zip(disguised().into_iter().step_by(11))
-            .map(|((id, bytes), (caption, _))| pb::AddPhotoRequest { id: id.clone(), data: bytes.clone(), captions: vec![caption] })
+            .map(|((id, bytes), (caption, _))| pb::AddPhotoRequest { id: id.clone(), data: bytes.clone(), captions: vec![caption], ..Default::default() })
             .collect();
         let n = adds.len() as u64;
         let added = c.add_photos(adds).await.unwrap();
@@ -143,7 +143,7 @@ fn gallery_writes_need_the_writer_token_and_captions_never_clear_a_flag() {
         let mut g = GalleryClient::connect(server.endpoint()).await.unwrap();
         let (kids, _) = captioned_photos(1);
         let (kid_id, kid_bytes, kid_caps) = kids[0].clone();
-        let add = |id: &str, bytes: &[u8], caps: Vec<String>| vec![pb::AddPhotoRequest { id: id.into(), data: bytes.to_vec(), captions: caps }];
+        let add = |id: &str, bytes: &[u8], caps: Vec<String>| vec![pb::AddPhotoRequest { id: id.into(), data: bytes.to_vec(), captions: caps, ..Default::default() }];
         // No token, the admin token, a wrong token: UNAUTHENTICATED, nothing stored.
         for token in [None, Some(ADMIN_TOKEN), Some("wrong")] {
             let e = g.add_photos(with_token(tokio_stream::iter(add("x", &kid_bytes, vec![])), token)).await.unwrap_err();
@@ -208,7 +208,7 @@ fn answers_requests_echoes_and_codes_are_bounded_and_precise() {
         let c = server.ready_client().await;
         // Two 12 MB photos: an answer with both would pass the 32 MB message limit.
         let big: Vec<pb::AddPhotoRequest> =
-            (0..2).map(|i| pb::AddPhotoRequest { id: format!("big-{i}.png"), data: noise_png(2000, i + 1), captions: vec!["a red wall".into()] }).collect();
+            (0..2).map(|i| pb::AddPhotoRequest { id: format!("big-{i}.png"), data: noise_png(2000, i + 1), captions: vec!["a red wall".into()], ..Default::default() }).collect();
         assert!(big.iter().all(|p| p.data.len() > 11_000_000));
         assert_eq!(c.add_photos(big.clone()).await.unwrap().added, 2);
         let mut raw = ImageSearchClient::connect(server.endpoint()).await.unwrap().max_decoding_message_size(64 << 20);
@@ -232,7 +232,7 @@ fn answers_requests_echoes_and_codes_are_bounded_and_precise() {
         // Ids: invisible, bidi, control and over-long ids are rejected by name.
         let photo = test_photos(1).remove(0).1;
         let bad_ids = ["\u{200B}\u{200B}", "\u{202E}\u{2066}", "a\nforged log line", &"x".repeat(300)];
-        let adds = bad_ids.iter().map(|id| pb::AddPhotoRequest { id: id.to_string(), data: photo.clone(), captions: vec![] }).collect();
+        let adds = bad_ids.iter().map(|id| pb::AddPhotoRequest { id: id.to_string(), data: photo.clone(), captions: vec![], ..Default::default() }).collect();
         let r = c.add_photos(adds).await.unwrap();
         assert_eq!((r.added, r.rejected.len()), (0, 4), "{r:?}");
         for x in &r.rejected {
@@ -278,7 +278,7 @@ fn an_oversized_message_is_out_of_range_on_every_call() {
         let e = raw.score(pb::ScoreRequest { pairs: vec![pair], routing: routing("US") }).await.unwrap_err();
         assert_eq!(e.code(), Code::OutOfRange, "Score: {}", e.message());
         let mut g = GalleryClient::connect(server.endpoint()).await.unwrap();
-        let photos = vec![pb::AddPhotoRequest { id: "big.png".into(), data: big, captions: vec![] }];
+        let photos = vec![pb::AddPhotoRequest { id: "big.png".into(), data: big, captions: vec![], ..Default::default() }];
         let e = g.add_photos(with_token(tokio_stream::iter(photos), Some(WRITER_TOKEN))).await.unwrap_err();
         assert_eq!(e.code(), Code::OutOfRange, "AddPhotos: {}", e.message());
     });
@@ -317,7 +317,7 @@ fn a_full_disk_is_resource_exhausted_searches_go_on_and_acknowledged_photos_surv
             let c = server.ready_client().await;
             let mut full = false;
             for (id, bytes) in &photos {
-                match c.add_photos(vec![pb::AddPhotoRequest { id: id.clone(), data: bytes.clone(), captions: vec![] }]).await {
+                match c.add_photos(vec![pb::AddPhotoRequest { id: id.clone(), data: bytes.clone(), captions: vec![], ..Default::default() }]).await {
                     Ok(r) if r.added == 1 => acked.push((id.clone(), bytes.clone())),
                     Ok(r) => panic!("{r:?}"),
                     Err(e) => {
@@ -335,7 +335,7 @@ fn a_full_disk_is_resource_exhausted_searches_go_on_and_acknowledged_photos_surv
             c.remove_photos(gone).await.unwrap();
             let (id, bytes) = photos.last().unwrap().clone();
             c.remove_photos(vec![id.clone()]).await.unwrap();
-            c.add_photos(vec![pb::AddPhotoRequest { id: id.clone(), data: bytes.clone(), captions: vec![] }]).await.unwrap();
+            c.add_photos(vec![pb::AddPhotoRequest { id: id.clone(), data: bytes.clone(), captions: vec![], ..Default::default() }]).await.unwrap();
             acked.push((id, bytes));
         });
         server.kill9();
@@ -417,7 +417,7 @@ fn tls_with_client_certificates_and_tokens_from_files() {
             tokio::time::sleep(Duration::from_millis(200)).await;
         };
         let photos = test_photos(2);
-        let adds = photos.iter().map(|(id, data)| pb::AddPhotoRequest { id: id.clone(), data: data.clone(), captions: vec![] }).collect();
+        let adds = photos.iter().map(|(id, data)| pb::AddPhotoRequest { id: id.clone(), data: data.clone(), captions: vec![], ..Default::default() }).collect();
         assert_eq!(c.add_photos(adds).await.unwrap().added, 2, "the writer token from the file works");
         assert_eq!(c.search("a dog", Some("US"), 2).await.unwrap().hits.len(), 2);
         // Without a client certificate, or in plain text, nothing is served.
@@ -492,11 +492,11 @@ fn measure_bounded_work() {
     let mut server = Server::start(&repo(), &data.path().join("srv"), &[]);
     rt().block_on(async {
         let c = server.ready_client().await;
-        c.add_photos(vec![pb::AddPhotoRequest { id: "warm.jpg".into(), data: test_photos(1).remove(0).1, captions: vec![] }]).await.unwrap();
+        c.add_photos(vec![pb::AddPhotoRequest { id: "warm.jpg".into(), data: test_photos(1).remove(0).1, captions: vec![], ..Default::default() }]).await.unwrap();
         let before = peak_rss_mb(server.child.id());
         let n: u32 = std::env::var("MEASURE_PHOTOS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
         let photos: Vec<pb::AddPhotoRequest> =
-            (0..n).map(|i| pb::AddPhotoRequest { id: format!("big-{i}.png"), data: noise_png(2240, i + 10), captions: vec![] }).collect();
+            (0..n).map(|i| pb::AddPhotoRequest { id: format!("big-{i}.png"), data: noise_png(2240, i + 10), captions: vec![], ..Default::default() }).collect();
         let mb: usize = photos.iter().map(|p| p.data.len()).sum::<usize>() >> 20;
         let t = std::time::Instant::now();
         let r = c.add_photos(photos).await.unwrap();
