@@ -41,11 +41,21 @@ struct Args {
 }
 
 /// Unit rows around random centres: `noise` is the per-component spread relative to a centre's.
+/// Made in chunks into one tensor, so a million rows need little more than their own memory.
 fn clustered(centres: &Tensor, n: i64, noise: f64, seed: i64) -> Tensor {
     tch::manual_seed(seed);
-    let pick = Tensor::randint(centres.size()[0], [n], (Kind::Int64, tch::Device::Cpu));
-    let x = centres.index_select(0, &pick) + Tensor::randn([n, centres.size()[1]], (Kind::Float, tch::Device::Cpu)) * noise;
-    unit(&x)
+    let d = centres.size()[1];
+    let out = Tensor::empty([n, d], (Kind::Float, tch::Device::Cpu));
+    let chunk = 50_000i64;
+    let mut at = 0;
+    while at < n {
+        let m = chunk.min(n - at);
+        let pick = Tensor::randint(centres.size()[0], [m], (Kind::Int64, tch::Device::Cpu));
+        let x = centres.index_select(0, &pick) + Tensor::randn([m, d], (Kind::Float, tch::Device::Cpu)) * noise;
+        out.narrow(0, at, m).copy_(&unit(&x));
+        at += m;
+    }
+    out
 }
 
 /// Rows scaled to unit length.
@@ -94,6 +104,7 @@ fn main() -> anyhow::Result<()> {
         flat_top.push(Vec::<i64>::try_from(idx).expect("i64"));
     }
     let flat_mb = (n * d * 4) as f64 / (1 << 20) as f64;
+    eprintln!("flat f32: p50 {:.1} ms, {flat_mb:.0} MiB", percentile(&mut flat_lat.clone(), 0.5));
 
     let mut db = postgres::Client::connect(&a.database_url, postgres::NoTls).context("scratch database")?;
     db.batch_execute(&format!(
@@ -120,6 +131,7 @@ fn main() -> anyhow::Result<()> {
     drop(gallery);
     db.batch_execute("VACUUM ANALYZE bench_embeddings")?;
     let table_mb: i64 = db.query_one("SELECT pg_total_relation_size('bench_embeddings') >> 20", &[])?.get(0);
+    eprintln!("inserted {n} at {:.0}/s; table {table_mb} MB", n as f64 / insert_s);
 
     let search = format!("SELECT id FROM bench_embeddings ORDER BY embedding <#> ($1::vector)::halfvec({d}) LIMIT $2");
     let run = |db: &mut postgres::Client| -> anyhow::Result<(Vec<Vec<i64>>, Vec<Duration>)> {
@@ -137,6 +149,7 @@ fn main() -> anyhow::Result<()> {
     eprintln!("exact searches in PostgreSQL");
     db.batch_execute("SET enable_indexscan = off; SET max_parallel_workers_per_gather = 2")?;
     let (exact_top, mut exact_lat) = run(&mut db)?;
+    eprintln!("exact: p50 {:.1} ms", percentile(&mut exact_lat.clone(), 0.5));
     db.batch_execute("RESET enable_indexscan")?;
 
     eprintln!("building the HNSW index (m {HNSW_M}, ef_construction {HNSW_EF_CONSTRUCTION})");
@@ -147,10 +160,12 @@ fn main() -> anyhow::Result<()> {
     ))?;
     let build_s = started.elapsed().as_secs_f64();
     let index_mb: i64 = db.query_one("SELECT pg_relation_size('bench_hnsw') >> 20", &[])?.get(0);
+    eprintln!("HNSW built in {build_s:.0} s, {index_mb} MB");
     let mut hnsw = Vec::new();
     for ef in &a.ef_search {
         db.batch_execute(&format!("SET hnsw.ef_search = {ef}"))?;
         let (top, mut lat) = run(&mut db)?;
+        eprintln!("HNSW ef {ef}: p50 {:.1} ms, recall {:.3}", percentile(&mut lat.clone(), 0.5), recall(&top, &exact_top));
         hnsw.push(serde_json::json!({
             "ef_search": ef,
             "p50_ms": percentile(&mut lat, 0.5),
@@ -165,9 +180,9 @@ fn main() -> anyhow::Result<()> {
         "DROP TABLE IF EXISTS bench_photos;
          CREATE TABLE bench_photos (id bigint PRIMARY KEY, attributes jsonb NOT NULL);
          INSERT INTO bench_photos SELECT id, jsonb_build_object('owner', 'o' || (id % 10), 'album', 'a' || (id % 100)) FROM bench_embeddings;
-         CREATE INDEX bench_photos_attributes ON bench_photos USING gin (attributes jsonb_path_ops);
-         VACUUM ANALYZE bench_photos",
+         CREATE INDEX bench_photos_attributes ON bench_photos USING gin (attributes jsonb_path_ops)",
     )?;
+    db.batch_execute("VACUUM ANALYZE bench_photos")?;
     let filtered_sql = format!(
         "SELECT e.id FROM bench_embeddings e JOIN bench_photos p ON p.id = e.id WHERE p.attributes @> ANY($3::text[]::jsonb[])
          ORDER BY e.embedding <#> ($1::vector)::halfvec({d}) LIMIT $2"
@@ -192,6 +207,7 @@ fn main() -> anyhow::Result<()> {
         db.batch_execute("RESET enable_indexscan; SET hnsw.ef_search = 100; SET hnsw.iterative_scan = relaxed_order")?;
         let (top, mut lat) = run_filtered(&mut db, doc)?;
         db.batch_execute("RESET hnsw.iterative_scan")?;
+        eprintln!("filtered {share}: exact p50 {:.1} ms, HNSW p50 {:.1} ms, recall {:.3}", percentile(&mut exact_lat.clone(), 0.5), percentile(&mut lat.clone(), 0.5), recall(&top, &truth));
         filtered.push(serde_json::json!({
             "passing": share,
             "exact": { "p50_ms": percentile(&mut exact_lat, 0.5), "p99_ms": percentile(&mut exact_lat, 0.99) },
