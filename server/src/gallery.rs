@@ -59,6 +59,9 @@ pub struct StoreStats {
 pub struct Upserted {
     pub added: u32,
     pub replaced: u32,
+    /// Of the photos stored, how many the store flagged restricted (decided on the newest
+    /// knowledge of their bytes, which another server sharing the gallery may have added).
+    pub restricted: u32,
 }
 
 /// A reviewer's decision about a photo's bytes.

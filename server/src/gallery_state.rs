@@ -193,7 +193,7 @@ impl State {
                 p
             })
             .collect();
-        let mut out = Upserted::default();
+        let mut out = Upserted { restricted: photos.iter().filter(|p| p.flag.restricted()).count() as u32, ..Upserted::default() };
         let mut seen = HashSet::new();
         for p in &photos {
             if !self.held(&p.sha256) {

@@ -103,13 +103,12 @@ impl App {
         let _writer = self.gallery_write.lock().await;
         let ready = self.versions.ready();
         let new = self.flag(&staged, &ready);
-        let restricted = new.iter().filter(|p| p.flag.restricted()).count() as u32;
         let index: Vec<(Arc<str>, Arc<Vec<f32>>)> = new.iter().map(|p| (Arc::from(p.id.as_str()), p.vector.clone())).collect();
         let store = self.store.clone();
         let up = tokio::task::spawn_blocking(move || store.upsert(new)).await.map_err(|e| ServeError::Internal(e.to_string()))??;
         self.reindex(Reindex::Upsert(index), ready).await?;
         metrics::gauge!(m::GALLERY_PHOTOS).set(self.store.len() as f64);
-        Ok(Added { added: up.added, replaced: up.replaced, restricted, rejected })
+        Ok(Added { added: up.added, replaced: up.replaced, restricted: up.restricted, rejected })
     }
 
     /// Reads the stream, staging good photos into `staged`; returns the rejections.

@@ -120,8 +120,9 @@ fn servers_sharing_a_database_follow_each_other_and_decide_on_the_newest_knowled
     // B has not refreshed since A learned that some bytes show a child; B's write of those bytes
     // under harmless captions still comes out restricted: a write catches up under the lock.
     add(&a, &[("evidence", b"SAME", Flag::Captions, &["two girls"])]);
-    add(&b, &[("innocent", b"SAME", Flag::Clear, &["a field"])]);
+    let up = add(&b, &[("innocent", b"SAME", Flag::Clear, &["a field"])]);
     assert_eq!(b.get("innocent").unwrap().flag, Flag::Captions, "B decided on A's evidence");
+    assert_eq!((up.added, up.restricted), (1, 1), "and counts it restricted in its answer");
     // A review on B reaches A, reviewer and all; a removal on A reaches B.
     b.review("x", &Review { restricted: true, by: "rev-b".into(), note: String::new() }).unwrap();
     a.remove(&["kid".into()]).unwrap();

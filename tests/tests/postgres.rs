@@ -5,7 +5,9 @@
 
 use imagesearch_client::{SearchOptions, Slot};
 use imagesearch_proto::DISCLAIMER;
-use imagesearch_tests::{captioned_photos, eventually, trained_repository, Postgres, Server};
+use imagesearch_proto::metadata::AUTHORIZATION;
+use imagesearch_proto::v1 as pb;
+use imagesearch_tests::{captioned_photos, eventually, trained_repository, Postgres, Server, WRITER_TOKEN};
 use tonic::Code;
 use imagesearch_tests::{captioned_add_requests as requests, status_code as code};
 
@@ -202,10 +204,29 @@ fn two_replicas_on_one_database_serve_one_gallery_and_one_rollout() {
         })
         .await;
         assert_eq!(pg.psql("gallery", "SELECT stable || ',' || canary || ',' || canary_percent FROM rollout"), "2,0,0");
-        // A is killed right after acknowledging an add; B has every acknowledged photo and serves on.
+        // A acknowledges an add, then is killed during another whose stream never ends (its
+        // photos' bytes already staged in the database): B has every acknowledged photo, none of
+        // the unacknowledged add, and serves on.
         ca.add_photos(requests(&kids[1..])).await.unwrap();
+        let staged_before: i64 = pg.psql("gallery", "SELECT count(*) FROM photo_contents").parse().unwrap();
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let (_, more_adults) = captioned_photos(8);
+        for (id, data, captions) in &more_adults[3..8] {
+            let photo = pb::AddPhotoRequest { id: format!("unacked-{id}"), data: data.clone(), captions: captions.clone(), ..Default::default() };
+            tx.send(photo).await.unwrap();
+        }
+        let mut req = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+        req.metadata_mut().insert(AUTHORIZATION, format!("Bearer {WRITER_TOKEN}").parse().unwrap());
+        let mut gallery = pb::gallery_client::GalleryClient::connect(a.endpoint()).await.unwrap();
+        let add = tokio::spawn(async move { gallery.add_photos(req).await });
+        eventually("the unacknowledged add's bytes staged", || async {
+            pg.psql("gallery", "SELECT count(*) FROM photo_contents").parse::<i64>().unwrap() >= staged_before + 5
+        })
+        .await;
+        a.kill9();
+        assert!(add.await.unwrap().is_err(), "an add whose stream never ended was acknowledged");
+        drop(tx);
     });
-    a.kill9();
     rt.block_on(async {
         let cb = b.client().await;
         eventually("every photo acknowledged by A, on B", || async {
@@ -214,6 +235,8 @@ fn two_replicas_on_one_database_serve_one_gallery_and_one_rollout() {
         .await;
         let us = cb.search("a photo", Some("US"), 10).await.unwrap();
         assert_eq!(us.hits.len(), 5);
+        assert!(us.hits.iter().all(|s| !matches!(s, Slot::Photo(p) if p.id.starts_with("unacked-"))));
     });
     assert_eq!(pg.psql("gallery", "SELECT count(*) FROM photos"), "5");
+    assert_eq!(pg.psql("gallery", "SELECT count(*) FROM photos WHERE id LIKE 'unacked-%'"), "0");
 }
