@@ -27,7 +27,7 @@ use crate::error::ServeError;
 use crate::index::Among;
 use crate::pg_filter::{push_filter, refs, Params};
 use crate::pg_pool::{db_error, pg_config, Pool};
-use crate::pg_schema::INDEX_LOCK;
+use crate::pg_schema::{INDEX_LOCK, INDEX_SETUP_LOCK};
 
 /// How a search runs in the database.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,7 +85,7 @@ impl PgSearch {
         let v = i32::try_from(version).map_err(|_| ServeError::InvalidArgument(format!("version {version} is too large")))?;
         self.pool.run("search index set-up", |c| {
             let mut tx = c.transaction()?;
-            tx.execute("SELECT pg_advisory_xact_lock($1, $2)", &[&INDEX_LOCK, &v])?;
+            tx.execute("SELECT pg_advisory_xact_lock($1, $2)", &[&INDEX_SETUP_LOCK, &v])?;
             let known: Option<(String, i32)> = tx
                 .query_opt("SELECT tower_sha256, dim FROM search_indexes WHERE version = $1", &[&v])?
                 .map(|r| (r.get(0), r.get(1)));

@@ -115,9 +115,15 @@ CREATE INDEX photos_open_captions_tsv ON photos USING gin (open_captions_tsv);
 "#,
 }];
 
-/// Advisory lock class of a version's search-index set-up and build (the second key is the
-/// version).
+/// Advisory lock class of a version's HNSW build (the second key is the version), held for
+/// the session of the one server that builds.
 pub const INDEX_LOCK: i32 = 0x696d_6769;
+
+/// Advisory lock class of a version's search-index set-up (making its table), held for that
+/// short transaction. Apart from [`INDEX_LOCK`]: a set-up waiting inside its transaction for
+/// the build's lock would deadlock with `CREATE INDEX CONCURRENTLY`, which waits for every
+/// older transaction to end.
+pub const INDEX_SETUP_LOCK: i32 = 0x696d_6775;
 
 /// Advisory lock key of schema migrations ("imgs" in ASCII).
 pub const MIGRATION_LOCK: i64 = 0x696d_6773;
