@@ -49,7 +49,10 @@ pub struct KeywordIndex {
     postings: HashMap<String, HashMap<Arc<str>, Counts>>,
     /// Each photo's caption length in terms.
     lengths: HashMap<Arc<str>, Counts>,
+    /// Terms summed over all photos.
     total: Counts,
+    /// Photos with at least one term (over all captions, over open ones).
+    with_terms: Counts,
 }
 
 impl KeywordIndex {
@@ -78,6 +81,8 @@ impl KeywordIndex {
         }
         self.total.all += len.all;
         self.total.open += len.open;
+        self.with_terms.all += u32::from(len.all > 0);
+        self.with_terms.open += u32::from(len.open > 0);
         self.lengths.insert(id.clone(), len);
     }
 
@@ -87,6 +92,8 @@ impl KeywordIndex {
         let Some(len) = self.lengths.remove(id) else { return };
         self.total.all -= len.all;
         self.total.open -= len.open;
+        self.with_terms.all -= u32::from(len.all > 0);
+        self.with_terms.open -= u32::from(len.open > 0);
         let mut empty = Vec::new();
         let mut drop_from = |t: &str, postings: &mut HashMap<String, HashMap<Arc<str>, Counts>>| {
             if let Some(p) = postings.get_mut(t) {
@@ -119,7 +126,7 @@ impl KeywordIndex {
     /// `allowed` lets through; `open_only` ranks by the open captions alone.
     pub fn rank(&self, query: &str, open_only: bool, limit: usize, allowed: impl Fn(&Arc<str>) -> bool) -> Vec<Arc<str>> {
         let pick = |c: &Counts| if open_only { c.open } else { c.all };
-        let n = self.lengths.values().filter(|c| pick(c) > 0).count() as f64;
+        let n = f64::from(pick(&self.with_terms));
         if n == 0.0 || limit == 0 {
             return Vec::new();
         }

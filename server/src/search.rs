@@ -90,7 +90,7 @@ impl App {
                 // know whether more follow.
                 let fetch = page + 1 + if cursor.is_some() { PAGE_TIE_SLACK } else { 0 };
                 let at_most = cursor.as_ref().map(|c| c.score);
-                let out = version.worker.search(text, fetch, at_most, self.among(&version, &filter, None), deadline).await?;
+                let out = version.worker.search(text, fetch, at_most, self.among(&version, &filter, None).await?, deadline).await?;
                 timings.add(&out);
                 let mut hits = out.value;
                 paging::rank_order(&mut hits);
@@ -141,16 +141,18 @@ impl App {
     }
 
     /// The photos a search of `version` ranks: those passing `filter` (resolved into ids here
-    /// for an in-memory index), among `only` when given.
-    fn among(&self, version: &LoadedVersion, filter: &PhotoFilter, only: Option<HashSet<Arc<str>>>) -> Among {
+    /// for an in-memory index, a scan of the gallery done off the async workers), among `only`
+    /// when given.
+    async fn among(&self, version: &LoadedVersion, filter: &PhotoFilter, only: Option<HashSet<Arc<str>>>) -> Result<Among, ServeError> {
         if filter.is_empty() || version.worker.resolves_filters() {
-            return Among { filter: filter.clone(), only: only.map(Arc::new) };
+            return Ok(Among { filter: filter.clone(), only: only.map(Arc::new) });
         }
-        let mut passing = self.store.matching(filter);
+        let (store, f) = (self.store.clone(), filter.clone());
+        let mut passing = tokio::task::spawn_blocking(move || store.matching(&f)).await.map_err(|e| ServeError::Internal(e.to_string()))?;
         if let Some(only) = only {
             passing.retain(|id| only.contains(id));
         }
-        Among { filter: PhotoFilter::default(), only: Some(Arc::new(passing)) }
+        Ok(Among { filter: PhotoFilter::default(), only: Some(Arc::new(passing)) })
     }
 
     /// The first `depth` hits of the fused ranking (vector ranking and keyword ranking by
@@ -166,7 +168,7 @@ impl App {
     ) -> Result<Vec<(Arc<str>, f32)>, ServeError> {
         let mut vector = Vec::new();
         if r.weight < 1.0 {
-            let out = version.worker.search(text.clone(), depth, None, self.among(version, r.filter, None), deadline).await?;
+            let out = version.worker.search(text.clone(), depth, None, self.among(version, r.filter, None).await?, deadline).await?;
             timings.add(&out);
             vector = out.value;
             paging::rank_order(&mut vector);
@@ -181,7 +183,7 @@ impl App {
         let unscored: HashSet<Arc<str>> = keyword.iter().filter(|id| !scores.contains_key(*id)).cloned().collect();
         if !unscored.is_empty() {
             let n = unscored.len();
-            let out = version.worker.search(text, n, None, self.among(version, &PhotoFilter::default(), Some(unscored)), deadline).await?;
+            let out = version.worker.search(text, n, None, self.among(version, &PhotoFilter::default(), Some(unscored)).await?, deadline).await?;
             timings.add(&out);
             scores.extend(out.value);
         }
