@@ -1,7 +1,7 @@
 # Thin targets over scripts/. Everything heavy is cached under $IMAGESEARCH_HOME
 # (default ~/.cache/imagesearch): the Python venv, the exported encoders, cargo's target dir
 # and the vector cache.
-.PHONY: setup demo test eval bench scale build fuzz faults
+.PHONY: setup demo test eval bench scale build fuzz faults image compose deploy-check
 
 setup:
 	bash scripts/setup.sh
@@ -29,3 +29,16 @@ fuzz:
 
 faults:
 	IMAGESEARCH_FAULT_ROUNDS=$${IMAGESEARCH_FAULT_ROUNDS:-1000} cargo test -p imagesearch-server --test fault_loop -- --nocapture
+
+# The server image from nothing (debootstrap base, docker import, deploy/container/Dockerfile);
+# VARIANT=cuda for the CUDA one.
+image:
+	bash scripts/image.sh --variant $${VARIANT:-cpu}
+
+# The one-machine deployment (server, PostgreSQL + pgvector, Prometheus) built and run here.
+compose:
+	bash scripts/compose.sh
+
+# deploy/ validated offline: chart, manifests, Prometheus rules, Grafana dashboard, compose file.
+deploy-check:
+	bash scripts/deploy_check.sh

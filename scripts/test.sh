@@ -5,6 +5,10 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$ROOT"
 bash scripts/setup.sh
+# deploy/: its tools, the offline checks, and the server image the container test runs.
+bash scripts/deploy_check.sh
+bash scripts/image.sh
+export IMAGESEARCH_IMAGE=imagesearch:cpu
 log "running the test suite"
 cargo test --workspace 2>&1
 log "fuzz smoke run (each target briefly; make fuzz runs them longer)"

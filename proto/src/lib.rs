@@ -14,6 +14,10 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("imag
 pub const DISCLAIMER: &str = "This image is unavailable in your country in compliance with local laws";
 
 /// gRPC metadata keys the server reads and writes.
+/// The grpc.health.v1 service name that answers SERVING whenever the server process answers
+/// gRPC (warm-up and drain included): what a liveness probe asks. Readiness asks "" instead.
+pub const LIVENESS_SERVICE: &str = "liveness";
+
 pub mod metadata {
     /// The caller's request id (at most 128 visible ASCII bytes), echoed back on every answer
     /// and error; the server makes one when the caller sends none.

@@ -65,6 +65,7 @@ impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
         W: BatchWorker<Input = I, Output = O>,
     {
         let (tx, rx) = bounded::<Item<I, O>>(cfg.queue_capacity.max(1));
+        metrics::gauge!(m::QUEUE_CAPACITY, "model" => name).set(cfg.queue_capacity.max(1) as f64);
         std::thread::Builder::new()
             .name(format!("batcher-{name}"))
             .spawn(move || run_loop(name, &version, cfg, &rx, &mut worker))

@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::{CommandFactory, Parser};
 use imagesearch_model::{ImageEncoder, ImageLimits, ModelRepository, ScorerManifest, TextEncoder};
 use imagesearch_proto::v1::gallery_server::GalleryServer;
+use imagesearch_proto::LIVENESS_SERVICE;
 use imagesearch_proto::v1::image_search_server::ImageSearchServer;
 use imagesearch_proto::v1::model_admin_server::ModelAdminServer;
 use imagesearch_server::app::App;
@@ -259,6 +260,9 @@ async fn serve(app: Arc<App>, wanted: Vec<u32>) -> anyhow::Result<()> {
         h.set_not_serving::<GalleryServer<GalleryService>>().await;
     };
     all_not_serving(health.clone()).await;
+    // Liveness: SERVING while the process answers gRPC, through warm-up and drain alike (a
+    // probe on "" would restart a pod that is only warming up or draining).
+    health.set_service_status(LIVENESS_SERVICE, ServingStatus::Serving).await;
     // Reflection in both protocol versions: grpcurl before 1.9 and Python's grpcio-reflection
     // speak only v1alpha.
     let reflection = || {

@@ -58,8 +58,9 @@ pub fn request_id(md: &MetadataMap) -> String {
 
 fn observe(method: &'static str, version: u32, code: tonic::Code, start: Instant) {
     let v = if version == 0 { String::new() } else { version.to_string() };
-    metrics::counter!(m::REQUESTS, "method" => method, "status" => code_label(code), "version" => v.clone()).increment(1);
-    metrics::histogram!(m::REQUEST_SECONDS, "method" => method, "version" => v).record(start.elapsed().as_secs_f64());
+    let role = m::role(version);
+    metrics::counter!(m::REQUESTS, "method" => method, "status" => code_label(code), "version" => v.clone(), "role" => role).increment(1);
+    metrics::histogram!(m::REQUEST_SECONDS, "method" => method, "version" => v, "role" => role).record(start.elapsed().as_secs_f64());
 }
 
 fn with_metadata<T>(value: T, id: &str, version: u32, t: Timings) -> Response<T> {

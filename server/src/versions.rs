@@ -221,6 +221,7 @@ impl Versions {
         let mut current = self.rollout.write().unwrap_or_else(|e| e.into_inner());
         let generation = self.rollout_store.save_rollout(r, current.1)?;
         *current = (r, generation);
+        m::set_rollout(r.stable, r.canary, r.canary_percent);
         tracing::info!(stable = r.stable, canary = r.canary, percent = r.canary_percent, generation, "rollout set");
         Ok(r)
     }
@@ -257,6 +258,7 @@ impl Versions {
         let mut current = self.rollout.write().unwrap_or_else(|e| e.into_inner());
         if generation > current.1 {
             *current = (r, generation);
+            m::set_rollout(r.stable, r.canary, r.canary_percent);
             tracing::info!(stable = r.stable, canary = r.canary, percent = r.canary_percent, generation, "rollout set by another server adopted");
         }
         Ok(())

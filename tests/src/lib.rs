@@ -15,6 +15,7 @@ mod postgres;
 pub use postgres::Postgres;
 mod s3;
 pub use s3::S3Server;
+pub mod http;
 
 /// The gRPC code of a failed call (the test fails when the error carries none).
 pub fn status_code(e: &imagesearch_client::ClientError) -> tonic::Code {
@@ -255,8 +256,11 @@ impl Server {
     fn start_on(port: u16, models: &Path, data_dir: &Path, log: &Path, extra: &[&str]) -> Server {
         let log = log.to_path_buf();
         fs::create_dir_all(data_dir).unwrap();
+        // Metrics off unless the test asks for an endpoint.
+        let metrics: &[&str] = if extra.contains(&"--metrics-listen") { &[] } else { &["--metrics-listen", "off"] };
         let child = Command::new(bin("imagesearch-server"))
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--metrics-listen", "off", "--device", "cpu"])
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--device", "cpu"])
+            .args(metrics)
             .args(["--restricted-regions", "DE,FR", "--admin-token", ADMIN_TOKEN, "--writer-token", WRITER_TOKEN])
             .arg("--models")
             .arg(models)

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# `make compose`: the one-machine deployment of deploy/compose/compose.yaml, for real. Builds the
+# three images here (the server's with scripts/image.sh; PostgreSQL 17 + pgvector on a Debian
+# trixie base and Prometheus on the bookworm base, both from debootstrap), starts the stack,
+# waits for the server's health, adds photos and searches through the CLI, checks that
+# Prometheus scrapes the server, then stops it (--keep leaves it running).
+#   bash scripts/compose.sh [--models DIR] [--keep]
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+cd "$ROOT"
+MODELS="$IMAGESEARCH_MODELS"
+KEEP=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --models) MODELS="$2"; shift 2 ;;
+    --keep) KEEP=1; shift ;;
+    *) echo "compose.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+ls "$MODELS"/v*/manifest.json >/dev/null 2>&1 || { echo "compose.sh: no scorer version in $MODELS (run make demo, or pass --models DIR)" >&2; exit 1; }
+
+bash scripts/image.sh
+DOCKER=/usr/bin/docker
+export DOCKER_BUILDKIT=1
+base() {  # base <suite>: imagesearch-base:<suite> from debootstrap, once
+  local suite="$1" rootfs="$IMAGESEARCH_HOME/build/rootfs-$1"
+  "$DOCKER" image inspect "imagesearch-base:$suite" >/dev/null 2>&1 && return
+  log "debootstrap --variant=minbase $suite"
+  rm -rf "$rootfs"
+  debootstrap --variant=minbase --include=ca-certificates "$suite" "$rootfs" http://deb.debian.org/debian >"$IMAGESEARCH_HOME/build/debootstrap-$suite.log" 2>&1
+  rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
+  tar -C "$rootfs" -c . | "$DOCKER" import --change 'CMD ["/bin/bash"]' - "imagesearch-base:$suite" >/dev/null
+  rm -rf "$rootfs"
+}
+base trixie
+log "building imagesearch-postgres:17 and imagesearch-prometheus:2"
+"$DOCKER" build --quiet -t imagesearch-postgres:17 deploy/container/postgres >/dev/null
+"$DOCKER" build --quiet -t imagesearch-prometheus:2 deploy/container/prometheus >/dev/null
+
+# The deployment's own copy of the models (links resolved: the container sees only /models) and
+# secrets readable by the image's user.
+RUN="$ROOT/var/compose"
+rm -rf "$RUN/models" && mkdir -p "$RUN/secrets"
+cp -rL "$MODELS" "$RUN/models"
+for s in admin-token writer-token postgres-password; do
+  [ -s "$RUN/secrets/$s" ] || head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$RUN/secrets/$s"
+done
+chmod 0755 "$RUN/secrets" && chmod 0644 "$RUN/secrets"/*
+export IMAGESEARCH_MODELS_DIR="$RUN/models" IMAGESEARCH_SECRETS_DIR="$RUN/secrets"
+COMPOSE=(docker-compose -p imagesearch -f deploy/compose/compose.yaml)
+"${COMPOSE[@]}" up -d
+trap '[ "$KEEP" = 1 ] || "${COMPOSE[@]}" down -v >/dev/null 2>&1' EXIT
+
+CLI=("$BIN_DIR/imagesearch" --endpoint http://127.0.0.1:50051)
+for _ in $(seq 1 240); do "${CLI[@]}" health >/dev/null 2>&1 && break; sleep 1; done
+"${CLI[@]}" health
+PHOTOS="$IMAGESEARCH_DATA/image_search/test_images"
+mkdir -p "$RUN/photos" && ls "$PHOTOS" | head -n 20 | while read -r f; do cp "$PHOTOS/$f" "$RUN/photos/"; done
+IMAGESEARCH_WRITER_TOKEN="$(cat "$RUN/secrets/writer-token")" "${CLI[@]}" gallery add "$RUN/photos"
+"${CLI[@]}" search --region US --k 3 "a dog running on the grass"
+for _ in $(seq 1 60); do
+  curl -sf 'http://127.0.0.1:9090/api/v1/query?query=sum(imagesearch_requests_total)' | grep -q '"value"' && break; sleep 1
+done
+curl -sf 'http://127.0.0.1:9090/api/v1/query?query=up{job="imagesearch"}' | grep -q '"1"\]' || { echo "compose.sh: Prometheus does not scrape the server" >&2; exit 1; }
+log "compose stack served a search; Prometheus scrapes it ($("${COMPOSE[@]}" ps --services | tr '\n' ' '))"
