@@ -1,5 +1,5 @@
 //! deploy/ observability against the real thing: a real Prometheus (Debian's `prometheus`)
-//! scrapes a real server that served varied traffic (two versions as stable and canary, the
+//! scrapes a real server (its gallery in the test PostgreSQL) that served varied traffic (two versions as stable and canary, the
 //! law, bad requests, cache hits) and loads `deploy/prometheus/rules/`. Every query of every
 //! panel of `deploy/grafana/imagesearch.json` must evaluate without error and return data,
 //! and every recording and alerting rule must evaluate healthy.
@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use imagesearch_client::{ImageRef, SearchOptions};
 use imagesearch_proto::v1 as pb;
-use imagesearch_tests::{captioned_add_requests, captioned_photos, free_port, http, status_code, trained_repository, Server};
+use imagesearch_tests::{captioned_add_requests, captioned_photos, free_port, http, status_code, trained_repository, Postgres, Server};
 
 fn deploy() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
@@ -116,7 +116,11 @@ fn every_dashboard_query_and_rule_evaluates_against_prometheus_scraping_the_serv
     let repo = trained_repository(2);
     let data = tempfile::tempdir().unwrap();
     let metrics = format!("127.0.0.1:{}", free_port());
-    let mut server = Server::start(&repo.path().join("models"), &data.path().join("server"), &["--metrics-listen", &metrics]);
+    // The gallery in PostgreSQL, as deployed: the database panels and alert have a series.
+    let pg = Postgres::start();
+    let url = pg.url("gallery");
+    let args = ["--metrics-listen", &metrics, "--store", "postgres", "--database-url", &url];
+    let mut server = Server::start(&repo.path().join("models"), &data.path().join("server"), &args);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(traffic(&mut server));
 
