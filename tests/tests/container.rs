@@ -66,9 +66,19 @@ fn the_image_serves_healthy_non_root_read_only_from_postgres_and_stops_cleanly()
     assert!(present.status.success(), "no image {image}: run `make image` first ({})", String::from_utf8_lossy(&present.stderr).trim());
 
     let repo = trained_repository(1);
+    // The model repository as a platform mounts it: at /models, its encoders/ a link to the
+    // encoders mounted at /encoders (the host's paths, e.g. under /root, are not the container's).
+    let models = repo.path().join("container-models");
+    std::fs::create_dir(&models).unwrap();
+    for entry in std::fs::read_dir(repo.path().join("models")).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_name() != "encoders" {
+            let ok = Command::new("cp").arg("-a").arg(entry.path()).arg(&models).status().unwrap().success();
+            assert!(ok, "cp -a {}", entry.path().display());
+        }
+    }
+    std::os::unix::fs::symlink("/encoders", models.join("encoders")).unwrap();
     readable_by_all(repo.path());
-    let models = repo.path().join("models");
-    // models/encoders links to the exported encoders: mounted at the same path, the link resolves.
     let enc = std::fs::canonicalize(encoders()).unwrap();
     let pg = Postgres::start();
     let (port, metrics_port) = (free_port(), free_port());
@@ -76,7 +86,7 @@ fn the_image_serves_healthy_non_root_read_only_from_postgres_and_stops_cleanly()
     let env = [
         format!("IMAGESEARCH_LISTEN=127.0.0.1:{port}"),
         format!("IMAGESEARCH_METRICS_LISTEN=127.0.0.1:{metrics_port}"),
-        format!("IMAGESEARCH_MODELS={}", models.display()),
+        "IMAGESEARCH_MODELS=/models".into(),
         "IMAGESEARCH_STORE=postgres".into(),
         format!("IMAGESEARCH_DATABASE_URL={}", pg.url("gallery")),
         "IMAGESEARCH_RESTRICTED_REGIONS=DE,FR".into(),
@@ -88,8 +98,8 @@ fn the_image_serves_healthy_non_root_read_only_from_postgres_and_stops_cleanly()
     let mut args: Vec<String> = ["run", "--detach", "--name", &name, "--network", "host", "--read-only"].map(String::from).to_vec();
     args.extend(["--tmpfs", "/tmp", "--tmpfs", "/var/lib/imagesearch:uid=10001,gid=10001"].map(String::from));
     args.extend(["--health-interval", "1s", "--health-start-period", "180s"].map(String::from));
-    for (from, to) in [(&models, &models), (&enc, &enc)] {
-        args.extend(["--volume".to_string(), format!("{}:{}:ro", from.display(), to.display())]);
+    for (from, to) in [(models.as_path(), "/models"), (enc.as_path(), "/encoders")] {
+        args.extend(["--volume".to_string(), format!("{}:{to}:ro", from.display())]);
     }
     for e in &env {
         args.extend(["--env".to_string(), e.clone()]);

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use imagesearch_client::{ImageRef, SearchOptions};
 use imagesearch_proto::v1 as pb;
+use pb::image_search_client::ImageSearchClient;
 use imagesearch_tests::{captioned_add_requests, captioned_photos, free_port, http, status_code, trained_repository, Postgres, Server};
 
 fn deploy() -> PathBuf {
@@ -96,7 +97,11 @@ async fn traffic(server: &mut Server) {
         c.search_with(&format!("a dog running {}", i % 3), Some("US"), 3, &opts).await.unwrap();
     }
     c.search("a photo", Some("DE"), 4).await.unwrap();
-    assert!(c.search("a little boy on a bike", Some("DE"), 4).await.unwrap().query_withheld.is_some());
+    // A child query in a restricted region, past the client's own check: the server withholds it.
+    let mut raw = ImageSearchClient::connect(server.endpoint()).await.unwrap();
+    let de = || Some(pb::Routing { region: "DE".into(), ..Default::default() });
+    let req = pb::SearchRequest { query: "a little boy on a bike".into(), k: 4, routing: de(), ..Default::default() };
+    assert!(raw.search(req).await.unwrap().into_inner().query_withheld.is_some());
     let bad = c.search("", Some("US"), 4).await.unwrap_err();
     assert_eq!(status_code(&bad), tonic::Code::InvalidArgument);
     let pairs = vec![(ImageRef::Bytes(adults[0].1.clone()), "a person".to_string()), (ImageRef::Gallery(adults[1].0.clone()), "two dogs".into())];
@@ -119,7 +124,7 @@ fn every_dashboard_query_and_rule_evaluates_against_prometheus_scraping_the_serv
     // The gallery in PostgreSQL, as deployed: the database panels and alert have a series.
     let pg = Postgres::start();
     let url = pg.url("gallery");
-    let args = ["--metrics-listen", &metrics, "--store", "postgres", "--database-url", &url];
+    let args = ["--metrics-listen", &metrics, "--store", "postgres", "--database-url", &url, "--versions", "1,2"];
     let mut server = Server::start(&repo.path().join("models"), &data.path().join("server"), &args);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(traffic(&mut server));
