@@ -17,7 +17,7 @@ while [ $# -gt 0 ]; do
     *) echo "compose.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
-ls "$MODELS"/v*/manifest.json >/dev/null 2>&1 || { echo "compose.sh: no scorer version in $MODELS (run make demo, or pass --models DIR)" >&2; exit 1; }
+ls "$MODELS"/scorer/*/manifest.json >/dev/null 2>&1 || { echo "compose.sh: no scorer version in $MODELS (run make demo, or pass --models DIR)" >&2; exit 1; }
 
 bash scripts/image.sh
 DOCKER=/usr/bin/docker
@@ -58,8 +58,13 @@ PHOTOS="$IMAGESEARCH_DATA/image_search/test_images"
 mkdir -p "$RUN/photos" && ls "$PHOTOS" | head -n 20 | while read -r f; do cp "$PHOTOS/$f" "$RUN/photos/"; done
 IMAGESEARCH_WRITER_TOKEN="$(cat "$RUN/secrets/writer-token")" "${CLI[@]}" gallery add "$RUN/photos"
 "${CLI[@]}" search --region US --k 3 "a dog running on the grass"
+"${CLI[@]}" search --region DE --k 3 "a dog running on the grass"
+promql() { curl -sfG http://127.0.0.1:9090/api/v1/query --data-urlencode "query=$1"; }
 for _ in $(seq 1 60); do
-  curl -sf 'http://127.0.0.1:9090/api/v1/query?query=sum(imagesearch_requests_total)' | grep -q '"value"' && break; sleep 1
+  promql 'sum(imagesearch_requests_total{method="Search"})' | grep -q '"value"' && break; sleep 1
 done
-curl -sf 'http://127.0.0.1:9090/api/v1/query?query=up{job="imagesearch"}' | grep -q '"1"\]' || { echo "compose.sh: Prometheus does not scrape the server" >&2; exit 1; }
-log "compose stack served a search; Prometheus scrapes it ($("${COMPOSE[@]}" ps --services | tr '\n' ' '))"
+promql 'up{job="imagesearch"} == 1' | grep -q '"value"' || { echo "compose.sh: Prometheus does not scrape the server" >&2; exit 1; }
+scraped="$(promql 'sum by (method) (imagesearch_requests_total)' | python3 -c 'import json, sys
+print(", ".join(r["metric"]["method"] + " " + r["value"][1] for r in json.load(sys.stdin)["data"]["result"]))')"
+alerts="$(curl -sf http://127.0.0.1:9090/api/v1/rules | python3 -c 'import json, sys; print(sum(r["type"] == "alerting" for g in json.load(sys.stdin)["data"]["groups"] for r in g["rules"]))')"
+log "compose stack served a search; Prometheus scrapes it (requests: $scraped; $alerts alert rules loaded)"
