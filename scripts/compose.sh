@@ -55,7 +55,9 @@ CLI=("$BIN_DIR/imagesearch" --endpoint http://127.0.0.1:50051)
 for _ in $(seq 1 240); do "${CLI[@]}" health >/dev/null 2>&1 && break; sleep 1; done
 "${CLI[@]}" health
 PHOTOS="$IMAGESEARCH_DATA/image_search/test_images"
-mkdir -p "$RUN/photos" && ls "$PHOTOS" | head -n 20 | while read -r f; do cp "$PHOTOS/$f" "$RUN/photos/"; done
+mkdir -p "$RUN/photos"
+mapfile -t photos < <(ls "$PHOTOS")
+for f in "${photos[@]:0:20}"; do cp "$PHOTOS/$f" "$RUN/photos/"; done
 IMAGESEARCH_WRITER_TOKEN="$(cat "$RUN/secrets/writer-token")" "${CLI[@]}" gallery add "$RUN/photos"
 "${CLI[@]}" search --region US --k 3 "a dog running on the grass"
 "${CLI[@]}" search --region DE --k 3 "a dog running on the grass"

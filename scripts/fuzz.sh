@@ -38,14 +38,17 @@ seed() { # target dir
     law)
       # Real captions and queries, one per file, plus every lexicon example in the crate docs.
       head -n 400 "$IMAGESEARCH_DATA/flickr8k_train/Flickr8k.token.txt" | cut -f2 | split -l 1 - "$dir/caption-"
-      tail -n +2 "$IMAGESEARCH_DATA/image_search/test_queries.csv" | head -n 200 | cut -d'|' -f3 | split -l 1 - "$dir/query-"
+      # (sed reads its whole input: no producer is cut off mid-write, which under pipefail
+      # would end the script with SIGPIPE's status 141.)
+      sed -n '2,201p' "$IMAGESEARCH_DATA/image_search/test_queries.csv" | cut -d'|' -f3 | split -l 1 - "$dir/query-"
       printf 'k\xe2\x80\x8bids in the park' > "$dir/zwsp"
       printf '\xef\xbd\x8b\xef\xbd\x89\xef\xbd\x84\xef\xbd\x93' > "$dir/fullwidth"
       printf 'a 7-year-old boy' > "$dir/age"
       ;;
     image_decode)
       # Real photos (the smaller ones), and a PNG and a WebP made from one of them.
-      find "$IMAGESEARCH_DATA/image_search/test_images" -name '*.jpg' -size -60k | head -n 20 | while read -r f; do cp "$f" "$dir/"; done
+      mapfile -t small < <(find "$IMAGESEARCH_DATA/image_search/test_images" -name '*.jpg' -size -60k | sort)
+      cp "${small[@]:0:20}" "$dir/"
       ;;
     requests)
       # One encoded request of each kind (first byte: which message), with real query texts.

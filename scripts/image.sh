@@ -59,6 +59,17 @@ TORCH_LIBS=(libc10.so libtorch.so libtorch_cpu.so libgomp.so.1 libshm.so libtorc
 if [ "$VARIANT" = cuda ]; then
   TORCH_LIBS+=(libc10_cuda.so libtorch_cuda.so libtorch_cuda_linalg.so libtorch_nvshmem.so libcaffe2_nvrtc.so)
   for d in "$SITE"/nvidia/*/; do put "${d%/}" "$CTX/nvidia/"; done
+  # cuSOLVER (libtorch_cuda_linalg.so's, for linear algebra on the GPU) is left out of the
+  # venv's lean install; the CUDA image gets the pinned wheel, fetched once.
+  CUSOLVER="$IMAGESEARCH_HOME/build/nvidia-cusolver-12.0.4.66"
+  if [ ! -f "$CUSOLVER/.done" ]; then
+    log "fetching nvidia-cusolver 12.0.4.66 for the CUDA image (once)"
+    rm -rf "$CUSOLVER"
+    "$IMAGESEARCH_HOME/venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps \
+      --target "$CUSOLVER" nvidia-cusolver==12.0.4.66
+    touch "$CUSOLVER/.done"
+  fi
+  for l in "$CUSOLVER"/nvidia/cu13/lib/*.so*; do put "$l" "$CTX/nvidia/cu13/lib/"; done
 else
   mkdir -p "$CTX/nvidia/cu13/lib"
   for l in libcudart.so.13 libcupti.so.13; do put "$SITE/nvidia/cu13/lib/$l" "$CTX/nvidia/cu13/lib/$l"; done

@@ -39,7 +39,7 @@ cat > "$tmp/tsconfig.json" <<'JSON'
 JSON
 if ! (cd "$tmp" && "$NM/.bin/tsc" -p tsconfig.json > "$tmp/tsc.log" 2>&1); then
     echo "FAIL  imagesearch.json does not satisfy @grafana/schema Dashboard:" >&2
-    sed 's/^/      /' "$tmp/tsc.log" | head -40 >&2
+    sed -n '1,40s/^/      /p' "$tmp/tsc.log" >&2
     exit 1
 fi
 echo "ok    imagesearch.json satisfies Dashboard of @grafana/schema $(sed -n 's/.*"version": "\(.*\)".*/\1/p' "$NM/@grafana/schema/package.json" | head -1) (tsc --strict)"

@@ -24,7 +24,7 @@ trap 'rm -rf "$WORK"' EXIT
 failures=0
 
 ok()   { printf 'ok    %s\n' "$1"; }
-fail() { printf 'FAIL  %s\n' "$1"; [ -z "${2:-}" ] || sed 's/^/      /' "$2" | head -20; failures=$((failures + 1)); }
+fail() { printf 'FAIL  %s\n' "$1"; [ -z "${2:-}" ] || sed -n '1,20s/^/      /p' "$2"; failures=$((failures + 1)); }
 
 # Scenarios: a name and the helm arguments that select its values.
 # "features" turns on everything else the chart can render: the chart's own Secret (inline
@@ -140,7 +140,7 @@ for v in "${VERSIONS[@]}"; do
   log="$WORK/validate-$v.log"
   "$KV" --strict -k "$v" "${renders[@]}" >"$log" 2>&1 && rc=0 || rc=$?
   passed="$(grep -c ' passed for resource ' "$log" || true)"
-  if [ "$rc" -eq 0 ] && ! grep -v 'with api version monitoring.coreos.com/' "$log" | grep -qE '^(WARN|ERROR)'; then
+  if [ "$rc" -eq 0 ] && ! grep -v 'with api version monitoring.coreos.com/' "$log" | grep -E '^(WARN|ERROR)' >/dev/null; then
     ok "kubernetes-validate --strict -k $v: $passed resources in ${#renders[@]} renders"
   else
     fail "kubernetes-validate --strict -k $v" <(grep -E '^(WARN|ERROR)' "$log" | grep -v 'monitoring.coreos.com/' || cat "$log")
