@@ -18,21 +18,12 @@ while [ $# -gt 0 ]; do
   esac
 done
 ls "$MODELS"/scorer/*/manifest.json >/dev/null 2>&1 || { echo "compose.sh: no scorer version in $MODELS (run make demo, or pass --models DIR)" >&2; exit 1; }
+ls "$MODELS"/encoders/*/manifest.json >/dev/null 2>&1 || { echo "compose.sh: $MODELS has no encoders/ (the container sees only the model repository: link or copy the exported encoders there)" >&2; exit 1; }
 
 bash scripts/image.sh
 DOCKER=/usr/bin/docker
 export DOCKER_BUILDKIT=1
-base() {  # base <suite>: imagesearch-base:<suite> from debootstrap, once
-  local suite="$1" rootfs="$IMAGESEARCH_HOME/build/rootfs-$1"
-  "$DOCKER" image inspect "imagesearch-base:$suite" >/dev/null 2>&1 && return
-  log "debootstrap --variant=minbase $suite"
-  rm -rf "$rootfs"
-  debootstrap --variant=minbase --include=ca-certificates "$suite" "$rootfs" http://deb.debian.org/debian >"$IMAGESEARCH_HOME/build/debootstrap-$suite.log" 2>&1
-  rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
-  tar -C "$rootfs" -c . | "$DOCKER" import --change 'CMD ["/bin/bash"]' - "imagesearch-base:$suite" >/dev/null
-  rm -rf "$rootfs"
-}
-base trixie
+bash scripts/base_image.sh trixie
 log "building imagesearch-postgres:17 and imagesearch-prometheus:2"
 "$DOCKER" build --quiet -t imagesearch-postgres:17 deploy/container/postgres >/dev/null
 "$DOCKER" build --quiet -t imagesearch-prometheus:2 deploy/container/prometheus >/dev/null
@@ -53,6 +44,7 @@ trap '[ "$KEEP" = 1 ] || "${COMPOSE[@]}" down -v >/dev/null 2>&1' EXIT
 
 CLI=("$BIN_DIR/imagesearch" --endpoint http://127.0.0.1:50051)
 for _ in $(seq 1 240); do "${CLI[@]}" health >/dev/null 2>&1 && break; sleep 1; done
+"${CLI[@]}" health >/dev/null 2>&1 || { "${COMPOSE[@]}" logs --tail 30 imagesearch >&2; echo "compose.sh: the server did not turn healthy in 240 s" >&2; exit 1; }
 "${CLI[@]}" health
 PHOTOS="$IMAGESEARCH_DATA/image_search/test_images"
 mkdir -p "$RUN/photos"

@@ -25,7 +25,8 @@ fi
 export PATH="$TOOLS/bin:$PATH"
 # libFuzzer's instrumentation flags are nightly-only; the stable toolchain accepts them with
 # RUSTC_BOOTSTRAP (the same compiler, its unstable flags allowed).
-if ! rustc --version | grep -q nightly; then
+case "$(rustc --version)" in *nightly*) nightly=1 ;; *) nightly=0 ;; esac
+if [ "$nightly" = 0 ]; then
   export RUSTC_BOOTSTRAP=1
 fi
 FUZZ_TARGET_DIR="$IMAGESEARCH_HOME/fuzz-target"

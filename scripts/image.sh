@@ -25,19 +25,7 @@ export DOCKER_BUILDKIT=1
 
 # 1. The base: Debian bookworm minbase with CA certificates (for https:// S3 endpoints).
 BASE_TAG="imagesearch-base:bookworm"
-if ! "$DOCKER" image inspect "$BASE_TAG" >/dev/null 2>&1; then
-  ROOTFS="$IMAGESEARCH_HOME/build/rootfs-bookworm"
-  log "debootstrap --variant=minbase bookworm into $ROOTFS"
-  rm -rf "$ROOTFS"
-  start=$SECONDS
-  debootstrap --variant=minbase --include=ca-certificates bookworm "$ROOTFS" http://deb.debian.org/debian >"$IMAGESEARCH_HOME/build/debootstrap.log" 2>&1 \
-    || { tail -20 "$IMAGESEARCH_HOME/build/debootstrap.log" >&2; exit 1; }
-  # Nothing of the build host's apt state or caches goes into the image.
-  rm -rf "$ROOTFS"/var/cache/apt/archives/*.deb "$ROOTFS"/var/lib/apt/lists/*
-  tar -C "$ROOTFS" -c . | "$DOCKER" import --change 'CMD ["/bin/bash"]' - "$BASE_TAG" >/dev/null
-  rm -rf "$ROOTFS"
-  log "base image $BASE_TAG imported ($((SECONDS - start)) s)"
-fi
+bash scripts/base_image.sh bookworm
 
 # 2. The binaries (the workspace's one dev-profile build, opt-level 2: the same artifacts the
 # tests use, so nothing compiles twice).
