@@ -44,8 +44,7 @@ trap '[ "$KEEP" = 1 ] || "${COMPOSE[@]}" down -v >/dev/null 2>&1' EXIT
 
 CLI=("$BIN_DIR/imagesearch" --endpoint http://127.0.0.1:50051)
 for _ in $(seq 1 240); do "${CLI[@]}" health >/dev/null 2>&1 && break; sleep 1; done
-"${CLI[@]}" health >/dev/null 2>&1 || { "${COMPOSE[@]}" logs --tail 30 imagesearch >&2; echo "compose.sh: the server did not turn healthy in 240 s" >&2; exit 1; }
-"${CLI[@]}" health
+"${CLI[@]}" health 2>/dev/null || { "${COMPOSE[@]}" logs --tail 30 imagesearch >&2; echo "compose.sh: the server did not turn healthy in 240 s" >&2; exit 1; }
 PHOTOS="$IMAGESEARCH_DATA/image_search/test_images"
 mkdir -p "$RUN/photos"
 mapfile -t photos < <(ls "$PHOTOS")

@@ -25,10 +25,7 @@ fi
 export PATH="$TOOLS/bin:$PATH"
 # libFuzzer's instrumentation flags are nightly-only; the stable toolchain accepts them with
 # RUSTC_BOOTSTRAP (the same compiler, its unstable flags allowed).
-case "$(rustc --version)" in *nightly*) nightly=1 ;; *) nightly=0 ;; esac
-if [ "$nightly" = 0 ]; then
-  export RUSTC_BOOTSTRAP=1
-fi
+case "$(rustc --version)" in *nightly*) ;; *) export RUSTC_BOOTSTRAP=1 ;; esac
 FUZZ_TARGET_DIR="$IMAGESEARCH_HOME/fuzz-target"
 
 seed() { # target dir
