@@ -1,7 +1,7 @@
 # Thin targets over scripts/. Everything heavy is cached under $IMAGESEARCH_HOME
 # (default ~/.cache/imagesearch): the Python venv, the exported encoders, cargo's target dir
 # and the vector cache.
-.PHONY: setup demo test eval bench scale build fuzz faults image compose deploy-check
+.PHONY: setup demo test eval bench soak scale build fuzz faults image compose deploy-check
 
 setup:
 	bash scripts/setup.sh
@@ -17,6 +17,10 @@ eval:
 
 bench:
 	bash scripts/bench.sh
+
+# Mixed traffic at ~80% of capacity for SOAK_DURATION_S (default 1800): RSS, p99, throughput over time.
+soak:
+	bash scripts/soak.sh
 
 scale:
 	bash scripts/scale.sh

@@ -1,88 +1,131 @@
 #!/usr/bin/env bash
-# `make bench`: Score and Search throughput and latency through the real server (batching on
-# and off, caches on and off) at concurrency 1, 8 and 32, and the same TorchScript modules
-# called directly in a loop (the naive ceiling). Writes var/bench/report.md (+ JSON, SVG plots).
+# `make bench`: imagesearch side by side with a plain Python grpcio server doing the same work
+# (bench/peer/server.py: thread pool, PIL, the same TorchScript files), both measured by the
+# same load generator, point by point alternating, in one run: Score and Search at concurrency
+# 1, 8 and 32, caches off (every request really encodes) and caches on; then overload (open
+# loop far past capacity) and recovery. The TorchScript modules in a loop give the ceiling.
+# Writes var/bench/report.md, report.json and compare.svg.
+#
+# Knobs: BENCH_DURATION_S (10 per point), BENCH_SWEEP (1,8,32), BENCH_REPEATS (2),
+# BENCH_CACHES ("off on"), BENCH_OPS ("score search"), BENCH_OVERLOAD_RATE (500, 0 = skip),
+# BENCH_RUST_FLAGS (extra server flags, e.g. to measure a lever), IMAGESEARCH_DEVICE (cpu).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$ROOT"
 bash scripts/setup.sh
 cargo test --workspace --no-run
+VERSION=$(ensure_version)
 OUT="$ROOT/var/bench"
 mkdir -p "$OUT"
+rm -rf "$OUT/points"
 DEVICE="${IMAGESEARCH_DEVICE:-cpu}"
 DURATION="${BENCH_DURATION_S:-10}"
 SWEEP="${BENCH_SWEEP:-1,8,32}"
+REPEATS="${BENCH_REPEATS:-2}"
+CACHES="${BENCH_CACHES:-off on}"
+OPS="${BENCH_OPS:-score search}"
+OVERLOAD_RATE="${BENCH_OVERLOAD_RATE:-500}"
 PORT="${BENCH_PORT:-50071}"
-export IMAGESEARCH_ENDPOINT="http://127.0.0.1:$PORT"
+PEER_PORT="${BENCH_PEER_PORT:-50072}"
 DATA="$IMAGESEARCH_DATA/image_search"
+PY="$IMAGESEARCH_HOME/venv/bin/python"
+RUST="http://127.0.0.1:$PORT"
+PEER="http://127.0.0.1:$PEER_PORT"
+export IMAGESEARCH_WRITER_TOKEN="${IMAGESEARCH_WRITER_TOKEN:-bench-writer-$$}"
 
 log "naive ceiling: the TorchScript modules in a loop, one thread ($DEVICE)"
 "$BIN_DIR/imagesearch-bench-models" --device "$DEVICE" --photos "$DATA/test_images" \
   --queries "$DATA/test_queries.csv" > "$OUT/models.json"
-cat "$OUT/models.json"
 
-export IMAGESEARCH_WRITER_TOKEN="${IMAGESEARCH_WRITER_TOKEN:-bench-writer-$$}"
-run_server() { # name, extra server flags...
-  local name=$1; shift
-  "$BIN_DIR/imagesearch-server" --listen "127.0.0.1:$PORT" --metrics-listen off --device "$DEVICE" \
-    --data-dir "$OUT/server" "$@" > "$OUT/server-$name.log" 2>&1 &
-  SERVER_PID=$!
-  for _ in $(seq 1 300); do
-    "$BIN_DIR/imagesearch" health >/dev/null 2>&1 && return 0
-    kill -0 $SERVER_PID 2>/dev/null || { cat "$OUT/server-$name.log"; exit 1; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+wait_ready() { # endpoint pid log
+  for _ in $(seq 1 600); do
+    IMAGESEARCH_ENDPOINT=$1 "$BIN_DIR/imagesearch" info >/dev/null 2>&1 && return 0
+    kill -0 "$2" 2>/dev/null || { cat "$3"; exit 1; }
     sleep 0.5
   done
-  echo "server $name did not become ready" >&2; exit 1
+  echo "the server at $1 did not become ready" >&2; exit 1
 }
-stop_server() { kill -TERM $SERVER_PID; wait $SERVER_PID || true; }
-trap 'kill -TERM ${SERVER_PID:-0} 2>/dev/null || true' EXIT
-
-sweep() { # config name, mix
-  log "$1: $2 at concurrency $SWEEP (${DURATION}s each)"
-  "$BIN_DIR/imagesearch" loadtest --data "$DATA" --mix "$2" --sweep "$SWEEP" --duration-s "$DURATION" \
-    --warmup-s 2 --region US --out-dir "$OUT/$1-$2" > /dev/null
-}
-
-# The gallery (100 test photos) is filled once and kept in var/bench/server.
-run_server fill
-[ "$("$BIN_DIR/imagesearch" --json gallery stats | sed -n 's/.*"photos": \([0-9]*\).*/\1/p')" -ge 100 ] \
-  || "$BIN_DIR/imagesearch" gallery add "$DATA/test_images"
-stop_server
-
-for config in "batched:--max-batch-size 32" "unbatched:--max-batch-size 1" \
-              "batched-nocache:--max-batch-size 32 --image-cache 0 --text-cache 0" \
-              "unbatched-nocache:--max-batch-size 1 --image-cache 0 --text-cache 0"; do
-  name=${config%%:*}; flags=${config#*:}
+RUST_PID=""; PEER_PID=""
+start_rust() { # name, flags...
+  local name=$1; shift
   # shellcheck disable=SC2086
-  run_server "$name" $flags
-  sweep "$name" score
-  sweep "$name" search
-  stop_server
+  "$BIN_DIR/imagesearch-server" --listen "127.0.0.1:$PORT" --metrics-listen off --device "$DEVICE" \
+    --data-dir "$OUT/server" "$@" ${BENCH_RUST_FLAGS:-} > "$OUT/server-$name.log" 2>&1 &
+  RUST_PID=$!
+  wait_ready "$RUST" "$RUST_PID" "$OUT/server-$name.log"
+}
+start_peer() { # name, flags...
+  local name=$1; shift
+  "$PY" bench/peer/server.py --listen "127.0.0.1:$PEER_PORT" --models "$IMAGESEARCH_MODELS" \
+    --version "$VERSION" --device "$DEVICE" --gallery "$DATA/test_images" "$@" > "$OUT/peer-$name.log" 2>&1 &
+  PEER_PID=$!
+  wait_ready "$PEER" "$PEER_PID" "$OUT/peer-$name.log"
+}
+stop_all() {
+  for pid in $RUST_PID $PEER_PID; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in $RUST_PID $PEER_PID; do wait "$pid" 2>/dev/null || true; done
+  RUST_PID=""; PEER_PID=""
+}
+trap stop_all EXIT
+
+point() { # server endpoint pid cache op concurrency repeat
+  local dir="$OUT/points/$1-cache$4-$5-c$6-r$7" t0 t1
+  t0=$(cpu_ticks "$3")
+  IMAGESEARCH_ENDPOINT=$2 "$BIN_DIR/imagesearch" loadtest --data "$DATA" --mix "$5" --sweep "$6" \
+    --duration-s "$DURATION" --warmup-s 2 --region US --out-dir "$dir" > /dev/null
+  t1=$(cpu_ticks "$3")
+  printf '{"server": "%s", "cache": "%s", "op": "%s", "concurrency": %s, "repeat": %s, "cpu_s": %s, "wall_s": %s, "rss_kb": %s}\n' \
+    "$1" "$4" "$5" "$6" "$7" "$(( t1 - t0 ))e-2" "$(( DURATION + 2 ))" "$(rss_kb "$3")" > "$dir/proc.json"
+}
+
+# The Rust server's gallery (the 100 test photos) is filled once and kept in var/bench/server;
+# the peer embeds the same photos at its start.
+start_rust fill
+[ "$(IMAGESEARCH_ENDPOINT=$RUST "$BIN_DIR/imagesearch" --json gallery stats | sed -n 's/.*"photos": \([0-9]*\).*/\1/p')" -ge 100 ] \
+  || IMAGESEARCH_ENDPOINT=$RUST "$BIN_DIR/imagesearch" gallery add "$DATA/test_images"
+stop_all
+
+for cache in $CACHES; do
+  if [ "$cache" = off ]; then
+    start_rust nocache --image-views original --image-cache 0 --text-cache 0
+    start_peer nocache --cache 0
+  else
+    start_rust cache --image-views original
+    start_peer cache --cache 4096
+  fi
+  log "caches $cache: Rust (pid $RUST_PID) and Python peer (pid $PEER_PID) alternating, ${DURATION}s per point"
+  for op in $OPS; do
+    for c in ${SWEEP//,/ }; do
+      for r in $(seq 1 "$REPEATS"); do
+        # Alternate which server goes first, so drift on the machine favours neither.
+        if [ $(( r % 2 )) -eq 1 ]; then order="rust peer"; else order="peer rust"; fi
+        for s in $order; do
+          if [ "$s" = rust ]; then point rust "$RUST" "$RUST_PID" "$cache" "$op" "$c" "$r"
+          else point peer "$PEER" "$PEER_PID" "$cache" "$op" "$c" "$r"; fi
+        done
+        log "  $op c=$c repeat $r done"
+      done
+    done
+  done
+  stop_all
 done
+
+if [ "$OVERLOAD_RATE" != 0 ]; then
+  log "overload: open loop, $OVERLOAD_RATE Search/s for 20 s on the Rust server (caches off), then recovery"
+  start_rust overload --image-views original --image-cache 0 --text-cache 0
+  IMAGESEARCH_ENDPOINT=$RUST "$BIN_DIR/imagesearch" --json loadtest --data "$DATA" --mix search --mode open \
+    --rate "$OVERLOAD_RATE" --duration-s 20 --warmup-s 0 --region US > "$OUT/overload.json"
+  for after in 1 5; do
+    sleep $(( after == 1 ? 1 : 4 ))
+    IMAGESEARCH_ENDPOINT=$RUST "$BIN_DIR/imagesearch" --json loadtest --data "$DATA" --mix search \
+      --concurrency 1 --requests 5 --warmup-s 0 --region US --seed "$after" > "$OUT/recovery-$after.json"
+  done
+  echo "{\"rss_kb\": $(rss_kb "$RUST_PID")}" > "$OUT/overload-proc.json"
+  stop_all
+fi
 trap - EXIT
 
-"$IMAGESEARCH_HOME/venv/bin/python" - "$OUT" <<'PY'
-import json, sys, pathlib
-out = pathlib.Path(sys.argv[1])
-models = json.loads((out / "models.json").read_text())
-ceil = {"score": models["score_batch1"]["pairs_per_s"], "search": models["search_batch1"]["searches_per_s"]}
-ceil8 = {"score": models["score_batch8"]["pairs_per_s"], "search": models["search_batch8"]["searches_per_s"]}
-own = {"score": models["score_batch1"]["ms_per_call"], "search": models["search_batch1"]["ms_per_call"]}
-lines = [f"# imagesearch benchmark ({models['device']}, scorer version {models['version']}, gallery {models['gallery_photos']} photos)", "",
-         "Naive ceiling (modules in a loop, one thread, no server): "
-         f"Score {ceil['score']:.1f} pairs/s at batch 1 ({own['score']:.1f} ms each), {ceil8['score']:.1f} at batch 8; "
-         f"Search {ceil['search']:.1f}/s at batch 1 ({own['search']:.1f} ms each), {ceil8['search']:.1f} at batch 8.", "",
-         "| config | op | concurrency | req/s | × naive | p50 ms | p95 ms | p99 ms | p50 − model ms | errors |",
-         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-for d in sorted(out.glob("*-score")) + sorted(out.glob("*-search")):
-    config, op = d.name.rsplit("-", 1)
-    for row in json.loads((d / "sweep.json").read_text()):
-        r, c = row["report"], row["concurrency"]
-        l = r["latency"]
-        lines.append(f"| {config} | {op} | {c} | {r['throughput_rps']:.1f} | {r['throughput_rps'] / ceil[op]:.2f} | {l['p50_ms']:.1f} | {l['p95_ms']:.1f} | {l['p99_ms']:.1f} | {l['p50_ms'] - own[op]:+.1f} | {sum(r['errors'].values())} |")
-lines += ["", "`× naive` = throughput / naive batch-1 throughput; "
-          "`p50 − model` = median latency minus the modules' own time for one request. Plots: `*/sweep.svg`."]
-(out / "report.md").write_text("\n".join(lines) + "\n")
-print("\n".join(lines))
-PY
-log "report: $OUT/report.md"
+"$PY" bench/report.py "$OUT"
+log "report: $OUT/report.md (plot: $OUT/compare.svg)"

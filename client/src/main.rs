@@ -213,6 +213,10 @@ struct LoadArgs {
     out_dir: PathBuf,
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Retries of a refused call (RESOURCE_EXHAUSTED, UNAVAILABLE) with back-off, as a
+    /// production client would; 0 counts every refusal (and how fast it came) as the server gave it.
+    #[arg(long, default_value_t = 0)]
+    retries: u32,
 }
 
 /// `gallery review --decision`: what the reviewer saw.
@@ -263,7 +267,7 @@ fn parse_mix_arg(s: &str) -> Result<MixArg, String> {
 }
 
 /// The server's limits as `(name, value)` rows, named as in the API (and in `--json`).
-fn limit_rows(l: &pb::Limits) -> [(&'static str, u64); 17] {
+fn limit_rows(l: &pb::Limits) -> [(&'static str, u64); 22] {
     [
         ("max_pairs_per_request", u64::from(l.max_pairs_per_request)),
         ("max_batch_size", u64::from(l.max_batch_size)),
@@ -282,6 +286,11 @@ fn limit_rows(l: &pb::Limits) -> [(&'static str, u64); 17] {
         ("max_search_depth", u64::from(l.max_search_depth)),
         ("max_photo_attributes", u64::from(l.max_photo_attributes)),
         ("max_filter_conditions", u64::from(l.max_filter_conditions)),
+        ("max_concurrent_requests", u64::from(l.max_concurrent_requests)),
+        ("max_queue_time_ms", l.max_queue_time_ms),
+        ("image_max_batch_size", u64::from(l.image_max_batch_size)),
+        ("image_instances", u64::from(l.image_instances)),
+        ("text_instances", u64::from(l.text_instances)),
     ]
 }
 
@@ -311,6 +320,10 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut cfg = ClientConfig::new(cli.endpoint.clone());
+    if let Command::Loadtest(a) = &cli.command {
+        // A load generator counts what the server answered: refusals are not retried unless asked.
+        cfg.retry.max_attempts = a.retries.saturating_add(1);
+    }
     cfg.admin_token = cli.admin_token.clone();
     cfg.writer_token = cli.writer_token.clone();
     let read = |p: &PathBuf| std::fs::read(p).with_context(|| p.display().to_string());
@@ -483,11 +496,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     "versions": info.versions.iter().map(|v| serde_json::json!({"version": v.version, "created": v.created, "child_detector": v.has_child_detector})).collect::<Vec<_>>(),
                     "rollout": {"stable": r.stable, "canary": r.canary, "canary_percent": r.canary_percent},
                     "restricted_regions": info.restricted_regions,
-                    "image_views": info.image_views, "text_encoder_device": info.text_encoder_device,
+                    "image_views": info.image_views, "index_views": info.index_views, "text_encoder_device": info.text_encoder_device,
                     "limits": limits,
                 }));
             }
-            println!("build {} ({}) on {} (text encoder on {}, image views: {})", info.build_version, info.git_commit, info.device, info.text_encoder_device, info.image_views);
+            println!(
+                "build {} ({}) on {} (text encoder on {}, image views: {} for Score, {} for gallery photos)",
+                info.build_version, info.git_commit, info.device, info.text_encoder_device, info.image_views, info.index_views
+            );
             for v in &info.versions {
                 println!("  scorer version {} created {} child detector: {}", v.version, v.created, v.has_child_detector);
             }
@@ -635,11 +651,12 @@ mod tests {
             max_pairs_per_request: 1, max_batch_size: 2, max_queue_delay_us: 3, queue_capacity: 4, max_message_bytes: 5,
             max_text_chars: 6, max_image_bytes: 7, max_image_pixels: 8, max_k: 9, max_stream_in_flight: 10,
             max_request_pixels: 11, max_answer_photo_bytes: 12, decode_workers: 13, decode_queue: 14, max_search_depth: 15, max_photo_attributes: 16, max_filter_conditions: 17,
+            max_concurrent_requests: 18, max_queue_time_ms: 19, image_max_batch_size: 20, image_instances: 21, text_instances: 22,
         };
         let rows = limit_rows(&l);
         let mut values: Vec<u64> = rows.iter().map(|(_, v)| *v).collect();
         values.sort_unstable();
-        assert_eq!(values, (1..=17).collect::<Vec<u64>>(), "each field once");
+        assert_eq!(values, (1..=22).collect::<Vec<u64>>(), "each field once");
         let names: std::collections::BTreeSet<&str> = rows.iter().map(|(n, _)| *n).collect();
         assert_eq!(names.len(), rows.len(), "names are unique");
     }

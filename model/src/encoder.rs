@@ -38,6 +38,43 @@ pub struct EncoderManifest {
     pub files: BTreeMap<String, String>,
     #[serde(default)]
     pub torch: Option<String>,
+    /// Re-exports of the same network for serving (faster, or for other devices), each checked
+    /// against `file` at export; `file` stays the encoder's identity.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub serving: Vec<ServingVariant>,
+}
+
+/// A serving re-export of an encoder (`scripts/export_encoders.py`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct ServingVariant {
+    /// The TorchScript file, relative to the encoder's directory (listed in `files`).
+    pub file: String,
+    /// Device kinds it runs on: "cpu", "cuda".
+    pub devices: Vec<String>,
+    /// Largest difference from the reference file's outputs, measured at export.
+    pub max_abs_diff: f64,
+    /// How it was made.
+    #[serde(default)]
+    pub how: String,
+}
+
+/// Which file of an encoder to load.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+pub enum EncoderFile {
+    /// The reference export (the trainer's: vectors exactly as versions were trained on).
+    Reference,
+    /// The first serving variant made for the device, else the reference.
+    Serving,
+}
+
+fn device_kind(device: Device) -> &'static str {
+    match device {
+        Device::Cpu => "cpu",
+        Device::Cuda(_) => "cuda",
+        Device::Mps => "mps",
+        Device::Vulkan => "vulkan",
+    }
 }
 
 impl EncoderManifest {
@@ -53,6 +90,18 @@ impl EncoderManifest {
         self.files.get(&self.file).map(String::as_str).unwrap_or("")
     }
 
+    /// The file to load on `device`: a serving variant made for it, or the reference.
+    pub fn file_for(&self, which: EncoderFile, device: Device) -> &str {
+        match which {
+            EncoderFile::Reference => &self.file,
+            EncoderFile::Serving => self
+                .serving
+                .iter()
+                .find(|v| v.devices.iter().any(|d| d == device_kind(device)))
+                .map_or(self.file.as_str(), |v| v.file.as_str()),
+        }
+    }
+
     fn input_usize(&self, key: &str) -> Result<usize, ModelError> {
         self.input
             .get(key)
@@ -64,7 +113,7 @@ impl EncoderManifest {
     }
 }
 
-fn load_module(dir: &Path, kind: EncoderKind, device: Device) -> Result<(EncoderManifest, CModule), ModelError> {
+fn load_module(dir: &Path, kind: EncoderKind, device: Device, which: EncoderFile) -> Result<(EncoderManifest, CModule), ModelError> {
     let manifest = EncoderManifest::load(dir)?;
     if manifest.kind != kind {
         return Err(ModelError::Incompatible(format!(
@@ -75,7 +124,8 @@ fn load_module(dir: &Path, kind: EncoderKind, device: Device) -> Result<(Encoder
         )));
     }
     let tokenizer = manifest.input.get("tokenizer").and_then(serde_json::Value::as_str);
-    for needed in std::iter::once(manifest.file.as_str()).chain(tokenizer) {
+    let file = manifest.file_for(which, device).to_string();
+    for needed in [manifest.file.as_str(), file.as_str()].into_iter().chain(tokenizer) {
         let listed = manifest.files.get(needed);
         if !listed.is_some_and(|sha| sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit())) {
             return Err(ModelError::Incompatible(format!(
@@ -85,7 +135,7 @@ fn load_module(dir: &Path, kind: EncoderKind, device: Device) -> Result<(Encoder
         }
     }
     verify_files(dir, &manifest.files)?;
-    let mut module = CModule::load_on_device(dir.join(&manifest.file), device)?;
+    let mut module = CModule::load_on_device(dir.join(&file), device)?;
     module.set_eval();
     Ok((manifest, module))
 }
@@ -101,9 +151,14 @@ pub struct ImageEncoder {
 }
 
 impl ImageEncoder {
-    /// Loads and verifies an image encoder directory.
+    /// Loads and verifies an image encoder directory (its reference file).
     pub fn load(dir: &Path, device: Device) -> Result<Self, ModelError> {
-        let (manifest, module) = load_module(dir, EncoderKind::Image, device)?;
+        Self::load_file(dir, device, EncoderFile::Reference)
+    }
+
+    /// Loads and verifies an image encoder directory, the file chosen by `which`.
+    pub fn load_file(dir: &Path, device: Device, which: EncoderFile) -> Result<Self, ModelError> {
+        let (manifest, module) = load_module(dir, EncoderKind::Image, device, which)?;
         let width = manifest.input_usize("width")? as u32;
         let height = manifest.input_usize("height")? as u32;
         Ok(ImageEncoder { manifest, dir: dir.to_path_buf(), module, device, width, height })
@@ -154,9 +209,14 @@ pub struct TextEncoder {
 }
 
 impl TextEncoder {
-    /// Loads and verifies a text encoder directory (module and tokenizer).
+    /// Loads and verifies a text encoder directory (reference module and tokenizer).
     pub fn load(dir: &Path, device: Device) -> Result<Self, ModelError> {
-        let (manifest, module) = load_module(dir, EncoderKind::Text, device)?;
+        Self::load_file(dir, device, EncoderFile::Reference)
+    }
+
+    /// Loads and verifies a text encoder directory, the module file chosen by `which`.
+    pub fn load_file(dir: &Path, device: Device, which: EncoderFile) -> Result<Self, ModelError> {
+        let (manifest, module) = load_module(dir, EncoderKind::Text, device, which)?;
         let tokenizer_file = manifest
             .input
             .get("tokenizer")
@@ -171,8 +231,8 @@ impl TextEncoder {
     /// Loads on `device` and runs a probe; when the module cannot run there (a traced module
     /// may hold constants made on the CPU at export, e.g. position ids), it is loaded on the
     /// CPU instead. Returns the encoder and why it fell back, if it did.
-    pub fn load_probed(dir: &Path, device: Device) -> Result<(Self, Option<String>), ModelError> {
-        let enc = Self::load(dir, device)?;
+    pub fn load_probed(dir: &Path, device: Device, which: EncoderFile) -> Result<(Self, Option<String>), ModelError> {
+        let enc = Self::load_file(dir, device, which)?;
         if device == Device::Cpu {
             return Ok((enc, None));
         }
@@ -180,7 +240,7 @@ impl TextEncoder {
             Ok(_) => Ok((enc, None)),
             Err(e) => {
                 let first_line = e.to_string().lines().rev().find(|l| l.contains("Error")).unwrap_or("").trim().to_string();
-                Ok((Self::load(dir, Device::Cpu)?, Some(first_line)))
+                Ok((Self::load_file(dir, Device::Cpu, which)?, Some(first_line)))
             }
         }
     }

@@ -13,7 +13,7 @@ pub mod tokenize;
 pub mod views;
 
 pub use detector::{ChildDetector, DetectorInfo, DetectorWeights, DETECTOR_FILE};
-pub use encoder::{EncoderKind, EncoderManifest, ImageEncoder, TextEncoder};
+pub use encoder::{EncoderFile, EncoderKind, EncoderManifest, ImageEncoder, ServingVariant, TextEncoder};
 pub use error::ModelError;
 pub use preprocess::{ImageError, ImageLimits};
 pub use repository::{ModelRepository, StagedVersion};

@@ -295,6 +295,7 @@ mod tests {
             output_dim: dim,
             files: BTreeMap::from([("encoder.pt".to_string(), sha.to_string())]),
             torch: None,
+            serving: Vec::new(),
         }
     }
 

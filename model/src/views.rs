@@ -8,7 +8,7 @@ use std::str::FromStr;
 use tch::{Kind, Tensor};
 
 /// The views of a photo that are encoded.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum ImageViews {
     /// Mean of the photo's and its mirror image's vectors.

@@ -54,10 +54,16 @@ impl App {
                 max_search_depth: c.max_search_depth as u32,
                 max_photo_attributes: crate::filter::MAX_PHOTO_ATTRIBUTES as u32,
                 max_filter_conditions: crate::filter::MAX_FILTER_CONDITIONS as u32,
+                max_concurrent_requests: c.max_concurrent_requests as u32,
+                max_queue_time_ms: c.max_queue_time_ms,
+                image_max_batch_size: self.encoders.image_batch_size() as u32,
+                image_instances: self.encoders.instances().0 as u32,
+                text_instances: self.encoders.instances().1 as u32,
             },
             rollout: self.versions.rollout(),
             restricted_regions: self.policy.restricted_regions().map(|c| c.as_str().to_string()).collect(),
             image_views: self.encoders.views().to_string(),
+            index_views: self.encoders.index_views().to_string(),
             text_encoder_device: self.encoders.text_device.clone(),
         }
     }

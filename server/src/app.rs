@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use imagesearch_compliance::{describes_child, quote, RegionPolicy};
 
+use crate::admission::CallLimits;
 use crate::config::Config;
 use crate::decode::Admission;
 use crate::encoders::{Encoders, Timings};
@@ -31,6 +32,8 @@ pub struct App {
     pub(crate) policy: RegionPolicy,
     /// Serialises gallery writes and version loads, so every index sees every photo.
     pub(crate) gallery_write: tokio::sync::Mutex<()>,
+    /// In-flight limits of Score and Search (the front door's admission).
+    pub calls: CallLimits,
     ready: AtomicBool,
 }
 
@@ -50,7 +53,8 @@ pub(crate) struct Region {
 impl App {
     pub fn new(cfg: Config, device: String, encoders: Encoders, versions: Versions, store: Arc<dyn PhotoStore>) -> Self {
         let policy = cfg.restricted_regions.clone();
-        App { cfg, device, encoders, versions, store, policy, gallery_write: tokio::sync::Mutex::new(()), ready: AtomicBool::new(false) }
+        let calls = CallLimits::new(cfg.max_concurrent_requests);
+        App { cfg, device, encoders, versions, store, policy, gallery_write: tokio::sync::Mutex::new(()), calls, ready: AtomicBool::new(false) }
     }
 
     /// The settings the server runs with.

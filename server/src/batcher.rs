@@ -1,10 +1,17 @@
-//! The dynamic batcher: a bounded queue in front of a model and a dedicated thread that takes
-//! what is waiting (up to `max_batch_size`, waiting at most `max_queue_delay` for more), drops
-//! requests whose deadline passed or whose caller went away, and runs one forward pass.
+//! The dynamic batcher: a bounded queue in front of a model and one or more dedicated threads
+//! (instances, as Triton's `instance_group`, each with its own copy of the model) that take what
+//! is waiting (up to `max_batch_size`, waiting at most `max_queue_delay` for more), drop
+//! requests whose deadline passed or whose caller went away, and run one forward pass.
 //!
-//! libtorch only ever runs on these threads, never on the async workers. A full queue refuses
-//! at once (RESOURCE_EXHAUSTED) so a client can back off instead of piling up latency.
+//! libtorch only ever runs on these threads, never on the async workers; they run at a lowered
+//! CPU priority so that accepting, refusing and answering calls never waits behind a forward
+//! pass. Admission is decided at once, before anything is queued: a full queue, an expected wait
+//! past `max_queue_time` (the measured cost per item × the items ahead ÷ instances) or a
+//! deadline nearer than that wait is refused, so an overloaded model sheds in microseconds and
+//! what it admits keeps a bounded latency.
 
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
@@ -13,15 +20,33 @@ use tokio::sync::oneshot;
 use crate::error::ServeError;
 use crate::metrics as m;
 
-/// How a batcher forms batches.
+/// How a batcher forms batches and admits work.
 #[derive(Clone, Copy, Debug)]
 pub struct BatchConfig {
     pub max_batch_size: usize,
     pub max_queue_delay: Duration,
     pub queue_capacity: usize,
+    /// Longest expected wait a new item is admitted with (None = only the capacity bounds it).
+    pub max_queue_time: Option<Duration>,
+    /// Nice value the model threads run at (0 = the process's own priority).
+    pub nice: i32,
+    /// libtorch threads for a batch that runs while no other model batch does (the others get
+    /// one each): a lone request uses every core, concurrent ones run side by side. 0 = leave
+    /// libtorch's thread count alone.
+    pub lone_threads: i32,
 }
 
-/// Runs one batch on the batcher's thread.
+/// Model batches running now, over every batcher of the process.
+static RUNNING: AtomicUsize = AtomicUsize::new(0);
+
+impl BatchConfig {
+    /// The same settings with another batch size (per-model batch sizes).
+    pub fn with_batch_size(self, max_batch_size: usize) -> Self {
+        BatchConfig { max_batch_size, ..self }
+    }
+}
+
+/// Runs one batch on a batcher's thread.
 pub trait BatchWorker: Send + 'static {
     type Input: Send + 'static;
     type Output: Send + 'static;
@@ -45,38 +70,101 @@ struct Item<I, O> {
     deadline: Option<Instant>,
 }
 
-/// Handle to a batcher; cheap to clone. The thread stops when every handle is dropped.
+/// The measured compute cost of one item (a moving average over recent batches).
+#[derive(Default)]
+struct Cost {
+    per_item_ns: AtomicU64,
+}
+
+impl Cost {
+    fn record(&self, batch: Duration, items: usize) {
+        let x = (batch.as_nanos() / items.max(1) as u128).min(u64::MAX as u128) as u64;
+        let old = self.per_item_ns.load(Ordering::Relaxed);
+        // An exponential average with weight 1/8 on the newest batch (the first one sets it).
+        let new = if old == 0 { x } else { old - old / 8 + x / 8 };
+        self.per_item_ns.store(new.max(1), Ordering::Relaxed);
+    }
+
+    /// Expected wait before an item queued behind `ahead` others starts, on `instances` threads.
+    fn expected_wait(&self, ahead: usize, instances: usize) -> Duration {
+        let per_item = self.per_item_ns.load(Ordering::Relaxed);
+        Duration::from_nanos(per_item.saturating_mul(ahead as u64) / instances.max(1) as u64)
+    }
+}
+
+/// Handle to a batcher; cheap to clone. The threads stop when every handle is dropped.
 pub struct Batcher<I, O> {
     name: &'static str,
     tx: Sender<Item<I, O>>,
     capacity: usize,
+    instances: usize,
+    max_queue_time: Option<Duration>,
+    max_batch: usize,
+    cost: Arc<Cost>,
 }
 
 impl<I, O> Clone for Batcher<I, O> {
     fn clone(&self) -> Self {
-        Batcher { name: self.name, tx: self.tx.clone(), capacity: self.capacity }
+        Batcher {
+            name: self.name,
+            tx: self.tx.clone(),
+            capacity: self.capacity,
+            instances: self.instances,
+            max_queue_time: self.max_queue_time,
+            max_batch: self.max_batch,
+            cost: self.cost.clone(),
+        }
     }
 }
 
 impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
-    /// Starts the batcher's thread; `label` names it in metrics (`model`), `version` too.
-    pub fn spawn<W>(name: &'static str, version: String, cfg: BatchConfig, mut worker: W) -> Self
+    /// Starts a batcher with one thread; `name` labels it in metrics (`model`), `version` too.
+    pub fn spawn<W>(name: &'static str, version: String, cfg: BatchConfig, worker: W) -> Self
     where
         W: BatchWorker<Input = I, Output = O>,
     {
-        let (tx, rx) = bounded::<Item<I, O>>(cfg.queue_capacity.max(1));
-        metrics::gauge!(m::QUEUE_CAPACITY, "model" => name).set(cfg.queue_capacity.max(1) as f64);
-        std::thread::Builder::new()
-            .name(format!("batcher-{name}"))
-            .spawn(move || run_loop(name, &version, cfg, &rx, &mut worker))
-            .expect("spawn batcher thread");
-        Batcher { name, tx, capacity: cfg.queue_capacity.max(1) }
+        Self::spawn_instances(name, version, cfg, vec![worker])
     }
 
-    /// Queues `input`; refuses at once when the queue is full.
+    /// Starts a batcher with one thread per worker, all taking from the same queue.
+    pub fn spawn_instances<W>(name: &'static str, version: String, cfg: BatchConfig, workers: Vec<W>) -> Self
+    where
+        W: BatchWorker<Input = I, Output = O>,
+    {
+        assert!(!workers.is_empty(), "a batcher needs at least one worker");
+        let capacity = cfg.queue_capacity.max(1);
+        let (tx, rx) = bounded::<Item<I, O>>(capacity);
+        metrics::gauge!(m::QUEUE_CAPACITY, "model" => name).set(capacity as f64);
+        let cost = Arc::new(Cost::default());
+        let instances = workers.len();
+        for (i, mut worker) in workers.into_iter().enumerate() {
+            let (rx, cost, version) = (rx.clone(), cost.clone(), version.clone());
+            std::thread::Builder::new()
+                .name(format!("batcher-{name}-{i}"))
+                .spawn(move || {
+                    lower_priority(name, cfg.nice);
+                    run_loop(name, &version, cfg, &rx, &mut worker, &cost)
+                })
+                .expect("spawn batcher thread");
+        }
+        Batcher { name, tx, capacity, instances, max_queue_time: cfg.max_queue_time, max_batch: cfg.max_batch_size.max(1), cost }
+    }
+
+    /// Queues `input`; refuses at once when the queue is full, when the expected wait is past
+    /// the budget, or when `deadline` falls before that wait is over.
     pub async fn submit(&self, input: I, deadline: Option<Instant>) -> Result<Timed<O>, ServeError> {
+        let expected = self.cost.expected_wait(self.tx.len(), self.instances);
+        if let Some(budget) = self.max_queue_time.filter(|b| expected > *b) {
+            metrics::counter!(m::QUEUE_REJECTED, "model" => self.name).increment(1);
+            return Err(ServeError::Overloaded { queue: self.name, expected, budget });
+        }
+        let now = Instant::now();
+        if let Some(d) = deadline.filter(|d| now + expected > *d) {
+            metrics::counter!(m::QUEUE_REJECTED, "model" => self.name).increment(1);
+            return Err(ServeError::WouldMissDeadline { queue: self.name, expected, left: d.saturating_duration_since(now) });
+        }
         let (reply, rx) = oneshot::channel();
-        let item = Item { input, reply, enqueued: Instant::now(), deadline };
+        let item = Item { input, reply, enqueued: now, deadline };
         match self.tx.try_send(item) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
@@ -103,6 +191,28 @@ impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
     pub fn depth(&self) -> usize {
         self.tx.len()
     }
+
+    /// Most items per forward pass.
+    pub fn max_batch_size(&self) -> usize {
+        self.max_batch
+    }
+
+    /// Threads (model instances) taking from this queue.
+    pub fn instances(&self) -> usize {
+        self.instances
+    }
+}
+
+/// Lowers the calling thread's CPU priority (threads libtorch starts from it inherit it).
+fn lower_priority(name: &str, nice: i32) {
+    if nice == 0 {
+        return;
+    }
+    // SAFETY: setpriority on the calling thread's own id has no memory effects.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, nice) };
+    if rc != 0 {
+        tracing::warn!(model = name, nice, error = %std::io::Error::last_os_error(), "cannot lower the model thread's priority");
+    }
 }
 
 fn run_loop<W: BatchWorker>(
@@ -111,9 +221,11 @@ fn run_loop<W: BatchWorker>(
     cfg: BatchConfig,
     rx: &Receiver<Item<W::Input, W::Output>>,
     worker: &mut W,
+    cost: &Cost,
 ) {
     let max = cfg.max_batch_size.max(1);
     let mut last_batch = 0usize;
+    let mut threads = 0;
     while let Ok(first) = rx.recv() {
         let mut items = vec![first];
         let fill_until = Instant::now() + cfg.max_queue_delay;
@@ -151,9 +263,19 @@ fn run_loop<W: BatchWorker>(
         metrics::histogram!(m::BATCH_SIZE, "model" => name, "version" => version.to_string()).record(live.len() as f64);
         let (inputs, meta): (Vec<_>, Vec<_>) =
             live.into_iter().map(|it| (it.input, (it.reply, it.enqueued))).unzip();
+        let alone = RUNNING.fetch_add(1, Ordering::SeqCst) == 0;
+        if cfg.lone_threads > 0 {
+            let want = if alone { cfg.lone_threads } else { 1 };
+            if want != threads {
+                tch::set_num_threads(want);
+                threads = want;
+            }
+        }
         let start = Instant::now();
         let outcome = worker.run(inputs);
         let inference = start.elapsed();
+        RUNNING.fetch_sub(1, Ordering::SeqCst);
+        cost.record(inference, meta.len());
         metrics::histogram!(m::INFERENCE_SECONDS, "model" => name, "version" => version.to_string())
             .record(inference.as_secs_f64());
         match outcome {
@@ -225,7 +347,7 @@ mod tests {
             (|| ServeError::Internal("bug".into()), tonic::Code::Internal),
         ];
         for (make, code) in cases {
-            let cfg = BatchConfig { max_batch_size: 4, max_queue_delay: Duration::from_millis(5), queue_capacity: 8 };
+            let cfg = BatchConfig { max_batch_size: 4, max_queue_delay: Duration::from_millis(5), queue_capacity: 8, max_queue_time: None, nice: 0, lone_threads: 0 };
             let b = Batcher::spawn("failing", "1".into(), cfg, Failing(make));
             let waiters: Vec<_> = (0..3).map(|i| { let b = b.clone(); tokio::spawn(async move { b.submit(i, None).await }) }).collect();
             for w in waiters {
@@ -238,7 +360,7 @@ mod tests {
 
     fn batcher(max: usize, delay_ms: u64, cap: usize, sleep_ms: u64) -> (Batcher<i64, i64>, Arc<Mutex<Vec<usize>>>) {
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let cfg = BatchConfig { max_batch_size: max, max_queue_delay: Duration::from_millis(delay_ms), queue_capacity: cap };
+        let cfg = BatchConfig { max_batch_size: max, max_queue_delay: Duration::from_millis(delay_ms), queue_capacity: cap, max_queue_time: None, nice: 0, lone_threads: 0 };
         let b = Batcher::spawn("test", "1".into(), cfg, Doubler { seen: seen.clone(), sleep: Duration::from_millis(sleep_ms) });
         (b, seen)
     }
@@ -281,6 +403,117 @@ mod tests {
             if let Err(ServeError::QueueFull { .. }) = h.await.unwrap() { full += 1; }
         }
         assert!(full >= 2, "{full} refused");
+    }
+
+    /// Holds each batch until the test releases it; sleeps `cost` first so the batcher measures
+    /// at least that much per item.
+    struct Gated {
+        gate: std::sync::mpsc::Receiver<()>,
+        started: tokio::sync::mpsc::UnboundedSender<()>,
+        cost: Duration,
+    }
+
+    impl BatchWorker for Gated {
+        type Input = i64;
+        type Output = i64;
+        fn run(&mut self, inputs: Vec<i64>) -> Result<Vec<Result<i64, ServeError>>, ServeError> {
+            std::thread::sleep(self.cost);
+            let _ = self.started.send(());
+            self.gate.recv().map_err(|_| ServeError::Internal("gate closed".into()))?;
+            Ok(inputs.into_iter().map(Ok).collect())
+        }
+    }
+
+    type Gate = (Batcher<i64, i64>, std::sync::mpsc::Sender<()>, tokio::sync::mpsc::UnboundedReceiver<()>);
+
+    fn gated(budget: Option<Duration>) -> Gate {
+        let (release, gate) = std::sync::mpsc::channel();
+        let (started, batches) = tokio::sync::mpsc::unbounded_channel();
+        let cfg = BatchConfig { max_batch_size: 1, max_queue_delay: Duration::ZERO, queue_capacity: 64, max_queue_time: budget, nice: 0, lone_threads: 0 };
+        (Batcher::spawn("gated", "1".into(), cfg, Gated { gate, started, cost: Duration::from_millis(40) }), release, batches)
+    }
+
+    async fn until(mut cond: impl FnMut() -> bool) {
+        while !cond() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn past_the_wait_budget_work_is_refused_at_once_and_admitted_work_is_served() {
+        // Every item costs at least 40 ms: with a 100 ms budget at most 3 may wait (0, 40 and
+        // 80 ms of expected wait) while one runs.
+        let (b, release, mut batches) = gated(Some(Duration::from_millis(100)));
+        release.send(()).unwrap();
+        assert_eq!(b.submit(1, None).await.unwrap().value, 1, "the first item measures the cost");
+        batches.recv().await.unwrap();
+        let running = { let b = b.clone(); tokio::spawn(async move { b.submit(2, None).await }) };
+        batches.recv().await.unwrap();
+        let mut admitted = vec![running];
+        let mut refused = Vec::new();
+        for i in 3..13 {
+            let before = b.depth();
+            let h = { let b = b.clone(); tokio::spawn(async move { b.submit(i, None).await }) };
+            until(|| b.depth() > before || h.is_finished()).await;
+            if h.is_finished() { refused.push(h.await.unwrap().unwrap_err()) } else { admitted.push(h) }
+        }
+        assert!(admitted.len() <= 4, "{} admitted behind a gated batch", admitted.len());
+        assert!(refused.len() >= 7, "{} refused", refused.len());
+        for e in &refused {
+            assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e}");
+            assert!(e.to_string().starts_with("gated is overloaded: a new request would wait about"), "{e}");
+        }
+        for _ in 0..admitted.len() { release.send(()).unwrap(); }
+        for h in admitted { h.await.unwrap().unwrap(); }
+        // Drained: admitted again.
+        release.send(()).unwrap();
+        assert_eq!(b.submit(20, None).await.unwrap().value, 20);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn work_whose_deadline_falls_inside_the_expected_wait_is_not_started() {
+        let (b, release, _batches) = gated(None);
+        release.send(()).unwrap();
+        b.submit(1, None).await.unwrap();
+        let queued: Vec<_> = (0..3).map(|i| { let b = b.clone(); tokio::spawn(async move { b.submit(i, None).await }) }).collect();
+        until(|| b.depth() >= 2).await;
+        let e = b.submit(9, Some(Instant::now() + Duration::from_millis(5))).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::DeadlineExceeded, "{e}");
+        assert!(e.to_string().contains("nearer than the gated queue's expected wait"), "{e}");
+        for _ in 0..3 { release.send(()).unwrap(); }
+        for h in queued { h.await.unwrap().unwrap(); }
+    }
+
+    /// Counts how many batches run at once.
+    struct Overlap {
+        running: Arc<std::sync::atomic::AtomicUsize>,
+        most: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl BatchWorker for Overlap {
+        type Input = i64;
+        type Output = i64;
+        fn run(&mut self, inputs: Vec<i64>) -> Result<Vec<Result<i64, ServeError>>, ServeError> {
+            let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most.fetch_max(now, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(30));
+            self.running.fetch_sub(1, Ordering::SeqCst);
+            Ok(inputs.into_iter().map(|x| Ok(x + 1)).collect())
+        }
+    }
+
+    #[tokio::test]
+    async fn instances_take_from_one_queue_and_run_side_by_side() {
+        let (running, most) = (Arc::default(), Arc::new(std::sync::atomic::AtomicUsize::new(0)));
+        let workers = (0..2).map(|_| Overlap { running: Arc::clone(&running), most: most.clone() }).collect();
+        let cfg = BatchConfig { max_batch_size: 1, max_queue_delay: Duration::ZERO, queue_capacity: 64, max_queue_time: None, nice: 5, lone_threads: 0 };
+        let b = Batcher::spawn_instances("pair", "1".into(), cfg, workers);
+        assert_eq!(b.instances(), 2);
+        let handles: Vec<_> = (0..8).map(|i| { let b = b.clone(); tokio::spawn(async move { b.submit(i, None).await.unwrap().value }) }).collect();
+        for (i, h) in handles.into_iter().enumerate() {
+            assert_eq!(h.await.unwrap(), i as i64 + 1);
+        }
+        assert_eq!(most.load(Ordering::SeqCst), 2, "two instances ran batches at the same time");
     }
 
     #[tokio::test]

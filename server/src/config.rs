@@ -8,6 +8,9 @@ use std::time::Duration;
 use clap::Parser;
 use imagesearch_compliance::RegionPolicy;
 use imagesearch_model::device::DeviceChoice;
+use tch::Device;
+
+use crate::batcher::BatchConfig;
 
 /// imagesearch gRPC server: scoring, search over a gallery, model versions with rollout.
 #[derive(Parser, Debug, Clone)]
@@ -109,6 +112,30 @@ pub struct Config {
     /// Most items per forward pass (1 = no cross-request batching).
     #[arg(long, env = "IMAGESEARCH_MAX_BATCH_SIZE", default_value_t = 32)]
     pub max_batch_size: usize,
+    /// Most photos per image-encoder pass (0 = 4 on a CPU, where larger batches measured no
+    /// faster per photo, --max-batch-size on a GPU).
+    #[arg(long, env = "IMAGESEARCH_IMAGE_MAX_BATCH_SIZE", default_value_t = 0)]
+    pub image_max_batch_size: usize,
+    /// Copies of the image encoder, each on its own thread taking from one queue (Triton's
+    /// instance count); 0 = one per core on a CPU (with one libtorch thread each), 1 on a GPU.
+    #[arg(long, env = "IMAGESEARCH_IMAGE_INSTANCES", default_value_t = 0)]
+    pub image_instances: usize,
+    /// Copies of the text encoder (0 = as --image-instances).
+    #[arg(long, env = "IMAGESEARCH_TEXT_INSTANCES", default_value_t = 0)]
+    pub text_instances: usize,
+    /// Longest expected queue wait a Score or Search is admitted with, in milliseconds (the
+    /// measured cost per item × the items ahead); past it RESOURCE_EXHAUSTED at once. 0 = no
+    /// budget (only --queue-capacity bounds the wait).
+    #[arg(long, env = "IMAGESEARCH_MAX_QUEUE_TIME_MS", default_value_t = 1000)]
+    pub max_queue_time_ms: u64,
+    /// Most Score, ScoreStream-message or Search calls each in flight at once; past it
+    /// RESOURCE_EXHAUSTED at once (as text-embeddings-inference's --max-concurrent-requests).
+    #[arg(long, env = "IMAGESEARCH_MAX_CONCURRENT_REQUESTS", default_value_t = 512, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub max_concurrent_requests: usize,
+    /// Nice value of the model threads (0..=19): accepting, refusing and answering calls then
+    /// never waits behind a forward pass. 0 = the process's priority.
+    #[arg(long, env = "IMAGESEARCH_MODEL_NICE", default_value_t = 10, value_parser = clap::value_parser!(i32).range(0..=19))]
+    pub model_nice: i32,
     /// Longest wait for a batch to fill, in microseconds.
     #[arg(long, env = "IMAGESEARCH_MAX_QUEUE_DELAY_US", default_value_t = 2000)]
     pub max_queue_delay_us: u64,
@@ -158,11 +185,22 @@ pub struct Config {
     /// Texts whose vectors are cached.
     #[arg(long, env = "IMAGESEARCH_TEXT_CACHE", default_value_t = 16384)]
     pub text_cache: usize,
-    /// Views of a photo that make its vector: both (photo and mirror image, as trained) or
-    /// original (half the image-encoder cost; measured accuracy cost in README).
-    #[arg(long, env = "IMAGESEARCH_IMAGE_VIEWS", value_enum, default_value_t = imagesearch_model::ImageViews::Both)]
+    /// Views of a photo sent to Score that make its vector: original (the photo alone: half the
+    /// image-encoder cost of both, its accuracy cost inside the test noise, see README) or both
+    /// (photo and mirror image, as trained).
+    #[arg(long, env = "IMAGESEARCH_IMAGE_VIEWS", value_enum, default_value_t = imagesearch_model::ImageViews::Original)]
     pub image_views: imagesearch_model::ImageViews,
-    /// Threads libtorch may use per forward pass (0 = libtorch's default).
+    /// Views of a photo added to the gallery (encoded once per photo): both (as trained) or
+    /// original.
+    #[arg(long, env = "IMAGESEARCH_INDEX_VIEWS", value_enum, default_value_t = imagesearch_model::ImageViews::Both)]
+    pub index_views: imagesearch_model::ImageViews,
+    /// Encoder files to serve: serving (the variant exported for the device: faster on a CPU,
+    /// portable to CUDA, within the tolerance its manifest states) or reference (the files the
+    /// versions were trained with).
+    #[arg(long, env = "IMAGESEARCH_ENCODER_FILES", value_enum, default_value_t = imagesearch_model::EncoderFile::Serving)]
+    pub encoder_files: imagesearch_model::EncoderFile,
+    /// Threads libtorch may use per forward pass (0 = one with several model copies on a CPU,
+    /// else libtorch's default).
     #[arg(long, env = "IMAGESEARCH_TORCH_THREADS", default_value_t = 0)]
     pub torch_threads: i32,
     /// How long in-flight requests may take to finish after SIGTERM, in seconds.
@@ -253,6 +291,57 @@ impl Config {
     /// The batcher's wait for a batch to fill.
     pub fn max_queue_delay(&self) -> Duration {
         Duration::from_micros(self.max_queue_delay_us)
+    }
+
+    /// The batching and admission settings shared by every model.
+    pub fn batch(&self) -> BatchConfig {
+        BatchConfig {
+            max_batch_size: self.max_batch_size,
+            max_queue_delay: self.max_queue_delay(),
+            queue_capacity: self.queue_capacity,
+            max_queue_time: (self.max_queue_time_ms > 0).then(|| Duration::from_millis(self.max_queue_time_ms)),
+            nice: self.model_nice,
+            lone_threads: 0,
+        }
+    }
+
+    /// Most photos per image-encoder pass on `device`.
+    pub fn image_batch_size(&self, device: Device) -> usize {
+        match self.image_max_batch_size {
+            0 if device == Device::Cpu => self.max_batch_size.min(4),
+            0 => self.max_batch_size,
+            n => n,
+        }
+    }
+
+    /// Copies of the image and the text encoder on `device`.
+    pub fn instances(&self, device: Device) -> (usize, usize) {
+        let image = match self.image_instances {
+            0 if device == Device::Cpu => std::thread::available_parallelism().map_or(2, usize::from),
+            0 => 1,
+            n => n,
+        };
+        (image, if self.text_instances == 0 { image } else { self.text_instances })
+    }
+
+    /// libtorch threads a model batch gets when it runs alone, on `device`: with several model
+    /// copies on a CPU and no --torch-threads, every core (concurrent batches get one each).
+    pub fn lone_threads(&self, device: Device) -> i32 {
+        let adaptive = self.torch_threads == 0 && device == Device::Cpu && self.instances(device).0 > 1;
+        if adaptive {
+            std::thread::available_parallelism().map_or(2, |n| n.get() as i32)
+        } else {
+            0
+        }
+    }
+
+    /// Threads libtorch may use per forward pass (0 = libtorch's default): with several model
+    /// copies on a CPU, one each unless --torch-threads says otherwise.
+    pub fn torch_threads(&self, device: Device) -> i32 {
+        match self.torch_threads {
+            0 if device == Device::Cpu && self.instances(device).0 > 1 => 1,
+            n => n,
+        }
     }
 
     /// Photos decoded at once.

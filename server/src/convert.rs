@@ -222,6 +222,11 @@ impl From<Limits> for pb::Limits {
             max_search_depth: l.max_search_depth,
             max_photo_attributes: l.max_photo_attributes,
             max_filter_conditions: l.max_filter_conditions,
+            max_concurrent_requests: l.max_concurrent_requests,
+            max_queue_time_ms: l.max_queue_time_ms,
+            image_max_batch_size: l.image_max_batch_size,
+            image_instances: l.image_instances,
+            text_instances: l.text_instances,
         }
     }
 }
@@ -249,6 +254,7 @@ impl From<ServerInfo> for pb::InfoResponse {
             rollout: Some(i.rollout.into()),
             restricted_regions: i.restricted_regions,
             image_views: i.image_views,
+            index_views: i.index_views,
             text_encoder_device: i.text_encoder_device,
         }
     }

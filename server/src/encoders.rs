@@ -1,6 +1,7 @@
 //! The two encoders behind their batchers, with the caches in front: photo bytes → image
-//! vector (mean of the photo's and its mirror image's encoder vectors, as in training; decoded
-//! in the bounded [`DecodePool`]) and text → text vector (of the normalised text the law judged).
+//! vector (the mean of its views' encoder vectors: the photo alone for Score, the photo and its
+//! mirror image, as in training, for gallery photos, indexed once; decoded in the bounded
+//! [`DecodePool`]) and text → text vector (of the normalised text the law judged).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,7 +36,7 @@ impl Timings {
 }
 
 /// A decoded photo as the image encoder takes it: one CHW tensor per view.
-pub struct PhotoViews(Vec<Vec<f32>>);
+pub struct PhotoViews(Vec<Vec<f32>>, ImageViews);
 
 /// The encoder inputs of a decoded photo: one CHW tensor per view.
 fn view_inputs(img: &image::RgbImage, (w, h): (u32, u32), views: ImageViews) -> Vec<Vec<f32>> {
@@ -50,18 +51,22 @@ fn rows(t: &Tensor) -> Result<Vec<Vec<f32>>, ServeError> {
 struct ImageWorker(ImageEncoder);
 
 impl BatchWorker for ImageWorker {
-    /// The views of a photo (as is, and mirrored unless `--image-views original`), each CHW f32.
+    /// The views of a photo (one for Score, two for a gallery photo by default), each CHW f32;
+    /// photos with different numbers of views share one pass.
     type Input = Vec<Vec<f32>>;
     type Output = Vec<f32>;
     fn run(&mut self, inputs: Vec<Vec<Vec<f32>>>) -> Result<Vec<Result<Vec<f32>, ServeError>>, ServeError> {
-        let per_photo = inputs.first().map_or(1, Vec::len) as i64;
-        if inputs.iter().any(|v| v.len() as i64 != per_photo) {
-            return Err(ServeError::Internal("photos with different numbers of views in one batch".into()));
-        }
         let views: Vec<&[f32]> = inputs.iter().flat_map(|v| v.iter().map(Vec::as_slice)).collect();
-        let out = self.0.encode(&views)?;
-        let mean = imagesearch_model::views::photo_vectors(&out, per_photo);
-        Ok(rows(&mean)?.into_iter().map(Ok).collect())
+        let encoded = rows(&self.0.encode(&views)?)?;
+        let mut at = 0;
+        Ok(inputs
+            .iter()
+            .map(|photo| {
+                let mine: Vec<&[f32]> = encoded[at..at + photo.len()].iter().map(Vec::as_slice).collect();
+                at += photo.len();
+                Ok(imagesearch_model::views::photo_vector(&mine))
+            })
+            .collect())
     }
 }
 
@@ -81,8 +86,9 @@ impl BatchWorker for TextWorker {
 pub struct Encoders {
     image: Batcher<Vec<Vec<f32>>, Vec<f32>>,
     views: ImageViews,
+    index_views: ImageViews,
     text: Batcher<String, Vec<f32>>,
-    image_cache: VectorCache<[u8; 32]>,
+    image_cache: VectorCache<([u8; 32], ImageViews)>,
     text_cache: VectorCache<String>,
     decode: DecodePool,
     pub image_manifest: EncoderManifest,
@@ -94,33 +100,44 @@ pub struct Encoders {
     pub text_device: String,
 }
 
-/// Sizes of the caches and limits on inputs.
+/// Batching, sizes of the caches and limits on inputs.
 pub struct EncoderSettings {
-    pub batch: BatchConfig,
+    pub image_batch: BatchConfig,
+    pub text_batch: BatchConfig,
     pub limits: ImageLimits,
     pub max_text_chars: usize,
     pub image_cache: usize,
     pub text_cache: usize,
+    /// Views of a photo sent to Score.
     pub views: ImageViews,
+    /// Views of a photo added to the gallery (paid once per photo).
+    pub index_views: ImageViews,
     pub decode_workers: usize,
     pub decode_queue: usize,
 }
 
 impl Encoders {
-    /// Starts the encoders' batchers (the encoders move onto their threads).
-    pub fn start(image: ImageEncoder, text: TextEncoder, s: EncoderSettings) -> Self {
+    /// Starts the encoders' batchers, one thread per loaded copy of each encoder (the copies
+    /// move onto their threads).
+    pub fn start(images: Vec<ImageEncoder>, texts: Vec<TextEncoder>, s: EncoderSettings) -> Self {
+        let (Some(image), Some(text)) = (images.first(), texts.first()) else {
+            panic!("Encoders::start needs at least one copy of each encoder");
+        };
         let image_manifest = image.manifest.clone();
         let text_manifest = text.manifest.clone();
         let input_size = image.input_size();
         let text_device = imagesearch_model::device::device_name(text.device());
+        let images = images.into_iter().map(ImageWorker).collect();
+        let texts = texts.into_iter().map(TextWorker).collect();
         Encoders {
             text_device,
-            image: Batcher::spawn("image_encoder", image_manifest.name.clone(), s.batch, ImageWorker(image)),
-            text: Batcher::spawn("text_encoder", text_manifest.name.clone(), s.batch, TextWorker(text)),
+            image: Batcher::spawn_instances("image_encoder", image_manifest.name.clone(), s.image_batch, images),
+            text: Batcher::spawn_instances("text_encoder", text_manifest.name.clone(), s.text_batch, texts),
             image_cache: VectorCache::new("image", s.image_cache),
             text_cache: VectorCache::new("text", s.text_cache),
             decode: DecodePool::new(s.decode_workers, s.decode_queue),
             views: s.views,
+            index_views: s.index_views,
             image_manifest,
             text_manifest,
             limits: s.limits,
@@ -135,14 +152,14 @@ impl Encoders {
         validate_text(text, self.max_text_chars).map_err(|source| ServeError::BadText { what: what.to_string(), source })
     }
 
-    /// Whether a photo's vector is cached (no decode needed).
+    /// Whether a Score photo's vector is cached (no decode needed).
     pub fn has_image(&self, key: &[u8; 32]) -> bool {
-        self.image_cache.contains(key)
+        self.image_cache.contains(&(*key, self.views))
     }
 
-    /// A photo's cached vector, if any.
-    pub fn cached_image(&self, key: &[u8; 32]) -> Option<Arc<Vec<f32>>> {
-        self.image_cache.get(key)
+    /// A gallery photo's cached vector (of the index views), if any.
+    pub fn cached_index_vector(&self, key: &[u8; 32]) -> Option<Arc<Vec<f32>>> {
+        self.image_cache.get(&(*key, self.index_views))
     }
 
     /// Width × height a photo claims, from its header (nothing decoded).
@@ -168,17 +185,21 @@ impl Encoders {
         timings: &mut Timings,
         admission: Admission,
     ) -> Result<Arc<Vec<f32>>, ServeError> {
-        if let Some(v) = self.image_cache.get(&key) {
+        if let Some(v) = self.image_cache.get(&(key, self.views)) {
             return Ok(v);
         }
-        let views = self.decode_views(bytes, index, admission).await?;
+        let views = self.decode(bytes, index, admission, self.views).await?;
         self.encode_views(views, key, deadline, timings, admission).await
     }
 
-    /// Decodes a photo in the decode pool into the encoder's inputs (one small tensor per view);
-    /// the photo's bytes and full-size pixels are dropped once this returns.
-    pub async fn decode_views(&self, bytes: Arc<Vec<u8>>, index: usize, admission: Admission) -> Result<PhotoViews, ServeError> {
-        let (limits, size, views) = (self.limits, self.input_size, self.views);
+    /// Decodes a gallery photo in the decode pool into the encoder's inputs (one small tensor
+    /// per index view); the photo's full-size pixels are dropped once this returns.
+    pub async fn decode_for_index(&self, bytes: Arc<Vec<u8>>, index: usize, admission: Admission) -> Result<PhotoViews, ServeError> {
+        self.decode(bytes, index, admission, self.index_views).await
+    }
+
+    async fn decode(&self, bytes: Arc<Vec<u8>>, index: usize, admission: Admission, views: ImageViews) -> Result<PhotoViews, ServeError> {
+        let (limits, size) = (self.limits, self.input_size);
         let inputs = self
             .decode
             .run(admission, move || -> Result<Vec<Vec<f32>>, ServeError> {
@@ -186,10 +207,10 @@ impl Encoders {
                 Ok(view_inputs(&img, size, views))
             })
             .await??;
-        Ok(PhotoViews(inputs))
+        Ok(PhotoViews(inputs, views))
     }
 
-    /// Encodes decoded views into the photo's vector (and caches it under `key`).
+    /// Encodes decoded views into the photo's vector (and caches it under `key` and its views).
     pub async fn encode_views(
         &self,
         views: PhotoViews,
@@ -198,7 +219,7 @@ impl Encoders {
         timings: &mut Timings,
         admission: Admission,
     ) -> Result<Arc<Vec<f32>>, ServeError> {
-        let input = views.0;
+        let PhotoViews(input, kind) = views;
         let out = match admission {
             Admission::Shed => self.image.submit(input, deadline).await?,
             Admission::Wait => {
@@ -210,7 +231,7 @@ impl Encoders {
         };
         timings.add(&out);
         let v = Arc::new(out.value);
-        self.image_cache.insert(key, v.clone());
+        self.image_cache.insert((key, kind), v.clone());
         Ok(v)
     }
 
@@ -239,17 +260,35 @@ impl Encoders {
         img.write_to(&mut png, image::ImageFormat::Png).map_err(|e| ServeError::Internal(e.to_string()))?;
         let decoded = decode(png.get_ref(), self.limits).map_err(|source| ServeError::BadImage { index: 0, source })?;
         self.image.submit_blocking(view_inputs(&decoded, self.input_size, self.views))?;
+        if self.index_views != self.views {
+            self.image.submit_blocking(view_inputs(&decoded, self.input_size, self.index_views))?;
+        }
         self.text.submit_blocking("a photo used to warm up the text encoder".to_string())?;
         Ok(())
     }
 
-    /// The views a photo vector is made of.
+    /// The views a Score photo's vector is made of.
     pub fn views(&self) -> ImageViews {
         self.views
+    }
+
+    /// The views a gallery photo's vector is made of.
+    pub fn index_views(&self) -> ImageViews {
+        self.index_views
     }
 
     /// Items waiting in the encoders' queues.
     pub fn queue_depths(&self) -> (usize, usize) {
         (self.image.depth(), self.text.depth())
+    }
+
+    /// Most photos per image-encoder pass.
+    pub fn image_batch_size(&self) -> usize {
+        self.image.max_batch_size()
+    }
+
+    /// Copies of the image and the text encoder serving their queues.
+    pub fn instances(&self) -> (usize, usize) {
+        (self.image.instances(), self.text.instances())
     }
 }

@@ -25,6 +25,15 @@ pub enum ServeError {
     QueueFull { queue: &'static str, capacity: usize },
     #[error("deadline passed while waiting in the {0} queue")]
     DeadlineExceeded(&'static str),
+    /// Admission control: the queue's expected wait is past its budget (the work is not queued).
+    #[error("{queue} is overloaded: a new request would wait about {} ms, past the budget of {} ms; retry with back-off", .expected.as_millis(), .budget.as_millis())]
+    Overloaded { queue: &'static str, expected: std::time::Duration, budget: std::time::Duration },
+    /// The call's deadline falls before the queue's expected wait is over (the work is not started).
+    #[error("the call's deadline is {} ms away, nearer than the {queue} queue's expected wait of about {} ms: not started", .left.as_millis(), .expected.as_millis())]
+    WouldMissDeadline { queue: &'static str, expected: std::time::Duration, left: std::time::Duration },
+    /// Too many calls of one method in flight (--max-concurrent-requests).
+    #[error("{limit} {method} calls are in flight, the server's limit; retry with back-off")]
+    TooManyRequests { method: &'static str, limit: usize },
     #[error("{0}")]
     Unavailable(String),
     #[error("{0}")]
@@ -65,9 +74,12 @@ impl ServeError {
             | ServeError::BadRegion(_) => Code::InvalidArgument,
             ServeError::Refused(_) => Code::PermissionDenied,
             ServeError::UnknownVersion(_) | ServeError::NotFound(_) => Code::NotFound,
-            ServeError::QueueFull { .. } | ServeError::DiskFull => Code::ResourceExhausted,
+            ServeError::QueueFull { .. }
+            | ServeError::Overloaded { .. }
+            | ServeError::TooManyRequests { .. }
+            | ServeError::DiskFull => Code::ResourceExhausted,
             ServeError::TooLarge { .. } => Code::OutOfRange,
-            ServeError::DeadlineExceeded(_) => Code::DeadlineExceeded,
+            ServeError::DeadlineExceeded(_) | ServeError::WouldMissDeadline { .. } => Code::DeadlineExceeded,
             ServeError::Unavailable(_) => Code::Unavailable,
             ServeError::FailedPrecondition(_) => Code::FailedPrecondition,
             ServeError::Conflict(_) => Code::Aborted,

@@ -191,10 +191,10 @@ impl App {
         let data = Arc::new(data);
         let sha256 = imagesearch_model::hashing::sha256(&data);
         let mime = mime_of(&data);
-        let cached = self.encoders.cached_image(&sha256);
+        let cached = self.encoders.cached_index_vector(&sha256);
         let views = match cached {
             Some(_) => None,
-            None => Some(self.encoders.decode_views(data.clone(), order, Admission::Wait).await?),
+            None => Some(self.encoders.decode_for_index(data.clone(), order, Admission::Wait).await?),
         };
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || store.stage(&sha256, &data)).await.map_err(|e| ServeError::Internal(e.to_string()))??;

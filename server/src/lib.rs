@@ -2,6 +2,7 @@
 //! threads, encoders with caches, scorer versions with rollout, the gallery store and the law.
 
 pub mod admin;
+pub mod admission;
 pub mod app;
 pub mod auth;
 pub mod batcher;

@@ -84,10 +84,10 @@ fn main() -> anyhow::Result<()> {
         Config::command().error(clap::error::ErrorKind::ArgumentConflict, why).exit();
     }
     init_tracing(cfg.log_json);
-    if cfg.torch_threads > 0 {
-        tch::set_num_threads(cfg.torch_threads);
-    }
     let device = cfg.device.device();
+    if cfg.torch_threads(device) > 0 {
+        tch::set_num_threads(cfg.torch_threads(device));
+    }
     std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("data dir {}", cfg.data_dir.display()))?;
     // A bucket of models is mirrored into the data directory and served from there: the
     // encoders and the versions asked for (else the newest) are fetched and verified first.
@@ -136,27 +136,45 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let wanted = startup_versions(&cfg, &repo, saved)?;
-    let image = ImageEncoder::load(&repo.encoder_dir(&first.image_encoder.name), device).context("image encoder")?;
-    let (text, fallback) = TextEncoder::load_probed(&repo.encoder_dir(&first.text_encoder.name), device).context("text encoder")?;
-    if let Some(why) = fallback {
-        tracing::warn!(device = ?device, reason = %why, "the text encoder cannot run on this device; it runs on the CPU");
+    let (image_copies, text_copies) = cfg.instances(device);
+    let image_dir = repo.encoder_dir(&first.image_encoder.name);
+    let images = (0..image_copies)
+        .map(|_| ImageEncoder::load_file(&image_dir, device, cfg.encoder_files))
+        .collect::<Result<Vec<_>, _>>()
+        .context("image encoder")?;
+    let text_dir = repo.encoder_dir(&first.text_encoder.name);
+    let mut texts = Vec::with_capacity(text_copies);
+    for _ in 0..text_copies {
+        let (text, fallback) = TextEncoder::load_probed(&text_dir, device, cfg.encoder_files).context("text encoder")?;
+        if let Some(why) = fallback.filter(|_| texts.is_empty()) {
+            tracing::warn!(device = ?device, reason = %why, "the text encoder cannot run on this device; it runs on the CPU");
+        }
+        texts.push(text);
     }
-    let batch = BatchConfig {
-        max_batch_size: cfg.max_batch_size,
-        max_queue_delay: cfg.max_queue_delay(),
-        queue_capacity: cfg.queue_capacity,
-    };
-    let (image_manifest, text_manifest) = (image.manifest.clone(), text.manifest.clone());
+    tracing::info!(
+        image_instances = image_copies,
+        text_instances = text_copies,
+        torch_threads = tch::get_num_threads(),
+        lone_batch_threads = cfg.lone_threads(device),
+        image_max_batch_size = cfg.image_batch_size(device),
+        "model instances"
+    );
+    // The scorers' passes are tiny: only the encoders change their libtorch threads per batch.
+    let batch = cfg.batch();
+    let encoder_batch = BatchConfig { lone_threads: cfg.lone_threads(device), ..batch };
+    let (image_manifest, text_manifest) = (images[0].manifest.clone(), texts[0].manifest.clone());
     let encoders = Encoders::start(
-        image,
-        text,
+        images,
+        texts,
         EncoderSettings {
-            batch,
+            image_batch: encoder_batch.with_batch_size(cfg.image_batch_size(device)),
+            text_batch: encoder_batch,
             limits: ImageLimits { max_bytes: cfg.max_image_bytes, max_pixels: cfg.max_image_pixels },
             max_text_chars: cfg.max_text_chars,
             image_cache: cfg.image_cache,
             text_cache: cfg.text_cache,
             views: cfg.image_views,
+            index_views: cfg.index_views,
             decode_workers: cfg.decode_workers(),
             decode_queue: cfg.decode_queue,
         },

@@ -20,6 +20,8 @@ pub const VERSIONS_READY: &str = "imagesearch_versions_ready";
 pub const UNAUTHENTICATED: &str = "imagesearch_unauthenticated_total";
 pub const REVIEWS: &str = "imagesearch_reviews_total";
 pub const DECODE_REJECTED: &str = "imagesearch_decode_rejected_total";
+/// Calls refused at the front door because their method's in-flight limit was reached.
+pub const CALLS_REJECTED: &str = "imagesearch_calls_rejected_total";
 pub const PHOTOS_WITHOUT_BYTES: &str = "imagesearch_search_photos_without_bytes_total";
 pub const CONNECTIONS: &str = "imagesearch_connections";
 /// Searches that fused a keyword ranking (keyword_weight > 0).

@@ -19,6 +19,7 @@ use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
+use crate::admission::Method;
 use crate::app::{App, Served};
 use crate::auth::TokenAuth;
 use crate::convert;
@@ -119,6 +120,7 @@ impl ImageSearch for SearchService {
         let md = req.metadata().clone();
         let app = self.0.clone();
         handle("Score", &md, async move {
+            let _slot = app.calls.admit(Method::Score)?;
             let s = app.score(ScoreQuery::try_from(req.into_inner())?, deadline).await?;
             Ok(Served { value: convert::score_response(s.value, s.version), version: s.version, timings: s.timings })
         })
@@ -151,9 +153,9 @@ impl ImageSearch for SearchService {
                 tokio::spawn(async move {
                     let _permit = permit;
                     let start = Instant::now();
-                    let outcome = match ScoreQuery::try_from(msg.request.unwrap_or_default()) {
-                        Ok(query) => app.score(query, None).await,
-                        Err(e) => Err(e),
+                    let outcome = match (app.calls.admit(Method::Score), ScoreQuery::try_from(msg.request.unwrap_or_default())) {
+                        (Ok(_slot), Ok(query)) => app.score(query, None).await,
+                        (Err(e), _) | (_, Err(e)) => Err(e),
                     };
                     let (version, code) = match &outcome {
                         Ok(s) => (s.version, tonic::Code::Ok),
@@ -173,6 +175,7 @@ impl ImageSearch for SearchService {
         let md = req.metadata().clone();
         let app = self.0.clone();
         handle("Search", &md, async move {
+            let _slot = app.calls.admit(Method::Search)?;
             let s = app.search(req.into_inner().into(), deadline).await?;
             Ok(Served { value: convert::search_response(s.value, s.version), version: s.version, timings: s.timings })
         })

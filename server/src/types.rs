@@ -217,6 +217,11 @@ pub struct Limits {
     pub max_search_depth: u32,
     pub max_photo_attributes: u32,
     pub max_filter_conditions: u32,
+    pub max_concurrent_requests: u32,
+    pub max_queue_time_ms: u64,
+    pub image_max_batch_size: u32,
+    pub image_instances: u32,
+    pub text_instances: u32,
 }
 
 /// What Info tells.
@@ -232,5 +237,6 @@ pub struct ServerInfo {
     pub rollout: Rollout,
     pub restricted_regions: Vec<String>,
     pub image_views: String,
+    pub index_views: String,
     pub text_encoder_device: String,
 }

@@ -97,7 +97,7 @@ fn info_names_the_device_the_newest_version_the_regions_and_the_configured_limit
     rt().block_on(async {
         let info = s.server.client().await.info().await.unwrap();
         assert_eq!(info.device, "cpu");
-        assert_eq!((info.image_views.as_str(), info.text_encoder_device.as_str()), ("both", "cpu"));
+        assert_eq!((info.image_views.as_str(), info.index_views.as_str(), info.text_encoder_device.as_str()), ("original", "both", "cpu"));
         assert_eq!(info.versions.iter().map(|v| v.version).collect::<Vec<_>>(), vec![2], "newest version by default");
         assert_eq!(info.restricted_regions, vec!["DE", "FR"]);
         let l = info.limits.unwrap();
@@ -665,15 +665,25 @@ fn the_cli_works_against_a_real_server() {
 }
 
 #[test]
-fn one_view_serving_scores_and_searches() {
+fn score_and_gallery_views_are_set_apart_and_share_the_encoder() {
     let data = tempfile::tempdir().unwrap();
-    let mut server = Server::start(&repo(), &data.path().join("srv"), &["--image-views", "original"]);
+    // The defaults flipped: two views for Score, one for gallery photos.
+    let mut server = Server::start(&repo(), &data.path().join("srv"), &["--image-views", "both", "--index-views", "original"]);
     rt().block_on(async {
         let c = server.ready_client().await;
+        let info = c.info().await.unwrap();
+        assert_eq!((info.image_views.as_str(), info.index_views.as_str()), ("both", "original"));
         let photos = test_photos(3);
-        assert_eq!(c.add_photos(add_requests(&photos)).await.unwrap().added, 3);
+        // Adds and Scores at once: photos with one view and with two share encoder passes.
+        let score = c.score(vec![(ImageRef::Bytes(photos[0].1.clone()), "a dog".into())], Some("US"));
+        let (added, scored) = tokio::join!(c.add_photos(add_requests(&photos)), score);
+        assert_eq!(added.unwrap().added, 3);
+        let by_bytes = scored.unwrap().0[0];
+        let (by_id, _) = c.score(vec![(ImageRef::Gallery(photos[0].0.clone()), "a dog".into())], Some("US")).await.unwrap();
+        // The same photo, two views against one: different vectors (not a cache mix-up).
+        assert_ne!(by_bytes, by_id[0]);
         let (scores, _) = c.score(vec![(ImageRef::Bytes(photos[0].1.clone()), "a dog".into())], Some("US")).await.unwrap();
-        assert!((0.0..=1.0).contains(&scores[0]));
+        assert_eq!(scores[0], by_bytes, "the Score vector is cached under its own views");
         assert_eq!(c.search("a dog", Some("US"), 3).await.unwrap().hits.len(), 3);
     });
     let bad = std::process::Command::new(bin("imagesearch-server")).args(["--image-views", "mirror", "--check"]).output().unwrap();

@@ -1,7 +1,8 @@
 //! The naive ceiling for `make bench`: the server's TorchScript modules called directly in a
 //! loop on one thread, with no server, no queue and no cache — one request at a time (batch 1)
-//! and eight at a time (batch 8). Score = decode + two image views + text + scorer; Search =
-//! text + text tower + product with the gallery's embeddings + top-k. Prints JSON.
+//! and eight at a time (batch 8). Score = decode + the image views + text + scorer; Search =
+//! text + text tower + product with the gallery's embeddings + top-k. Also each stage alone
+//! (decode, resize, image encoder, text encoder). Prints JSON.
 
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -10,7 +11,7 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::Parser;
 use imagesearch_model::preprocess::{decode, to_input};
-use imagesearch_model::{ImageEncoder, ImageLimits, ModelRepository, Scorer, TextEncoder};
+use imagesearch_model::{EncoderFile, ImageEncoder, ImageLimits, ImageViews, ModelRepository, Scorer, TextEncoder};
 use imagesearch_model::device::DeviceChoice;
 use tch::Tensor;
 
@@ -33,6 +34,12 @@ struct Args {
     /// Requests timed per configuration.
     #[arg(long, default_value_t = 64)]
     requests: usize,
+    /// Views of a photo: both (photo and mirror image) or original.
+    #[arg(long, value_enum, default_value_t = ImageViews::Original)]
+    image_views: ImageViews,
+    /// Encoder files: serving (the variant made for the device) or reference.
+    #[arg(long, value_enum, default_value_t = EncoderFile::Serving)]
+    encoder_files: EncoderFile,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -44,8 +51,8 @@ fn main() -> anyhow::Result<()> {
         None => repo.latest()?.context("no scorer version")?,
     };
     let scorer = Scorer::load(&repo.version_dir(version), device)?;
-    let image = ImageEncoder::load(&repo.encoder_dir(&scorer.manifest.image_encoder.name), device)?;
-    let (text, fallback) = TextEncoder::load_probed(&repo.encoder_dir(&scorer.manifest.text_encoder.name), device)?;
+    let image = ImageEncoder::load_file(&repo.encoder_dir(&scorer.manifest.image_encoder.name), device, a.encoder_files)?;
+    let (text, fallback) = TextEncoder::load_probed(&repo.encoder_dir(&scorer.manifest.text_encoder.name), device, a.encoder_files)?;
     if let Some(why) = &fallback {
         eprintln!("text encoder runs on the CPU: {why}");
     }
@@ -60,18 +67,42 @@ fn main() -> anyhow::Result<()> {
     let (w, h) = image.input_size();
     let limits = ImageLimits::default();
 
+    let mirrors = a.image_views.mirrors();
     let image_vectors = |batch: &[&Vec<u8>]| -> anyhow::Result<Tensor> {
         let inputs: Vec<Vec<f32>> = batch
             .iter()
             .flat_map(|b| {
                 let img = decode(b, limits).expect("test photo decodes");
-                [to_input(&img, w, h, false), to_input(&img, w, h, true)]
+                mirrors.iter().map(move |&m| to_input(&img, w, h, m)).collect::<Vec<_>>()
             })
             .collect();
         let views: Vec<&[f32]> = inputs.iter().map(Vec::as_slice).collect();
         let out = image.encode(&views)?;
-        Ok(imagesearch_model::views::photo_vectors(&out, 2))
+        Ok(imagesearch_model::views::photo_vectors(&out, mirrors.len() as i64))
     };
+
+    // Each stage of a Score alone, per photo or text, in milliseconds (one thread, batch 1).
+    let per = |start: Instant, n: usize| start.elapsed().as_secs_f64() * 1000.0 / n as f64;
+    let n = photos.len().min(a.requests);
+    let t = Instant::now();
+    let decoded: Vec<_> = photos[..n].iter().map(|b| decode(b, limits).expect("test photo decodes")).collect();
+    let decode_ms = per(t, n);
+    let t = Instant::now();
+    let inputs: Vec<Vec<f32>> = decoded.iter().map(|img| to_input(img, w, h, false)).collect();
+    let resize_ms = per(t, n);
+    let _ = image.encode(&[inputs[0].as_slice()])?;
+    let t = Instant::now();
+    for x in &inputs {
+        let _ = image.encode(&[x.as_slice()])?;
+    }
+    let image_ms = per(t, n);
+    let _ = text.encode(&[queries[0].as_str()])?;
+    let t = Instant::now();
+    for q in queries.iter().take(n) {
+        let _ = text.encode(&[q.as_str()])?;
+    }
+    let text_ms = per(t, n);
+    drop((decoded, inputs));
 
     // The gallery for Search: every photo encoded once, projected by the image tower.
     let all: Vec<&Vec<u8>> = photos.iter().collect();
@@ -115,6 +146,13 @@ fn main() -> anyhow::Result<()> {
             }
         }
     }
+    results.insert(
+        "stages_ms".into(),
+        serde_json::json!({"decode": decode_ms, "resize": resize_ms, "image_encoder": image_ms, "text_encoder": text_ms}),
+    );
+    results.insert("image_views".into(), format!("{:?}", a.image_views).to_lowercase().into());
+    results.insert("encoder_files".into(), format!("{:?}", a.encoder_files).to_lowercase().into());
+    results.insert("torch_threads".into(), tch::get_num_threads().into());
     results.insert("version".into(), version.into());
     results.insert("device".into(), imagesearch_model::device::device_name(device).into());
     results.insert("text_encoder_device".into(), imagesearch_model::device::device_name(text.device()).into());

@@ -1,0 +1,54 @@
+//! The serving encoder files (`scripts/export_encoders.py`'s variants) give the reference
+//! files' vectors within tolerance, on real photos and texts; the identity stays the reference.
+
+use std::path::PathBuf;
+
+use imagesearch_model::preprocess::{decode, to_input};
+use imagesearch_model::{EncoderFile, ImageEncoder, ImageLimits, TextEncoder};
+use tch::{Device, Tensor};
+
+fn encoders() -> PathBuf {
+    std::env::var_os("IMAGESEARCH_ENCODERS").map(PathBuf::from).expect("IMAGESEARCH_ENCODERS (scripts/setup.sh sets it)")
+}
+
+fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+    (a - b).abs().max().double_value(&[])
+}
+
+#[test]
+fn the_image_encoder_serving_file_gives_the_reference_vectors() {
+    let dir = encoders().join("efficientnet-lite0");
+    let reference = ImageEncoder::load_file(&dir, Device::Cpu, EncoderFile::Reference).unwrap();
+    let serving = ImageEncoder::load_file(&dir, Device::Cpu, EncoderFile::Serving).unwrap();
+    let m = &serving.manifest;
+    assert_ne!(m.file_for(EncoderFile::Serving, Device::Cpu), m.file, "the CPU has a serving variant");
+    assert_eq!(m.sha256(), reference.manifest.sha256(), "the identity stays the reference file's");
+    let photos = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/image_search/test_images");
+    let mut files: Vec<_> = std::fs::read_dir(&photos).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    let (w, h) = reference.input_size();
+    let inputs: Vec<Vec<f32>> = files[..4]
+        .iter()
+        .map(|f| to_input(&decode(&std::fs::read(f).unwrap(), ImageLimits::default()).unwrap(), w, h, false))
+        .collect();
+    let views: Vec<&[f32]> = inputs.iter().map(Vec::as_slice).collect();
+    for n in [4, 1] {
+        let (a, b) = (reference.encode(&views[..n]).unwrap(), serving.encode(&views[..n]).unwrap());
+        let d = max_diff(&a, &b);
+        assert!(d < 1e-3, "batch {n}: image vectors differ by {d}");
+    }
+}
+
+#[test]
+fn the_text_encoder_serving_file_gives_the_reference_vectors_and_is_made_for_cuda_too() {
+    let dir = encoders().join("minilm-l6-v2");
+    let reference = TextEncoder::load_file(&dir, Device::Cpu, EncoderFile::Reference).unwrap();
+    let serving = TextEncoder::load_file(&dir, Device::Cpu, EncoderFile::Serving).unwrap();
+    let m = &serving.manifest;
+    assert_ne!(m.file_for(EncoderFile::Serving, Device::Cuda(0)), m.file, "CUDA has a portable variant");
+    let texts = ["a dog runs along the beach", "two people stand on a snowy mountain top at dawn", "x"];
+    for n in [3, 1] {
+        let (a, b) = (reference.encode(&texts[..n]).unwrap(), serving.encode(&texts[..n]).unwrap());
+        assert!(max_diff(&a, &b) < 1e-5, "text vectors differ by {}", max_diff(&a, &b));
+    }
+}
