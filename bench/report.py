@@ -102,18 +102,19 @@ def main():
     if (out / "overload.json").exists():
         o = json.loads((out / "overload.json").read_text())
         total = o["ok"] + sum(o["errors"].values())
-        shed = sum(n for code, n in o["errors"].items() if code == "RESOURCE_EXHAUSTED")
+        shed_codes = ("RESOURCE_EXHAUSTED", "ResourceExhausted")
+        shed = sum(n for code, n in o["errors"].items() if code in shed_codes)
         rec = {a: json.loads((out / f"recovery-{a}.json").read_text()) for a in (1, 5) if (out / f"recovery-{a}.json").exists()}
         el, ol = o["error_latency"], o["latency"]
-        lines += ["## Overload (open loop, Search, caches off)", "",
+        lines += ["## Overload (open loop, Score, caches off)", "",
                   f"Offered {o['mode'].get('rate', 0):.0f}/s for {o['measured_s']:.0f} s: {o['ok']} answered ({o['throughput_rps']:.1f}/s), "
                   f"{shed} of {total} ({100 * shed / max(1, total):.0f}%) refused with RESOURCE_EXHAUSTED, other errors "
-                  f"{ {k: v for k, v in o['errors'].items() if k != 'RESOURCE_EXHAUSTED'} }.", "",
+                  f"{ {k: v for k, v in o['errors'].items() if k not in shed_codes} }.", "",
                   "| | p50 ms | p99 ms | max ms |", "|---|---:|---:|---:|",
                   f"| refusals | {el['p50_ms']:.2f} | {el['p99_ms']:.2f} | {el['max_ms']:.2f} |",
                   f"| answered | {ol['p50_ms']:.1f} | {ol['p99_ms']:.1f} | {ol['max_ms']:.1f} |"]
         for a, r in rec.items():
-            lines.append(f"| a single Search {a} s after the load | {r['latency']['p50_ms']:.1f} | {r['latency']['p99_ms']:.1f} | {r['latency']['max_ms']:.1f} |")
+            lines.append(f"| a single Score {a} s after the load | {r['latency']['p50_ms']:.1f} | {r['latency']['p99_ms']:.1f} | {r['latency']['max_ms']:.1f} |")
         lines.append("")
         report["overload"] = {"run": o, "recovery": rec}
     (out / "report.md").write_text("\n".join(lines) + "\n")

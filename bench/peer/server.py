@@ -89,6 +89,14 @@ class BadInput(Exception):
     pass
 
 
+class Refusal(Exception):
+    """A request refused with a gRPC status code."""
+
+    def __init__(self, code, message):
+        super().__init__(message)
+        self.code = code
+
+
 class Models:
     """The encoders and one scorer version, as the Rust server loads them."""
 
@@ -223,13 +231,31 @@ def main():
         region = routing.region.strip().upper()
         return not region or region in restricted_regions
 
-    def checked_text(ctx, what, text):
+    def checked_text(what, text):
         t = " ".join(text.split()).lower()
         if not t:
-            ctx.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{what} is empty")
+            raise Refusal(grpc.StatusCode.INVALID_ARGUMENT, f"{what} is empty")
         if len(text) > args.max_text_chars:
-            ctx.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{what} is {len(text)} characters, more than {args.max_text_chars}")
+            raise Refusal(grpc.StatusCode.INVALID_ARGUMENT, f"{what} is {len(text)} characters, more than {args.max_text_chars}")
         return t
+
+    def score(request):
+        n = len(request.pairs)
+        if n == 0 or n > args.max_pairs:
+            raise Refusal(grpc.StatusCode.INVALID_ARGUMENT, f"{n} pairs: send 1..{args.max_pairs}")
+        texts, photos = [], []
+        for i, pair in enumerate(request.pairs):
+            t = checked_text(f"pair {i}: text", pair.text)
+            if restricted(request.routing) and CHILD_WORDS.search(t):
+                raise Refusal(grpc.StatusCode.PERMISSION_DENIED, f"pair {i}: the text describes a child")
+            if pair.image.WhichOneof("source") != "data":
+                raise Refusal(grpc.StatusCode.INVALID_ARGUMENT, f"pair {i}: the peer takes photo bytes only")
+            texts.append(t)
+            photos.append(pair.image.data)
+        try:
+            return scoring_pb2.ScoreResponse(scores=models.score(photos, texts), version=models.version)
+        except BadInput as e:
+            raise Refusal(grpc.StatusCode.INVALID_ARGUMENT, str(e))
 
     class Service(service_grpc.ImageSearchServicer):
         def Info(self, request, context):
@@ -241,28 +267,27 @@ def main():
             )
 
         def Score(self, request, context):
-            n = len(request.pairs)
-            if n == 0 or n > args.max_pairs:
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{n} pairs: send 1..{args.max_pairs}")
-            texts, photos = [], []
-            for i, pair in enumerate(request.pairs):
-                t = checked_text(context, f"pair {i}: text", pair.text)
-                if restricted(request.routing) and CHILD_WORDS.search(t):
-                    context.abort(grpc.StatusCode.PERMISSION_DENIED, f"pair {i}: the text describes a child")
-                if pair.image.WhichOneof("source") != "data":
-                    context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"pair {i}: the peer takes photo bytes only")
-                texts.append(t)
-                photos.append(pair.image.data)
             try:
-                scores = models.score(photos, texts)
-            except BadInput as e:
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
-            return scoring_pb2.ScoreResponse(scores=scores, version=models.version)
+                return score(request)
+            except Refusal as r:
+                context.abort(r.code, str(r))
+
+        def ScoreStream(self, request_iterator, context):
+            context.send_initial_metadata(())  # the client waits for the headers before sending
+            for msg in request_iterator:
+                try:
+                    yield scoring_pb2.ScoreStreamResponse(request_id=msg.request_id, result=score(msg.request))
+                except Refusal as r:
+                    yield scoring_pb2.ScoreStreamResponse(
+                        request_id=msg.request_id, error=scoring_pb2.StreamError(code=r.code.value[0], message=str(r)))
 
         def Search(self, request, context):
             if not 1 <= request.k <= args.max_k:
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"k must be 1..{args.max_k}")
-            q = checked_text(context, "query", request.query)
+            try:
+                q = checked_text("query", request.query)
+            except Refusal as r:
+                context.abort(r.code, str(r))
             closed = restricted(request.routing)
             if closed and CHILD_WORDS.search(q):
                 return search_pb2.SearchResponse(
@@ -288,7 +313,10 @@ def main():
 
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=args.threads),
-        options=[("grpc.max_receive_message_length", 32 << 20), ("grpc.max_send_message_length", 32 << 20)],
+        options=[("grpc.max_receive_message_length", 32 << 20), ("grpc.max_send_message_length", 32 << 20),
+                 # The Rust client's HTTP/2 keep-alive pings: allowed, as the Rust server allows them.
+                 ("grpc.keepalive_permit_without_calls", 1), ("grpc.http2.max_ping_strikes", 0),
+                 ("grpc.http2.min_ping_interval_without_data_ms", 1000)],
     )
     service_grpc.add_ImageSearchServicer_to_server(Service(), server)
     server.add_insecure_port(args.listen)

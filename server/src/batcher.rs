@@ -10,7 +10,7 @@
 //! deadline nearer than that wait is refused, so an overloaded model sheds in microseconds and
 //! what it admits keeps a bounded latency.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,14 +30,7 @@ pub struct BatchConfig {
     pub max_queue_time: Option<Duration>,
     /// Nice value the model threads run at (0 = the process's own priority).
     pub nice: i32,
-    /// libtorch threads for a batch that runs while no other model batch does (the others get
-    /// one each): a lone request uses every core, concurrent ones run side by side. 0 = leave
-    /// libtorch's thread count alone.
-    pub lone_threads: i32,
 }
-
-/// Model batches running now, over every batcher of the process.
-static RUNNING: AtomicUsize = AtomicUsize::new(0);
 
 impl BatchConfig {
     /// The same settings with another batch size (per-model batch sizes).
@@ -225,7 +218,6 @@ fn run_loop<W: BatchWorker>(
 ) {
     let max = cfg.max_batch_size.max(1);
     let mut last_batch = 0usize;
-    let mut threads = 0;
     while let Ok(first) = rx.recv() {
         let mut items = vec![first];
         let fill_until = Instant::now() + cfg.max_queue_delay;
@@ -263,18 +255,9 @@ fn run_loop<W: BatchWorker>(
         metrics::histogram!(m::BATCH_SIZE, "model" => name, "version" => version.to_string()).record(live.len() as f64);
         let (inputs, meta): (Vec<_>, Vec<_>) =
             live.into_iter().map(|it| (it.input, (it.reply, it.enqueued))).unzip();
-        let alone = RUNNING.fetch_add(1, Ordering::SeqCst) == 0;
-        if cfg.lone_threads > 0 {
-            let want = if alone { cfg.lone_threads } else { 1 };
-            if want != threads {
-                tch::set_num_threads(want);
-                threads = want;
-            }
-        }
         let start = Instant::now();
         let outcome = worker.run(inputs);
         let inference = start.elapsed();
-        RUNNING.fetch_sub(1, Ordering::SeqCst);
         cost.record(inference, meta.len());
         metrics::histogram!(m::INFERENCE_SECONDS, "model" => name, "version" => version.to_string())
             .record(inference.as_secs_f64());
@@ -347,7 +330,7 @@ mod tests {
             (|| ServeError::Internal("bug".into()), tonic::Code::Internal),
         ];
         for (make, code) in cases {
-            let cfg = BatchConfig { max_batch_size: 4, max_queue_delay: Duration::from_millis(5), queue_capacity: 8, max_queue_time: None, nice: 0, lone_threads: 0 };
+            let cfg = BatchConfig { max_batch_size: 4, max_queue_delay: Duration::from_millis(5), queue_capacity: 8, max_queue_time: None, nice: 0 };
             let b = Batcher::spawn("failing", "1".into(), cfg, Failing(make));
             let waiters: Vec<_> = (0..3).map(|i| { let b = b.clone(); tokio::spawn(async move { b.submit(i, None).await }) }).collect();
             for w in waiters {
@@ -360,7 +343,7 @@ mod tests {
 
     fn batcher(max: usize, delay_ms: u64, cap: usize, sleep_ms: u64) -> (Batcher<i64, i64>, Arc<Mutex<Vec<usize>>>) {
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let cfg = BatchConfig { max_batch_size: max, max_queue_delay: Duration::from_millis(delay_ms), queue_capacity: cap, max_queue_time: None, nice: 0, lone_threads: 0 };
+        let cfg = BatchConfig { max_batch_size: max, max_queue_delay: Duration::from_millis(delay_ms), queue_capacity: cap, max_queue_time: None, nice: 0 };
         let b = Batcher::spawn("test", "1".into(), cfg, Doubler { seen: seen.clone(), sleep: Duration::from_millis(sleep_ms) });
         (b, seen)
     }
@@ -429,7 +412,7 @@ mod tests {
     fn gated(budget: Option<Duration>) -> Gate {
         let (release, gate) = std::sync::mpsc::channel();
         let (started, batches) = tokio::sync::mpsc::unbounded_channel();
-        let cfg = BatchConfig { max_batch_size: 1, max_queue_delay: Duration::ZERO, queue_capacity: 64, max_queue_time: budget, nice: 0, lone_threads: 0 };
+        let cfg = BatchConfig { max_batch_size: 1, max_queue_delay: Duration::ZERO, queue_capacity: 64, max_queue_time: budget, nice: 0 };
         (Batcher::spawn("gated", "1".into(), cfg, Gated { gate, started, cost: Duration::from_millis(40) }), release, batches)
     }
 
@@ -506,7 +489,7 @@ mod tests {
     async fn instances_take_from_one_queue_and_run_side_by_side() {
         let (running, most) = (Arc::default(), Arc::new(std::sync::atomic::AtomicUsize::new(0)));
         let workers = (0..2).map(|_| Overlap { running: Arc::clone(&running), most: most.clone() }).collect();
-        let cfg = BatchConfig { max_batch_size: 1, max_queue_delay: Duration::ZERO, queue_capacity: 64, max_queue_time: None, nice: 5, lone_threads: 0 };
+        let cfg = BatchConfig { max_batch_size: 1, max_queue_delay: Duration::ZERO, queue_capacity: 64, max_queue_time: None, nice: 5 };
         let b = Batcher::spawn_instances("pair", "1".into(), cfg, workers);
         assert_eq!(b.instances(), 2);
         let handles: Vec<_> = (0..8).map(|i| { let b = b.clone(); tokio::spawn(async move { b.submit(i, None).await.unwrap().value }) }).collect();

@@ -199,8 +199,8 @@ pub struct Config {
     /// versions were trained with).
     #[arg(long, env = "IMAGESEARCH_ENCODER_FILES", value_enum, default_value_t = imagesearch_model::EncoderFile::Serving)]
     pub encoder_files: imagesearch_model::EncoderFile,
-    /// Threads libtorch may use per forward pass (0 = one with several model copies on a CPU,
-    /// else libtorch's default).
+    /// Threads libtorch may use per forward pass (0 = one on a CPU, where model instances use
+    /// the cores side by side; libtorch's default on a GPU).
     #[arg(long, env = "IMAGESEARCH_TORCH_THREADS", default_value_t = 0)]
     pub torch_threads: i32,
     /// How long in-flight requests may take to finish after SIGTERM, in seconds.
@@ -301,7 +301,6 @@ impl Config {
             queue_capacity: self.queue_capacity,
             max_queue_time: (self.max_queue_time_ms > 0).then(|| Duration::from_millis(self.max_queue_time_ms)),
             nice: self.model_nice,
-            lone_threads: 0,
         }
     }
 
@@ -324,22 +323,13 @@ impl Config {
         (image, if self.text_instances == 0 { image } else { self.text_instances })
     }
 
-    /// libtorch threads a model batch gets when it runs alone, on `device`: with several model
-    /// copies on a CPU and no --torch-threads, every core (concurrent batches get one each).
-    pub fn lone_threads(&self, device: Device) -> i32 {
-        let adaptive = self.torch_threads == 0 && device == Device::Cpu && self.instances(device).0 > 1;
-        if adaptive {
-            std::thread::available_parallelism().map_or(2, |n| n.get() as i32)
-        } else {
-            0
-        }
-    }
-
-    /// Threads libtorch may use per forward pass (0 = libtorch's default): with several model
-    /// copies on a CPU, one each unless --torch-threads says otherwise.
+    /// Threads libtorch may use per forward pass on `device`: on a CPU one unless --torch-threads
+    /// says otherwise. (Measured: a libtorch forward pass with 2 intra-op threads on any thread
+    /// but the process's first runs ~2x slower than with 1 — MiniLM 10.7 vs 6.0 ms — so the
+    /// cores are used by model instances side by side instead.)
     pub fn torch_threads(&self, device: Device) -> i32 {
         match self.torch_threads {
-            0 if device == Device::Cpu && self.instances(device).0 > 1 => 1,
+            0 if device == Device::Cpu => 1,
             n => n,
         }
     }

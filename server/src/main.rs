@@ -13,7 +13,6 @@ use imagesearch_proto::v1::image_search_server::ImageSearchServer;
 use imagesearch_proto::v1::model_admin_server::ModelAdminServer;
 use imagesearch_server::app::App;
 use imagesearch_server::auth::{read_token_file, TokenAuth};
-use imagesearch_server::batcher::BatchConfig;
 use imagesearch_server::config::{Command, Config, MetricsListen, SearchIndexKind, StoreKind};
 use imagesearch_server::gallery::PhotoStore;
 use imagesearch_server::model_bucket::BucketModels;
@@ -155,20 +154,17 @@ fn main() -> anyhow::Result<()> {
         image_instances = image_copies,
         text_instances = text_copies,
         torch_threads = tch::get_num_threads(),
-        lone_batch_threads = cfg.lone_threads(device),
         image_max_batch_size = cfg.image_batch_size(device),
         "model instances"
     );
-    // The scorers' passes are tiny: only the encoders change their libtorch threads per batch.
     let batch = cfg.batch();
-    let encoder_batch = BatchConfig { lone_threads: cfg.lone_threads(device), ..batch };
     let (image_manifest, text_manifest) = (images[0].manifest.clone(), texts[0].manifest.clone());
     let encoders = Encoders::start(
         images,
         texts,
         EncoderSettings {
-            image_batch: encoder_batch.with_batch_size(cfg.image_batch_size(device)),
-            text_batch: encoder_batch,
+            image_batch: batch.with_batch_size(cfg.image_batch_size(device)),
+            text_batch: batch,
             limits: ImageLimits { max_bytes: cfg.max_image_bytes, max_pixels: cfg.max_image_pixels },
             max_text_chars: cfg.max_text_chars,
             image_cache: cfg.image_cache,
