@@ -667,8 +667,20 @@ fn the_cli_works_against_a_real_server() {
 #[test]
 fn score_and_gallery_views_are_set_apart_and_share_the_encoder() {
     let data = tempfile::tempdir().unwrap();
+    let metrics = format!("127.0.0.1:{}", imagesearch_tests::free_port());
     // The defaults flipped: two views for Score, one for gallery photos.
-    let mut server = Server::start(&repo(), &data.path().join("srv"), &["--image-views", "both", "--index-views", "original"]);
+    let mut server = Server::start(&repo(), &data.path().join("srv"), &["--image-views", "both", "--index-views", "original", "--metrics-listen", &metrics]);
+    // Image-cache lookups that found a vector, and that did not.
+    let lookups = || {
+        let (_, body) = imagesearch_tests::http::get(&metrics, "/metrics").unwrap();
+        let count = |outcome: &str| -> u64 {
+            body.lines()
+                .find(|l| l.starts_with("imagesearch_cache_lookups_total{") && l.contains("cache=\"image\"") && l.contains(&format!("outcome=\"{outcome}\"")))
+                .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .map_or(0, |v| v as u64)
+        };
+        (count("hit"), count("miss"))
+    };
     rt().block_on(async {
         let c = server.ready_client().await;
         let info = c.info().await.unwrap();
@@ -678,12 +690,17 @@ fn score_and_gallery_views_are_set_apart_and_share_the_encoder() {
         let score = c.score(vec![(ImageRef::Bytes(photos[0].1.clone()), "a dog".into())], Some("US"));
         let (added, scored) = tokio::join!(c.add_photos(add_requests(&photos)), score);
         assert_eq!(added.unwrap().added, 3);
-        let by_bytes = scored.unwrap().0[0];
-        let (by_id, _) = c.score(vec![(ImageRef::Gallery(photos[0].0.clone()), "a dog".into())], Some("US")).await.unwrap();
-        // The same photo, two views against one: different vectors (not a cache mix-up).
-        assert_ne!(by_bytes, by_id[0]);
-        let (scores, _) = c.score(vec![(ImageRef::Bytes(photos[0].1.clone()), "a dog".into())], Some("US")).await.unwrap();
-        assert_eq!(scores[0], by_bytes, "the Score vector is cached under its own views");
+        assert!((0.0..=1.0).contains(&scored.unwrap().0[0]));
+        // A photo the gallery encoded with one view is not served to Score (two views) from the
+        // cache: a miss and a fresh encoding, then a hit under Score's own views.
+        let before = lookups();
+        let (first, _) = c.score(vec![(ImageRef::Bytes(photos[1].1.clone()), "a dog".into())], Some("US")).await.unwrap();
+        let after_first = lookups();
+        assert_eq!((after_first.0 - before.0, after_first.1 - before.1), (0, 1), "the gallery's one-view vector was not reused");
+        let (again, _) = c.score(vec![(ImageRef::Bytes(photos[1].1.clone()), "a dog".into())], Some("US")).await.unwrap();
+        let after_again = lookups();
+        assert_eq!(after_again.0 - after_first.0, 1, "Score's own vector is cached");
+        assert_eq!(first, again);
         assert_eq!(c.search("a dog", Some("US"), 3).await.unwrap().hits.len(), 3);
     });
     let bad = std::process::Command::new(bin("imagesearch-server")).args(["--image-views", "mirror", "--check"]).output().unwrap();
