@@ -27,11 +27,7 @@ log "starting imagesearch-server on $IMAGESEARCH_ENDPOINT (log: $DEMO/server.log
   --restricted-regions DE,FR > "$DEMO/server.log" 2>&1 &
 SERVER_PID=$!
 trap 'kill -TERM $SERVER_PID 2>/dev/null || true' EXIT
-for _ in $(seq 1 300); do
-  "$BIN_DIR/imagesearch" health >/dev/null 2>&1 && break
-  kill -0 $SERVER_PID 2>/dev/null || { cat "$DEMO/server.log"; exit 1; }
-  sleep 0.5
-done
+wait_healthy "$SERVER_PID" "$DEMO/server.log"
 "$BIN_DIR/imagesearch" info
 photos=$("$BIN_DIR/imagesearch" --json gallery stats | sed -n 's/.*"photos": \([0-9]*\).*/\1/p')
 if [ "${photos:-0}" -lt 1100 ]; then

@@ -20,3 +20,14 @@ ensure_version() {
   fi
   echo "$latest"
 }
+# Waits until the server at $IMAGESEARCH_ENDPOINT answers health (5 min at most); shows its log
+# and exits when it dies first.
+wait_healthy() { # pid log
+  for _ in $(seq 1 600); do
+    "$BIN_DIR/imagesearch" health >/dev/null 2>&1 && return 0
+    kill -0 "$1" 2>/dev/null || { cat "$2" >&2; exit 1; }
+    sleep 0.5
+  done
+  echo "the server did not answer health within 5 min; its log: $2" >&2
+  exit 1
+}

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# `make soak`: the server under mixed traffic (Score, ScoreStream, Search) at ~80% of its measured
-# capacity for SOAK_DURATION_S (default 1800) in windows of SOAK_WINDOW_S (30), sampling its RSS,
+# `make soak`: the server (caches off unless SOAK_SERVER_FLAGS says otherwise) under mixed traffic
+# (Score, ScoreStream, Search) at ~80% of its measured capacity for SOAK_DURATION_S (default 1800) in windows of SOAK_WINDOW_S (30), sampling its RSS,
 # open file descriptors and threads after each window. Writes var/soak/report.md and soak.svg
 # (RSS, p99 and throughput over time) and fails when RSS after warm-up drifts past ±10% or
 # descriptors or threads grow.
@@ -20,16 +20,13 @@ PORT="${SOAK_PORT:-50073}"
 DATA="$IMAGESEARCH_DATA/image_search"
 export IMAGESEARCH_ENDPOINT="http://127.0.0.1:$PORT"
 export IMAGESEARCH_WRITER_TOKEN="${IMAGESEARCH_WRITER_TOKEN:-soak-writer-$$}"
+# Caches off by default: every request really decodes and encodes (SOAK_SERVER_FLAGS="" keeps them).
 # shellcheck disable=SC2086
 "$BIN_DIR/imagesearch-server" --listen "127.0.0.1:$PORT" --metrics-listen off --device "${IMAGESEARCH_DEVICE:-cpu}" \
-  --data-dir "$OUT/server" ${SOAK_SERVER_FLAGS:-} > "$OUT/server.log" 2>&1 &
+  --data-dir "$OUT/server" ${SOAK_SERVER_FLAGS---image-cache 0 --text-cache 0} > "$OUT/server.log" 2>&1 &
 PID=$!
 trap 'kill -TERM $PID 2>/dev/null || true' EXIT
-for _ in $(seq 1 600); do
-  "$BIN_DIR/imagesearch" health >/dev/null 2>&1 && break
-  kill -0 $PID 2>/dev/null || { cat "$OUT/server.log"; exit 1; }
-  sleep 0.5
-done
+wait_healthy "$PID" "$OUT/server.log"
 [ "$("$BIN_DIR/imagesearch" --json gallery stats | sed -n 's/.*"photos": \([0-9]*\).*/\1/p')" -ge 100 ] \
   || "$BIN_DIR/imagesearch" gallery add "$DATA/test_images" > /dev/null
 log "capacity: closed loop at concurrency 8 for 15 s ($MIX)"
