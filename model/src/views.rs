@@ -29,8 +29,8 @@ impl ImageViews {
 }
 
 /// Serving vectors of a batch of photos from their views' encoder vectors: `[N·V, D]`, the `V`
-/// views of each photo adjacent, → `[N, D]`, the mean over each photo's views. The one
-/// definition of a photo's vector, shared by the server's encoders, the trainer and the bench.
+/// views of each photo adjacent, → `[N, D]`, the mean over each photo's views (the bench's
+/// batches; the server, whose batches mix photos of one and two views, uses [`photo_vector`]).
 pub fn photo_vectors(encoded: &Tensor, views_per_photo: i64) -> Tensor {
     let d = encoded.size().last().copied().unwrap_or(0);
     encoded.view([-1, views_per_photo.max(1), d]).mean_dim([1i64].as_slice(), false, Kind::Float)

@@ -46,11 +46,7 @@ impl CallLimits {
 
     /// A slot for one call, or RESOURCE_EXHAUSTED at once when every slot is taken.
     pub fn admit(&self, method: Method) -> Result<CallPermit, ServeError> {
-        let slots = match method {
-            Method::Score => &self.score,
-            Method::Search => &self.search,
-        };
-        slots.clone().try_acquire_owned().map_err(|_| {
+        self.slots(method).clone().try_acquire_owned().map_err(|_| {
             metrics::counter!(m::CALLS_REJECTED, "method" => method.name()).increment(1);
             ServeError::TooManyRequests { method: method.name(), limit: self.limit }
         })
@@ -58,11 +54,14 @@ impl CallLimits {
 
     /// Calls of `method` in flight now.
     pub fn in_flight(&self, method: Method) -> usize {
-        let slots = match method {
+        self.limit - self.slots(method).available_permits()
+    }
+
+    fn slots(&self, method: Method) -> &Arc<Semaphore> {
+        match method {
             Method::Score => &self.score,
             Method::Search => &self.search,
-        };
-        self.limit - slots.available_permits()
+        }
     }
 }
 
