@@ -1,8 +1,11 @@
-//! The child detector: a logistic model on a photo's image-encoder vector (the mean of its two
-//! views) that says whether the photo may show a child. The server uses it to flag gallery
-//! photos that come without captions; the trainer learns it from caption-derived labels and
-//! stores it inside a scorer version (`child_detector.json`, listed with its sha256 in the
-//! manifest's `files`, described by the manifest's `child_detector`).
+//! The child detectors: logistic models on an encoder vector that say whether it may show or
+//! describe a child. The photo detector reads a photo's image-encoder vector (the server flags
+//! gallery photos that come without captions); the query detector reads a text's text-encoder
+//! vector (the server withholds, in restricted regions, texts it flags, next to the word list:
+//! either one saying child is enough). The trainer learns both from caption-derived labels and
+//! stores them inside a scorer version (`child_detector.json`, `query_detector.json`, listed
+//! with their sha256 in the manifest's `files`, described by its `child_detector` and
+//! `query_detector`).
 //!
 //! The threshold is chosen for recall: a miss shows a child where the law forbids it, a false
 //! alarm only hides a photo.
@@ -15,6 +18,8 @@ use crate::ModelError;
 
 /// File name of the detector's weights inside a scorer version directory.
 pub const DETECTOR_FILE: &str = "child_detector.json";
+/// File name of the query detector's weights inside a scorer version directory.
+pub const QUERY_DETECTOR_FILE: &str = "query_detector.json";
 
 /// What the scorer manifest says about its detector.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -78,7 +83,12 @@ impl ChildDetector {
     /// Loads `child_detector.json` from a version directory (its sha256 is checked by the
     /// scorer's manifest verification).
     pub fn load(dir: &Path, info: DetectorInfo, dim: usize) -> Result<Self, ModelError> {
-        let path = dir.join(DETECTOR_FILE);
+        Self::load_file(dir, DETECTOR_FILE, info, dim)
+    }
+
+    /// Loads a detector's weights from `file` in a version directory.
+    pub fn load_file(dir: &Path, file: &str, info: DetectorInfo, dim: usize) -> Result<Self, ModelError> {
+        let path = dir.join(file);
         let text = std::fs::read_to_string(&path).map_err(|e| ModelError::io(&path, e))?;
         let weights: DetectorWeights =
             serde_json::from_str(&text).map_err(|source| ModelError::Manifest { path, source })?;

@@ -12,7 +12,7 @@ pub mod scorer;
 pub mod tokenize;
 pub mod views;
 
-pub use detector::{ChildDetector, DetectorInfo, DetectorWeights, DETECTOR_FILE};
+pub use detector::{ChildDetector, DetectorInfo, DetectorWeights, DETECTOR_FILE, QUERY_DETECTOR_FILE};
 pub use encoder::{EncoderFile, EncoderKind, EncoderManifest, ImageEncoder, ServingVariant, TextEncoder};
 pub use error::ModelError;
 pub use preprocess::{ImageError, ImageLimits};

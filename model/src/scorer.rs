@@ -99,6 +99,10 @@ pub struct ScorerManifest {
     pub embedding_dim: i64,
     /// How a photo's image vector is formed from encoder outputs (e.g. mirror averaging).
     pub image_views: String,
+    /// The views gallery photos were chosen and calibrated with (`both`, `crops`; versions
+    /// before crops existed have none: `both`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index_views: Option<String>,
     pub calibration: Calibration,
     /// Every file of the version and its sha256.
     pub files: BTreeMap<String, String>,
@@ -115,6 +119,10 @@ pub struct ScorerManifest {
     /// treats every photo without captions as restricted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub child_detector: Option<crate::DetectorInfo>,
+    /// The query detector shipped with this version (older versions have none: the server then
+    /// judges texts by the word list alone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query_detector: Option<crate::DetectorInfo>,
 }
 
 impl ScorerManifest {
@@ -151,6 +159,26 @@ impl ScorerManifest {
     }
 }
 
+/// A detector the manifest describes, from its file (which the manifest must list).
+fn load_detector(
+    dir: &Path,
+    manifest: &ScorerManifest,
+    info: Option<&crate::DetectorInfo>,
+    file: &str,
+    encoder: &EncoderRef,
+) -> Result<Option<crate::ChildDetector>, ModelError> {
+    match info {
+        Some(info) if manifest.files.contains_key(file) => {
+            Ok(Some(crate::ChildDetector::load_file(dir, file, info.clone(), encoder.output_dim as usize)?))
+        }
+        Some(_) => Err(ModelError::Incompatible(format!(
+            "{}: manifest describes a detector but does not list {file}",
+            dir.display()
+        ))),
+        None => Ok(None),
+    }
+}
+
 fn short(sha: &str) -> &str {
     &sha[..sha.len().min(12)]
 }
@@ -165,6 +193,8 @@ pub struct Scorer {
     device: Device,
     /// The version's child detector, when it ships one.
     pub detector: Option<crate::ChildDetector>,
+    /// The version's query detector (on text-encoder vectors), when it ships one.
+    pub query_detector: Option<crate::ChildDetector>,
 }
 
 impl Scorer {
@@ -180,21 +210,9 @@ impl Scorer {
             }
         }
         verify_files(dir, &manifest.files)?;
-        let detector = match &manifest.child_detector {
-            Some(info) if manifest.files.contains_key(crate::DETECTOR_FILE) => Some(crate::ChildDetector::load(
-                dir,
-                info.clone(),
-                manifest.image_encoder.output_dim as usize,
-            )?),
-            Some(_) => {
-                return Err(ModelError::Incompatible(format!(
-                    "{}: manifest describes a child detector but does not list {}",
-                    dir.display(),
-                    crate::DETECTOR_FILE
-                )))
-            }
-            None => None,
-        };
+        let detector = load_detector(dir, &manifest, manifest.child_detector.as_ref(), crate::DETECTOR_FILE, &manifest.image_encoder)?;
+        let query_detector =
+            load_detector(dir, &manifest, manifest.query_detector.as_ref(), crate::QUERY_DETECTOR_FILE, &manifest.text_encoder)?;
         let load = |file: &str| -> Result<CModule, ModelError> {
             let mut m = CModule::load_on_device(dir.join(file), device)?;
             m.set_eval();
@@ -208,6 +226,7 @@ impl Scorer {
             dir: dir.to_path_buf(),
             device,
             detector,
+            query_detector,
         })
     }
 
@@ -311,6 +330,7 @@ mod tests {
             text_encoder: EncoderRef::from(&text),
             embedding_dim: 1024,
             image_views: "mean".into(),
+            index_views: Some("crops".into()),
             calibration: Calibration { a: 12.5, b: -4.25 },
             files: BTreeMap::from([(SCORE_FILE.to_string(), "00".to_string())]),
             data: BTreeMap::from([("ExpertAnnotations.tsv".to_string(), "11".to_string())]),
@@ -319,6 +339,7 @@ mod tests {
             training: serde_json::json!({"train_pairs": 10}),
             metrics: serde_json::json!({"retrieval": {"r_at_1": 0.5}}),
             child_detector: None,
+            query_detector: None,
         };
         let dir = tempfile::tempdir().unwrap();
         manifest.save(dir.path()).unwrap();

@@ -147,7 +147,17 @@ impl App {
         let slowest = images.iter().chain(texts.iter()).map(|(_, t)| *t).max_by_key(|t| t.queue + t.inference);
         timings.merge(slowest.unwrap_or_default());
         let images = images.into_iter().map(|(v, _)| v).collect();
-        let texts = texts.into_iter().map(|(v, _)| v).collect();
+        let texts: Vec<_> = texts.into_iter().map(|(v, _)| v).collect();
+        if region.restricted {
+            if let Some(i) = texts.iter().position(|v| flags_child_text(&version, v)) {
+                metrics::counter!(m::WITHHELD, "what" => "score").increment(1);
+                return Err(ServeError::Refused(format!(
+                    "pair {i}: the text describes a child (scorer version {}'s query detector), which may not be scored \
+                     in region '{}' (restricted, or no region given) in compliance with local laws",
+                    version.version, region.code
+                )));
+            }
+        }
         let out = version.worker.score(images, texts, deadline).await?;
         timings.add(&out);
         Ok(Served { value: out.value, version: version.version, timings })
@@ -234,4 +244,10 @@ impl App {
 enum ImageInput {
     Bytes(Arc<Vec<u8>>, [u8; 32]),
     Vector(Arc<Vec<f32>>),
+}
+
+/// Whether `version`'s query detector says the text with this text-encoder vector describes a
+/// child (false when the version ships none: the word list then judges alone).
+pub(crate) fn flags_child_text(version: &LoadedVersion, text_vector: &[f32]) -> bool {
+    version.query_detector.as_ref().is_some_and(|d| d.flags(text_vector))
 }

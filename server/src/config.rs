@@ -190,10 +190,12 @@ pub struct Config {
     /// (photo and mirror image, as trained).
     #[arg(long, env = "IMAGESEARCH_IMAGE_VIEWS", value_enum, default_value_t = imagesearch_model::ImageViews::Original)]
     pub image_views: imagesearch_model::ImageViews,
-    /// Views of a photo added to the gallery (encoded once per photo): both (as trained) or
-    /// original.
-    #[arg(long, env = "IMAGESEARCH_INDEX_VIEWS", value_enum, default_value_t = imagesearch_model::ImageViews::Both)]
-    pub index_views: imagesearch_model::ImageViews,
+    /// Views of a photo added to the gallery (encoded once per photo): crops (14 views: whole,
+    /// centre square, five crops, each also mirrored), both (as trained) or original; default:
+    /// the views the version the encoders are taken from (the first of `--versions`, else the
+    /// newest) was chosen and calibrated with: its manifest's `index_views`, `both` when it has none.
+    #[arg(long, env = "IMAGESEARCH_INDEX_VIEWS", value_enum)]
+    pub index_views: Option<imagesearch_model::ImageViews>,
     /// Encoder files to serve: serving (the variant exported for the device: faster on a CPU,
     /// portable to CUDA, within the tolerance its manifest states) or reference (the files the
     /// versions were trained with).

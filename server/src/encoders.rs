@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use imagesearch_model::preprocess::{decode, to_input};
+use imagesearch_model::preprocess::decode;
 use imagesearch_model::tokenize::validate_text;
 use imagesearch_model::{EncoderManifest, ImageEncoder, ImageLimits, ImageViews, TextEncoder};
 use tch::Tensor;
@@ -40,7 +40,7 @@ pub struct PhotoViews(Vec<Vec<f32>>, ImageViews);
 
 /// The encoder inputs of a decoded photo: one CHW tensor per view.
 fn view_inputs(img: &image::RgbImage, (w, h): (u32, u32), views: ImageViews) -> Vec<Vec<f32>> {
-    views.mirrors().iter().map(|&m| to_input(img, w, h, m)).collect()
+    views.inputs(img, w, h)
 }
 
 fn rows(t: &Tensor) -> Result<Vec<Vec<f32>>, ServeError> {

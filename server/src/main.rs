@@ -135,6 +135,10 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let wanted = startup_versions(&cfg, &repo, saved)?;
+    let index_views = match cfg.index_views {
+        Some(v) => v,
+        None => first.index_views.as_deref().unwrap_or("both").parse().map_err(anyhow::Error::msg)?,
+    };
     let (image_copies, text_copies) = cfg.instances(device);
     let image_dir = repo.encoder_dir(&first.image_encoder.name);
     let images = (0..image_copies)
@@ -170,7 +174,7 @@ fn main() -> anyhow::Result<()> {
             image_cache: cfg.image_cache,
             text_cache: cfg.text_cache,
             views: cfg.image_views,
-            index_views: cfg.index_views,
+            index_views,
             decode_workers: cfg.decode_workers(),
             decode_queue: cfg.decode_queue,
         },

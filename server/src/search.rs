@@ -77,9 +77,28 @@ impl App {
         let start = cursor.as_ref().map_or(0, |c| c.rank as usize);
         let page = (req.k as usize).min(depth.saturating_sub(start));
         let mut timings = Timings::default();
+        // Where the law applies, the version's query detector reads the text too: a paraphrase
+        // the word list misses is withheld all the same.
+        let mut text = None;
+        if region.restricted && version.query_detector.is_some() {
+            let v = self.encoders.text_vector(&query, deadline, &mut timings).await?;
+            if crate::app::flags_child_text(&version, &v) {
+                metrics::counter!(m::WITHHELD, "what" => "query").increment(1);
+                tracing::info!(region = %region.code, rule = "query detector", "query withheld");
+                return Ok(Served {
+                    value: SearchAnswer { query_withheld: true, gallery_size, ..SearchAnswer::default() },
+                    version: version.version,
+                    timings,
+                });
+            }
+            text = Some(v);
+        }
         let mut found = Vec::new();
         if page > 0 {
-            let text = self.encoders.text_vector(&query, deadline, &mut timings).await?;
+            let text = match text {
+                Some(v) => v,
+                None => self.encoders.text_vector(&query, deadline, &mut timings).await?,
+            };
             found = if fused {
                 let ranking = Ranking { query: &query, restricted_region: region.restricted, filter: &filter, weight };
                 self.fused(&version, text, &ranking, start + page + 1, deadline, &mut timings).await?

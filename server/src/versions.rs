@@ -26,6 +26,8 @@ pub struct LoadedVersion {
     pub created: String,
     pub metrics_json: String,
     pub detector: Option<ChildDetector>,
+    /// The version's query detector (text-encoder vectors), next to the word list.
+    pub query_detector: Option<ChildDetector>,
     pub worker: ScorerQueue,
 }
 
@@ -161,6 +163,7 @@ impl Versions {
         let created = scorer.manifest.created.clone();
         let metrics_json = scorer.manifest.metrics.to_string();
         let detector = scorer.detector.clone();
+        let query_detector = scorer.query_detector.clone();
         let (image_dim, text_dim) = (self.image.output_dim as usize, self.text.output_dim as usize);
         let db = match &self.search {
             Some(search) => {
@@ -181,7 +184,7 @@ impl Versions {
             return Err(ServeError::Internal(format!("warm-up of version {version} gave scores {scores:?}")));
         }
         worker.search_blocking(zeros_t, 1)?;
-        Ok(Arc::new(LoadedVersion { version, manifest_json, created, metrics_json, detector, worker }))
+        Ok(Arc::new(LoadedVersion { version, manifest_json, created, metrics_json, detector, query_detector, worker }))
     }
 
     /// Unloads a version that is neither stable nor canary.

@@ -668,8 +668,8 @@ fn the_cli_works_against_a_real_server() {
 fn score_and_gallery_views_are_set_apart_and_share_the_encoder() {
     let data = tempfile::tempdir().unwrap();
     let metrics = format!("127.0.0.1:{}", imagesearch_tests::free_port());
-    // The defaults flipped: two views for Score, one for gallery photos.
-    let mut server = Server::start(&repo(), &data.path().join("srv"), &["--image-views", "both", "--index-views", "original", "--metrics-listen", &metrics]);
+    // Two views for Score, fourteen (crops) for gallery photos.
+    let mut server = Server::start(&repo(), &data.path().join("srv"), &["--image-views", "both", "--index-views", "crops", "--metrics-listen", &metrics]);
     // Image-cache lookups that found a vector, and that did not.
     let lookups = || {
         let (_, body) = imagesearch_tests::http::get(&metrics, "/metrics").unwrap();
@@ -684,19 +684,19 @@ fn score_and_gallery_views_are_set_apart_and_share_the_encoder() {
     rt().block_on(async {
         let c = server.ready_client().await;
         let info = c.info().await.unwrap();
-        assert_eq!((info.image_views.as_str(), info.index_views.as_str()), ("both", "original"));
+        assert_eq!((info.image_views.as_str(), info.index_views.as_str()), ("both", "crops"));
         let photos = test_photos(3);
         // Adds and Scores at once: photos with one view and with two share encoder passes.
         let score = c.score(vec![(ImageRef::Bytes(photos[0].1.clone()), "a dog".into())], Some("US"));
         let (added, scored) = tokio::join!(c.add_photos(add_requests(&photos)), score);
         assert_eq!(added.unwrap().added, 3);
         assert!((0.0..=1.0).contains(&scored.unwrap().0[0]));
-        // A photo the gallery encoded with one view is not served to Score (two views) from the
+        // A photo the gallery encoded with fourteen views is not served to Score (two views) from the
         // cache: a miss and a fresh encoding, then a hit under Score's own views.
         let before = lookups();
         let (first, _) = c.score(vec![(ImageRef::Bytes(photos[1].1.clone()), "a dog".into())], Some("US")).await.unwrap();
         let after_first = lookups();
-        assert_eq!((after_first.0 - before.0, after_first.1 - before.1), (0, 1), "the gallery's one-view vector was not reused");
+        assert_eq!((after_first.0 - before.0, after_first.1 - before.1), (0, 1), "the gallery's crops vector was not reused");
         let (again, _) = c.score(vec![(ImageRef::Bytes(photos[1].1.clone()), "a dog".into())], Some("US")).await.unwrap();
         let after_again = lookups();
         assert_eq!(after_again.0 - after_first.0, 1, "Score's own vector is cached");

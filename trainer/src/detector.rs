@@ -263,6 +263,25 @@ fn probabilities(weights: &DetectorWeights, rows: &[&Example]) -> Vec<f32> {
     rows.iter().map(|e| weights.probability(&e.vector)).collect()
 }
 
+/// What a detector reads and how its labels were made, in words (for its manifest entry).
+pub struct Described<'a> {
+    /// Log prefix: "child detector", "query detector".
+    pub name: &'a str,
+    pub features: String,
+    pub labels: &'a str,
+}
+
+impl Described<'_> {
+    /// The photo detector on `dim`-d image-encoder vectors.
+    pub fn photos(dim: usize) -> Self {
+        Described {
+            name: "child detector",
+            features: format!("mean of the image-encoder vectors of the photo's gallery views ({dim}-d), standardised"),
+            labels: LABEL_RULE,
+        }
+    }
+}
+
 /// Trains on `pool` (split by photo into training, validation and held-out photos) and
 /// evaluates the result on the held-out photos and on each named `extra` group (photos kept
 /// out of training by the caller). Every vector must have `dim` values.
@@ -271,7 +290,9 @@ pub fn train(
     pool: &[Example],
     extra: &[(&str, &[Example])],
     dim: usize,
+    what: &Described,
 ) -> Result<TrainedDetector, tch::TchError> {
+    let name = what.name;
     // Split by photo name: held-out first, then validation from the rest.
     let seed = cfg.seed ^ 0xC41D_DE7E;
     let heldout_set = split::holdout(pool.iter().map(|e| e.photo.as_str()), cfg.heldout_fraction, seed);
@@ -306,7 +327,7 @@ pub fn train(
             let candidate = DetectorWeights { mean: mean.clone(), scale: scale.clone(), weights: w, bias: b };
             let auc = roc_auc(&probabilities(&candidate, &val), &val_y);
             tracing::info!(
-                "child detector: weight decay {decay:e}: validation ROC AUC {}",
+                "{name}: weight decay {decay:e}: validation ROC AUC {}",
                 auc.map_or("n/a".into(), |a| format!("{a:.4}"))
             );
             search.insert(format!("{decay:e}"), serde_json::json!(auc));
@@ -347,19 +368,19 @@ pub fn train(
     let mut groups = serde_json::Map::new();
     let validation = evaluate(&val);
     let held = evaluate(&heldout);
-    tracing::info!("child detector threshold {threshold:.4} (recall ≥ {} on validation photos)", cfg.target_recall);
-    tracing::info!("child detector, validation photos: {}", validation.line());
-    tracing::info!("child detector, held-out photos: {}", held.line());
+    tracing::info!("{name} threshold {threshold:.4} (recall ≥ {} on validation)", cfg.target_recall);
+    tracing::info!("{name}, validation: {}", validation.line());
+    tracing::info!("{name}, held-out: {}", held.line());
     groups.insert("validation".into(), serde_json::to_value(&validation).unwrap_or_default());
     groups.insert("heldout".into(), serde_json::to_value(&held).unwrap_or_default());
     for (name, rows) in extra {
         let rows: Vec<&Example> = rows.iter().collect();
         let c = evaluate(&rows);
-        tracing::info!("child detector, {name}: {}", c.line());
+        tracing::info!("{}, {name}: {}", what.name, c.line());
         groups.insert((*name).to_string(), serde_json::to_value(&c).unwrap_or_default());
     }
     for f in &fallbacks {
-        tracing::warn!("child detector: {f}");
+        tracing::warn!("{name}: {f}");
     }
     let metrics = serde_json::json!({
         "threshold_rule": format!(
@@ -367,7 +388,7 @@ pub fn train(
             cfg.target_recall
         ),
         "fallbacks": fallbacks,
-        "features": format!("mean of the image-encoder vectors of the photo and its left-right mirror ({dim}-d), standardised"),
+        "features": what.features,
         "model": "logistic regression, classes weighted to equal total weight, L2 penalty chosen by validation ROC AUC",
         "weight_decay": chosen_decay,
         "weight_decay_validation_auc": search,
@@ -379,7 +400,7 @@ pub fn train(
         },
         "groups": groups,
     });
-    let info = DetectorInfo { threshold, target_recall: cfg.target_recall, labels: LABEL_RULE.to_string(), metrics };
+    let info = DetectorInfo { threshold, target_recall: cfg.target_recall, labels: what.labels.to_string(), metrics };
     Ok(TrainedDetector { info, weights })
 }
 
@@ -474,7 +495,7 @@ mod tests {
         let cfg = DetectorConfig { steps: 200, ..DetectorConfig::default() };
         let pool = synthetic(600, 16, 2.5, 1);
         let test = synthetic(200, 16, 2.5, 2);
-        let d = train(&cfg, &pool, &[("test_photos", &test)], 16).unwrap();
+        let d = train(&cfg, &pool, &[("test_photos", &test)], 16, &Described::photos(16)).unwrap();
         let g = &d.info.metrics["groups"];
         // The threshold meets the target on the validation photos by construction; on new
         // photos recall scatters around it (it sits at the positives' lower tail).
@@ -493,7 +514,7 @@ mod tests {
         let positives = test.iter().filter(|e| e.positive).count();
         assert!(flagged as f64 >= 0.88 * positives as f64);
         // Deterministic.
-        let again = train(&cfg, &pool, &[("test_photos", &test)], 16).unwrap();
+        let again = train(&cfg, &pool, &[("test_photos", &test)], 16, &Described::photos(16)).unwrap();
         assert_eq!(again.weights, d.weights);
         assert_eq!(again.info, d.info);
     }
@@ -503,14 +524,14 @@ mod tests {
         let cfg = DetectorConfig { steps: 20, ..DetectorConfig::default() };
         let mut pool = synthetic(40, 8, 2.0, 3);
         pool.iter_mut().for_each(|e| e.positive = false);
-        let d = train(&cfg, &pool, &[], 8).unwrap();
+        let d = train(&cfg, &pool, &[], 8, &Described::photos(8)).unwrap();
         assert_eq!(d.info.threshold, 0.0);
         assert!(!d.info.metrics["fallbacks"].as_array().unwrap().is_empty());
         let det = imagesearch_model::ChildDetector::new(d.info, d.weights, 8).unwrap();
         assert!(pool.iter().all(|e| det.flags(&e.vector)), "with nothing to learn from, every photo is flagged");
 
         // An empty pool does not crash either.
-        let d = train(&cfg, &[], &[], 8).unwrap();
+        let d = train(&cfg, &[], &[], 8, &Described::photos(8)).unwrap();
         assert_eq!(d.info.threshold, 0.0);
         assert_eq!(d.weights.scale, vec![1.0; 8]);
     }

@@ -30,10 +30,35 @@ pub struct Tau {
     pub photos: usize,
 }
 
+/// 95% intervals of the retrieval rates (cluster bootstrap: a test photo's queries resampled
+/// together).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RetrievalIntervals {
+    pub r_at_1: Interval,
+    pub r_at_5: Interval,
+    pub r_at_10: Interval,
+    pub mrr: Interval,
+}
+
+/// The retrieval rates' intervals from 1-based ranks, clustered by each query's photo.
+fn retrieval_intervals(ranks: &[usize], photos: &[&str], candidates: usize, seed: u64) -> Option<RetrievalIntervals> {
+    let clusters = metrics::clusters_by(photos);
+    let on = |f: fn(&Retrieval) -> f64| {
+        metrics::bootstrap(&clusters, BOOTSTRAP_REPS, seed, |idx| {
+            let r: Vec<usize> = idx.iter().map(|&i| ranks[i]).collect();
+            Some(f(&metrics::retrieval(&r, candidates)))
+        })
+    };
+    Some(RetrievalIntervals { r_at_1: on(|r| r.r_at_1)?, r_at_5: on(|r| r.r_at_5)?, r_at_10: on(|r| r.r_at_10)?, mrr: on(|r| r.mrr)? })
+}
+
 /// All metrics of one version.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Metrics {
     pub retrieval: Retrieval,
+    /// 95% intervals of `retrieval`'s rates (absent in versions evaluated before they existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retrieval_interval: Option<RetrievalIntervals>,
     pub retrieval_chance: Retrieval,
     /// Retrieval of the queries that describe a child (whose photos and captions the law keeps
     /// out of training) and of the others.
@@ -223,6 +248,12 @@ pub fn evaluate(
         retrieval_child_queries: subset(child_ranks),
         retrieval_other_queries: subset(other_ranks),
         retrieval: metrics::retrieval(&ranks, test_images.len()),
+        retrieval_interval: retrieval_intervals(
+            &ranks,
+            &queries.iter().map(|q| q.image.as_str()).collect::<Vec<_>>(),
+            test_images.len(),
+            seed,
+        ),
         retrieval_chance: metrics::chance_retrieval(ranks.len(), test_images.len()),
         expert_tau_c,
         crowd_tau_b,
@@ -242,18 +273,20 @@ pub fn metrics_table(m: &Metrics) -> String {
     let r = &m.retrieval;
     let c = &m.retrieval_chance;
     s.push_str(&format!(
-        "retrieval: {} queries x {} photos\n  {:<22}{:>8}{:>10}\n",
-        r.queries, r.candidates, "metric", "model", "chance"
+        "retrieval: {} queries x {} photos (95% cluster bootstrap over photos)\n  {:<22}{:>8}  {:<16}{:>8}\n",
+        r.queries, r.candidates, "metric", "model", "interval", "chance"
     ));
-    for (name, v, ch) in [
-        ("R@1", r.r_at_1, c.r_at_1),
-        ("R@5", r.r_at_5, c.r_at_5),
-        ("R@10", r.r_at_10, c.r_at_10),
-        ("MRR", r.mrr, c.mrr),
-        ("median rank", r.median_rank, c.median_rank),
-        ("mean rank", r.mean_rank, c.mean_rank),
+    let ci = m.retrieval_interval.as_ref();
+    for (name, v, ch, iv) in [
+        ("R@1", r.r_at_1, c.r_at_1, ci.map(|i| i.r_at_1)),
+        ("R@5", r.r_at_5, c.r_at_5, ci.map(|i| i.r_at_5)),
+        ("R@10", r.r_at_10, c.r_at_10, ci.map(|i| i.r_at_10)),
+        ("MRR", r.mrr, c.mrr, ci.map(|i| i.mrr)),
+        ("median rank", r.median_rank, c.median_rank, None),
+        ("mean rank", r.mean_rank, c.mean_rank, None),
     ] {
-        s.push_str(&format!("  {name:<22}{v:>8.3}{ch:>10.3}\n"));
+        let iv = iv.map_or(String::new(), |i| format!("[{:.3}, {:.3}]", i.lo, i.hi));
+        s.push_str(&format!("  {name:<22}{v:>8.3}  {iv:<16}{ch:>8.3}\n"));
     }
     for (name, sub) in [("queries describing a child", &m.retrieval_child_queries), ("other queries", &m.retrieval_other_queries)] {
         if let Some(x) = sub {
@@ -263,7 +296,7 @@ pub fn metrics_table(m: &Metrics) -> String {
             ));
         }
     }
-    s.push_str("judgments (own-caption pairs dropped, 95% cluster bootstrap):\n");
+    s.push_str("judgments (own-caption pairs dropped, 95% cluster bootstrap; chance: tau 0):\n");
     let line = |name: &str, t: &Option<Tau>| match t {
         Some(t) => format!(
             "  {name:<34}{:>7.3}  [{:.3}, {:.3}]  ({} items, {} photos)\n",

@@ -259,20 +259,66 @@ pub fn train_member(
     Ok((member, log))
 }
 
-/// The trained ensemble.
+/// Query-bank normalisation (the inverted softmax of Bogolin et al., CVPR 2022) folded into the
+/// towers: a photo's similarity to a query is lowered by how similar the photo is to a bank of
+/// training captions, `t(photo) = log Σ_b exp(β · cos(photo, b)) / β`, which demotes "hub" photos
+/// that match every query. The term depends on the photo alone, so the image tower appends
+/// `−t` to the joint embedding and the text tower appends `1`: one inner product is then
+/// `cos − t`, and a search stays one matrix product (or one inner-product index lookup).
+pub struct QueryBank {
+    /// Joint text embeddings of the bank's captions `[K, E]`.
+    pub captions: Tensor,
+    pub beta: f64,
+}
+
+impl QueryBank {
+    /// The per-photo term `t` of joint image embeddings `[B, E]` → `[B]`.
+    pub fn term(&self, images: &Tensor) -> Tensor {
+        (images.matmul(&self.captions.tr()) * self.beta).logsumexp([1i64].as_slice(), false) / self.beta
+    }
+}
+
+/// The trained ensemble, with its query bank when one is used.
 pub struct Ensemble {
     pub members: Vec<Member>,
+    pub query_bank: Option<QueryBank>,
 }
 
 impl Ensemble {
-    /// Joint image embeddings `[B, M·dim]`, unit length (inference mode).
-    pub fn embed_images(&self, x: &Tensor) -> Tensor {
+    /// The members' joint image embeddings `[B, M·dim]`, unit length (inference mode), before
+    /// the query bank's term.
+    pub fn joint_images(&self, x: &Tensor) -> Tensor {
         self.concat(|m| m.image.forward(x, false))
     }
 
-    /// Joint text embeddings `[B, M·dim]`, unit length (inference mode).
-    pub fn embed_texts(&self, x: &Tensor) -> Tensor {
+    /// The members' joint text embeddings `[B, M·dim]`, unit length (inference mode).
+    pub fn joint_texts(&self, x: &Tensor) -> Tensor {
         self.concat(|m| m.text.forward(x, false))
+    }
+
+    /// Image embeddings as served: [`Ensemble::joint_images`], followed by `−t` when a query
+    /// bank is used (`[B, M·dim + 1]`).
+    pub fn embed_images(&self, x: &Tensor) -> Tensor {
+        let e = self.joint_images(x);
+        match &self.query_bank {
+            Some(bank) => Tensor::cat(&[-bank.term(&e).unsqueeze(1), e], 1),
+            None => e,
+        }
+    }
+
+    /// Text embeddings as served: [`Ensemble::joint_texts`], followed by `1` when a query bank
+    /// is used (`ones_like`, so a traced tower follows the batch size).
+    pub fn embed_texts(&self, x: &Tensor) -> Tensor {
+        let e = self.joint_texts(x);
+        match &self.query_bank {
+            Some(_) => Tensor::cat(&[e.narrow(1, 0, 1).ones_like(), e], 1),
+            None => e,
+        }
+    }
+
+    /// Width of the served embeddings.
+    pub fn embedding_dim(&self, member_dim: i64) -> i64 {
+        member_dim * self.members.len() as i64 + i64::from(self.query_bank.is_some())
     }
 
     fn concat(&self, f: impl Fn(&Member) -> Tensor) -> Tensor {
@@ -286,6 +332,9 @@ impl Ensemble {
         for m in &mut self.members {
             m.vs.freeze();
             m.vs.set_device(Device::Cpu);
+        }
+        if let Some(bank) = &mut self.query_bank {
+            bank.captions = bank.captions.to_device(Device::Cpu);
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod labels;
 pub mod metrics;
 pub mod pipeline;
 pub mod progress;
+pub mod query_detector;
 pub mod report;
 pub mod split;
 pub mod tables;

@@ -10,7 +10,7 @@ use imagesearch_trainer::detector::{summary_line, DetectorConfig};
 use imagesearch_trainer::evaluate::metrics_table;
 use imagesearch_trainer::head::HeadConfig;
 use imagesearch_trainer::labels::Aggregation;
-use imagesearch_trainer::pipeline::{self, CommonConfig, TrainConfig};
+use imagesearch_trainer::pipeline::{self, CommonConfig, QueryBankConfig, TrainConfig};
 
 #[derive(Parser)]
 #[command(name = "imagesearch-train", version, about = "Train and evaluate imagesearch scorer versions")]
@@ -129,6 +129,23 @@ struct TrainArgs {
     /// Ship no child detector (the server then restricts every photo without captions).
     #[arg(long, env = "IMAGESEARCH_NO_CHILD_DETECTOR")]
     no_child_detector: bool,
+    /// Recall on validation texts that the query detector's threshold is chosen for.
+    #[arg(long, env = "IMAGESEARCH_QUERY_DETECTOR_RECALL", default_value_t = 0.98, value_parser = recall)]
+    query_detector_recall: f64,
+    /// Ship no query detector (the server then judges texts by the word list alone).
+    #[arg(long, env = "IMAGESEARCH_NO_QUERY_DETECTOR")]
+    no_query_detector: bool,
+    /// Views gallery photos are indexed with (both, or crops: 14 views); default: the one that
+    /// ranks best on the lever validation set.
+    #[arg(long, env = "IMAGESEARCH_INDEX_VIEWS", value_enum)]
+    index_views: Option<ImageViews>,
+    /// Training captions in the query bank (inverted-softmax normalisation); 0 = none.
+    #[arg(long, env = "IMAGESEARCH_QUERY_BANK", default_value_t = 5000, value_parser = at_least(0))]
+    query_bank: usize,
+    /// β of the query bank's inverted softmax, used as given; default: chosen on the lever
+    /// validation set (no bank is one of the candidates).
+    #[arg(long, env = "IMAGESEARCH_QUERY_BANK_BETA", value_parser = positive)]
+    query_bank_beta: Option<f64>,
 }
 
 #[derive(Args)]
@@ -144,10 +161,11 @@ struct EvalArgs {
     /// Print the metrics as JSON.
     #[arg(long)]
     json: bool,
-    /// Photo vectors as the server makes them: both (photo and mirror image, as trained) or
-    /// original (half the encoder cost) — to measure what `imagesearch-server --image-views` costs.
-    #[arg(long, value_enum, default_value_t = ImageViews::Both)]
-    image_views: ImageViews,
+    /// Photo vectors as the server makes them: both (photo and mirror image, as trained),
+    /// original (half the encoder cost) or crops (14 views) — to measure what
+    /// `imagesearch-server --image-views`/`--index-views` cost; default: the version's gallery views.
+    #[arg(long, value_enum)]
+    image_views: Option<ImageViews>,
 }
 
 /// A count flag with a lower bound.
@@ -162,6 +180,16 @@ fn fraction(s: &str) -> Result<f64, String> {
         Ok(v)
     } else {
         Err(format!("{v} is not strictly between 0 and 1"))
+    }
+}
+
+/// A number above 0.
+fn positive(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("'{s}' is not a number"))?;
+    if v > 0.0 && v.is_finite() {
+        Ok(v)
+    } else {
+        Err(format!("{v} is not above 0"))
     }
 }
 
@@ -225,6 +253,13 @@ fn main() -> anyhow::Result<()> {
                     seed: a.seed,
                     ..DetectorConfig::default()
                 }),
+                query_detector: (!a.no_query_detector).then(|| DetectorConfig {
+                    target_recall: a.query_detector_recall,
+                    seed: a.seed,
+                    ..DetectorConfig::default()
+                }),
+                index_views: a.index_views,
+                query_bank: QueryBankConfig { size: a.query_bank, beta: a.query_bank_beta },
                 head: HeadConfig {
                     dim: a.dim,
                     hidden: a.hidden,

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use imagesearch_model::preprocess::{self, ImageLimits};
 use imagesearch_model::views::photo_vector;
+use imagesearch_model::views::View;
 use imagesearch_model::{ImageEncoder, ImageViews, TextEncoder};
 use sha2::{Digest, Sha256};
 use tch::Tensor;
@@ -35,21 +36,11 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> VectorError + '_ {
     move |source| VectorError::Io { path: path.to_path_buf(), source }
 }
 
-/// The two views of a photo: as is and mirrored left-right.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum View {
-    Original,
-    Mirrored,
-}
-
 /// Key of a photo view: sha256(photo bytes ‖ view tag).
 pub fn image_key(bytes_sha: &[u8; 32], view: View) -> Key {
     let mut h = Sha256::new();
     h.update(bytes_sha);
-    h.update(match view {
-        View::Original => b"original".as_slice(),
-        View::Mirrored => b"mirrored".as_slice(),
-    });
+    h.update(view.tag().as_bytes());
     h.finalize().into()
 }
 
@@ -153,44 +144,52 @@ fn rows_of(t: &Tensor) -> Result<Vec<Vec<f32>>, VectorError> {
     Ok((0..rows as usize).map(|i| flat[i * dim..(i + 1) * dim].to_vec()).collect())
 }
 
-/// Photo vectors: the mean of the original and mirrored views' encoder vectors, plus each view.
-#[derive(Clone, Debug)]
+/// A photo's encoder vectors, one per encoded view.
+#[derive(Clone, Debug, Default)]
 pub struct PhotoVectors {
-    pub original: Vec<f32>,
-    pub mirrored: Vec<f32>,
+    views: HashMap<View, Vec<f32>>,
 }
 
 impl PhotoVectors {
-    /// The photo's vector as the server makes it with `--image-views views`: the mean of
-    /// those views' vectors ([`photo_vector`], the model crate's one definition).
-    pub fn serving(&self, views: ImageViews) -> Vec<f32> {
-        let rows: Vec<&[f32]> = views
-            .mirrors()
-            .iter()
-            .map(|&mirrored| if mirrored { self.mirrored.as_slice() } else { self.original.as_slice() })
-            .collect();
-        photo_vector(&rows)
+    /// The encoder vector of one view, when it was encoded.
+    pub fn view(&self, view: View) -> Option<&[f32]> {
+        self.views.get(&view).map(Vec::as_slice)
+    }
+
+    /// Whether every view of `views` was encoded.
+    pub fn has(&self, views: ImageViews) -> bool {
+        views.views().iter().all(|v| self.views.contains_key(v))
+    }
+
+    /// The photo's vector as the server makes it with `views`: the mean of those views'
+    /// vectors ([`photo_vector`], the model crate's one definition); None when one of them
+    /// was not encoded.
+    pub fn serving(&self, views: ImageViews) -> Option<Vec<f32>> {
+        let rows: Option<Vec<&[f32]>> = views.views().iter().map(|v| self.view(*v)).collect();
+        rows.map(|r| photo_vector(&r))
     }
 }
 
-/// Encodes photos (both views), reusing cached vectors; returns the vectors by photo name and
-/// how many photos had to be encoded. Photos that cannot be read or decoded are reported as
-/// problems and left out of the result.
+/// Encodes the `views` of each photo, reusing cached vectors; returns the vectors by photo
+/// name and how many photos had to be encoded. Photos that cannot be read or decoded are
+/// reported as problems and left out of the result.
 pub fn encode_photos(
     encoder: &ImageEncoder,
     cache: &mut VectorCache,
     photos: &[(String, PathBuf)],
+    views: ImageViews,
     batch_size: usize,
     problems: &mut Vec<Problem>,
 ) -> Result<(HashMap<String, PhotoVectors>, usize), VectorError> {
     let limits = ImageLimits::default();
     let (w, h) = encoder.input_size();
-    let mut keys: Vec<(String, Key, Key, PathBuf)> = Vec::with_capacity(photos.len());
+    let wanted = views.views();
+    let mut keys: Vec<(String, Vec<Key>, PathBuf)> = Vec::with_capacity(photos.len());
     for (name, path) in photos {
         match std::fs::read(path) {
             Ok(bytes) => {
                 let sha: [u8; 32] = Sha256::digest(&bytes).into();
-                keys.push((name.clone(), image_key(&sha, View::Original), image_key(&sha, View::Mirrored), path.clone()));
+                keys.push((name.clone(), wanted.iter().map(|v| image_key(&sha, *v)).collect(), path.clone()));
             }
             Err(e) => problems.push(Problem {
                 file: path.display().to_string(),
@@ -199,24 +198,29 @@ pub fn encode_photos(
             }),
         }
     }
-    let todo: Vec<&(String, Key, Key, PathBuf)> =
-        keys.iter().filter(|(_, o, m, _)| !cache.contains(o) || !cache.contains(m)).collect();
+    let todo: Vec<&(String, Vec<Key>, PathBuf)> =
+        keys.iter().filter(|(_, ks, _)| ks.iter().any(|k| !cache.contains(k))).collect();
     let mut encoded = 0;
     if !todo.is_empty() {
         let mut bar = Progress::new(todo.len(), "photos");
-        for chunk in todo.chunks(batch_size.max(1)) {
-            let mut inputs = Vec::with_capacity(2 * chunk.len());
-            let mut batch_keys = Vec::with_capacity(2 * chunk.len());
-            for (_, ko, km, path) in chunk {
+        // A batch holds about `batch_size` encoder inputs, whatever the views per photo.
+        let per_batch = (batch_size / wanted.len()).max(1);
+        for chunk in todo.chunks(per_batch) {
+            let mut inputs = Vec::with_capacity(wanted.len() * chunk.len());
+            let mut batch_keys = Vec::with_capacity(wanted.len() * chunk.len());
+            for (_, ks, path) in chunk {
                 let decoded = std::fs::read(path)
                     .map_err(|e| e.to_string())
                     .and_then(|b| preprocess::decode(&b, limits).map_err(|e| e.to_string()));
                 match decoded {
                     Ok(img) => {
-                        inputs.push(preprocess::to_input(&img, w, h, false));
-                        inputs.push(preprocess::to_input(&img, w, h, true));
-                        batch_keys.push(*ko);
-                        batch_keys.push(*km);
+                        for (view, key) in wanted.iter().zip(ks) {
+                            if !cache.contains(key) {
+                                inputs.push(view.input(&img, w, h));
+                                batch_keys.push(*key);
+                            }
+                        }
+                        encoded += 1;
                     }
                     Err(reason) => {
                         problems.push(Problem {
@@ -228,7 +232,6 @@ pub fn encode_photos(
                 }
             }
             if !inputs.is_empty() {
-                encoded += inputs.len() / 2;
                 let refs: Vec<&[f32]> = inputs.iter().map(Vec::as_slice).collect();
                 let out = encoder.encode(&refs)?;
                 cache.insert_batch(batch_keys.into_iter().zip(rows_of(&out)?).collect())?;
@@ -238,12 +241,21 @@ pub fn encode_photos(
         bar.finish();
     }
     let mut out = HashMap::with_capacity(keys.len());
-    for (name, ko, km, _) in &keys {
-        if let (Some(o), Some(m)) = (cache.get(ko), cache.get(km)) {
-            out.insert(name.clone(), PhotoVectors { original: o.to_vec(), mirrored: m.to_vec() });
+    for (name, ks, _) in &keys {
+        let found: Option<HashMap<View, Vec<f32>>> =
+            wanted.iter().zip(ks).map(|(v, k)| cache.get(k).map(|x| (*v, x.to_vec()))).collect();
+        if let Some(views) = found {
+            out.insert(name.clone(), PhotoVectors { views });
         }
     }
     Ok((out, encoded))
+}
+
+/// Merges photo vectors of other views (or other photos) into `into`.
+pub fn merge_photos(into: &mut HashMap<String, PhotoVectors>, from: HashMap<String, PhotoVectors>) {
+    for (name, v) in from {
+        into.entry(name).or_default().views.extend(v.views);
+    }
 }
 
 /// Encodes texts in length-sorted batches, reusing cached vectors; returns the vectors by text

@@ -58,9 +58,18 @@ fn trains_a_tiny_scorer_and_loads_it_back() {
     }
     let manifest = ScorerManifest::load(&dir).unwrap();
     assert_eq!(manifest.version, 1);
-    assert_eq!(manifest.embedding_dim, 2 * 512);
+    // The test-time levers were chosen on validation: every candidate is listed, the chosen
+    // gallery views are recorded, and the query bank (when chosen) adds one column.
+    let levers = &manifest.training["levers"];
+    assert_eq!(levers["candidates"].as_array().unwrap().len(), 2 * 7, "{levers}");
+    let views = manifest.index_views.clone().expect("manifest records the gallery views");
+    assert!(views == "both" || views == "crops", "{views}");
+    assert_eq!(levers["chosen_index_views"], views.as_str());
+    let banked = levers["chosen_beta"].is_number();
+    assert_eq!(manifest.embedding_dim, 2 * 512 + i64::from(banked));
     assert!(manifest.metrics["retrieval"]["r_at_1"].is_number());
     assert!(manifest.training["photo_encoding"]["encoded"].as_u64().unwrap() > 0);
+    assert!(manifest.training["gallery_photo_encoding"]["encoded"].as_u64().unwrap() > 0);
 
     // The artifact gives the same scores through its three entry points.
     let scorer = Scorer::load(&dir, Device::Cpu).unwrap();
@@ -70,8 +79,14 @@ fn trains_a_tiny_scorer_and_loads_it_back() {
     let scores = scorer.score(&iv, &tv).unwrap();
     let ie = scorer.embed_images(&iv).unwrap();
     let te = scorer.embed_texts(&tv).unwrap();
-    let norms = ie.norm_scalaropt_dim(2, [-1i64].as_slice(), false);
+    assert_eq!((ie.size()[1], te.size()[1]), (manifest.embedding_dim, manifest.embedding_dim));
+    // The joint part is unit length; a query bank's column is −t for photos and 1 for texts.
+    let skip = i64::from(banked);
+    let norms = ie.narrow(1, skip, 2 * 512).norm_scalaropt_dim(2, [-1i64].as_slice(), false);
     assert!((norms - 1.0).abs().max().double_value(&[]) < 1e-4, "tower outputs are unit length");
+    if banked {
+        assert!((te.narrow(1, 0, 1) - 1.0).abs().max().double_value(&[]) < 1e-6);
+    }
     let cos = (&ie * &te).sum_dim_intlist([-1i64].as_slice(), false, Kind::Float);
     let c = manifest.calibration;
     let expected = (cos * c.a + c.b).sigmoid();

@@ -67,18 +67,18 @@ fn main() -> anyhow::Result<()> {
     let (w, h) = image.input_size();
     let limits = ImageLimits::default();
 
-    let mirrors = a.image_views.mirrors();
+    let views = a.image_views;
     let image_vectors = |batch: &[&Vec<u8>]| -> anyhow::Result<Tensor> {
         let inputs: Vec<Vec<f32>> = batch
             .iter()
             .flat_map(|b| {
                 let img = decode(b, limits).expect("test photo decodes");
-                mirrors.iter().map(move |&m| to_input(&img, w, h, m)).collect::<Vec<_>>()
+                views.inputs(&img, w, h)
             })
             .collect();
-        let views: Vec<&[f32]> = inputs.iter().map(Vec::as_slice).collect();
-        let out = image.encode(&views)?;
-        Ok(imagesearch_model::views::photo_vectors(&out, mirrors.len() as i64))
+        let rows: Vec<&[f32]> = inputs.iter().map(Vec::as_slice).collect();
+        let out = image.encode(&rows)?;
+        Ok(imagesearch_model::views::photo_vectors(&out, views.views().len() as i64))
     };
 
     // Each stage of a Score alone, per photo or text, in milliseconds (one thread, batch 1).

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::Instant;
 
-use imagesearch_model::{ImageEncoder, TextEncoder};
+use imagesearch_model::{ImageEncoder, ImageViews, TextEncoder};
 
 use super::select::Selection;
 use super::{CommonConfig, PipelineError, ProblemGate};
@@ -42,6 +42,14 @@ pub struct Pass {
     pub per_second: Option<f64>,
 }
 
+impl Pass {
+    /// Two passes as one.
+    pub fn sum(a: &Pass, b: &Pass) -> Pass {
+        let (encoded, seconds) = (a.encoded + b.encoded, a.seconds + b.seconds);
+        Pass { encoded, seconds, per_second: (encoded > 0).then(|| encoded as f64 / seconds) }
+    }
+}
+
 fn timed<T>(f: impl FnOnce() -> Result<(T, usize), VectorError>) -> Result<(T, Pass), PipelineError> {
     let t = Instant::now();
     let (out, encoded) = f()?;
@@ -50,14 +58,15 @@ fn timed<T>(f: impl FnOnce() -> Result<(T, usize), VectorError>) -> Result<(T, P
     Ok((out, Pass { encoded, seconds, per_second }))
 }
 
-/// Both views of each photo, by name; photos that cannot be read or decoded become problems.
+/// The `views` of each photo, by name; photos that cannot be read or decoded become problems.
 pub(super) fn encode_photos(
     enc: &mut Encoders,
     c: &CommonConfig,
     photos: &[(String, PathBuf)],
+    views: ImageViews,
     problems: &mut Vec<Problem>,
 ) -> Result<(HashMap<String, PhotoVectors>, Pass), PipelineError> {
-    timed(|| vectors::encode_photos(&enc.image, &mut enc.image_cache, photos, c.image_batch, problems))
+    timed(|| vectors::encode_photos(&enc.image, &mut enc.image_cache, photos, views, c.image_batch, problems))
 }
 
 /// The vector of each text.
@@ -89,14 +98,34 @@ pub(super) fn data_hashes(paths: &DataPaths) -> Result<BTreeMap<String, String>,
 
 /// What the training job's encoding step produced.
 pub(super) struct TrainingVectors {
-    /// Both views of every photo that could be encoded.
+    /// The encoded views of every photo that could be encoded: both whole views of the
+    /// captioned training photos, every candidate gallery view of the judged and test photos.
     pub photos: HashMap<String, PhotoVectors>,
-    /// Each of those photos' serving vector (mean of both views, as trained and served).
+    /// Each of those photos' serving vector: the mean of both whole views (as trained) until
+    /// [`TrainingVectors::serve_with`] picks the gallery views of the photos that have them.
     pub serving: HashMap<String, Vec<f32>>,
     /// The vector of every caption, judged query and test query.
     pub texts: HashMap<String, Vec<f32>>,
     pub photo_pass: Pass,
+    /// The judged and test photos' pass alone (every candidate gallery view of each).
+    pub gallery_pass: Pass,
     pub text_pass: Pass,
+}
+
+impl TrainingVectors {
+    /// Serving vectors made of `views` for the photos that have them (the judged and test
+    /// photos, as a gallery indexes them), of both whole views for the rest.
+    pub fn serve_with(&mut self, views: ImageViews) {
+        self.serving = serving_vectors(&self.photos, views);
+    }
+}
+
+/// Each photo's vector made of `views` where it has them, else of both whole views.
+pub(super) fn serving_vectors(photos: &HashMap<String, PhotoVectors>, views: ImageViews) -> HashMap<String, Vec<f32>> {
+    photos
+        .iter()
+        .filter_map(|(k, v)| v.serving(views).or_else(|| v.serving(ImageViews::Both)).map(|s| (k.clone(), s)))
+        .collect()
 }
 
 /// Step: encodes (or finds in the cache) every photo the run needs — the scorer's captioned
@@ -107,6 +136,7 @@ pub(super) fn encode_for_training(
     enc: &mut Encoders,
     c: &CommonConfig,
     sel: &Selection,
+    gallery_views: ImageViews,
     data: &mut Dataset,
     gate: &mut ProblemGate,
 ) -> Result<TrainingVectors, PipelineError> {
@@ -121,17 +151,24 @@ pub(super) fn encode_for_training(
                 .map(|p| (p.clone(), c.paths.flickr_photo(p))),
         );
     }
-    photo_list.extend(sel.judged_photos.iter().map(|p| (p.to_string(), c.paths.train_photo(p))));
-    photo_list.extend(data.test_images.iter().map(|p| (p.clone(), c.paths.test_photo(p))));
-    let (photos, photo_pass) = encode_photos(enc, c, &photo_list, &mut data.problems)?;
+    let (mut photos, flickr_pass) = encode_photos(enc, c, &photo_list, ImageViews::Both, &mut data.problems)?;
+    // The judged and test photos are gallery photos: every view a gallery may index them with.
+    let mut gallery_list: Vec<(String, PathBuf)> =
+        sel.judged_photos.iter().map(|p| (p.to_string(), c.paths.train_photo(p))).collect();
+    gallery_list.extend(data.test_images.iter().map(|p| (p.clone(), c.paths.test_photo(p))));
+    let (gallery, gallery_pass) = encode_photos(enc, c, &gallery_list, gallery_views, &mut data.problems)?;
+    vectors::merge_photos(&mut photos, gallery);
     gate.check(&data.problems)?;
     drop_unencoded_test_photos(data, &photos);
+    let photo_pass = Pass::sum(&flickr_pass, &gallery_pass);
 
     let mut text_list: Vec<String> =
         sel.flickr_photos.iter().flat_map(|p| data.captions[p].iter().map(|cap| cap.text.clone())).collect();
     text_list.extend(data.judged.iter().map(|p| p.text.clone()));
+    text_list.extend(data.own_captions.values().flatten().cloned());
     text_list.extend(data.test_queries.iter().map(|q| q.text.clone()));
+    text_list.extend(crate::query_detector::list_texts());
     let (texts, text_pass) = encode_texts(enc, c, &text_list)?;
-    let serving = photos.iter().map(|(k, v)| (k.clone(), v.serving(imagesearch_model::ImageViews::Both))).collect();
-    Ok(TrainingVectors { photos, serving, texts, photo_pass, text_pass })
+    let serving = serving_vectors(&photos, ImageViews::Both);
+    Ok(TrainingVectors { photos, serving, texts, photo_pass, gallery_pass, text_pass })
 }

@@ -52,7 +52,7 @@ pub fn eval(
     c: &CommonConfig,
     version: Option<u32>,
     queries: Option<PathBuf>,
-    views: ImageViews,
+    views: Option<ImageViews>,
 ) -> Result<(u32, Metrics), PipelineError> {
     let repo = ModelRepository::new(&c.models);
     let available = repo.versions()?;
@@ -64,6 +64,11 @@ pub fn eval(
             .ok_or_else(|| PipelineError::NoData(format!("no scorer version in {}", repo.scorer_root().display())))?,
     };
     let scorer = Scorer::load(&repo.version_dir(version), c.device)?;
+    // By default the photos are indexed as the version's gallery was chosen and calibrated.
+    let views = match views {
+        Some(v) => v,
+        None => scorer.manifest.index_views.as_deref().unwrap_or("both").parse().map_err(PipelineError::NoData)?,
+    };
     let mut enc = Encoders::load(c)?;
     scorer.manifest.check_encoders(&enc.image.manifest, &enc.text.manifest)?;
     let method: Aggregation = serde_json::from_value(serde_json::Value::String(scorer.manifest.aggregation.clone()))
@@ -91,14 +96,15 @@ pub fn eval(
     let mut photo_list: Vec<(String, PathBuf)> =
         judged_photos.iter().map(|p| (p.to_string(), c.paths.train_photo(p))).collect();
     photo_list.extend(data.test_images.iter().map(|p| (p.clone(), c.paths.test_photo(p))));
-    let (photos, _) = encode_photos(&mut enc, c, &photo_list, &mut data.problems)?;
+    let (photos, _) = encode_photos(&mut enc, c, &photo_list, views, &mut data.problems)?;
     gate.check(&data.problems)?;
     drop_unencoded_test_photos(&mut data, &photos);
     let mut text_list: Vec<String> = data.judged.iter().map(|p| p.text.clone()).collect();
     text_list.extend(data.test_queries.iter().map(|q| q.text.clone()));
     let (texts, _) = encode_texts(&mut enc, c, &text_list)?;
     // The photo vectors as the server would make them (`--image-views`).
-    let serving: HashMap<String, Vec<f32>> = photos.iter().map(|(k, v)| (k.clone(), v.serving(views))).collect();
+    let serving: HashMap<String, Vec<f32>> =
+        photos.iter().filter_map(|(k, v)| v.serving(views).map(|s| (k.clone(), s))).collect();
     let calib_mean = {
         let t: Vec<f64> = data
             .judged

@@ -5,7 +5,8 @@
 
 use std::collections::HashSet;
 
-use imagesearch_model::Calibration;
+use imagesearch_model::views::View;
+use imagesearch_model::{Calibration, ImageViews};
 use tch::{Device, Tensor};
 use tracing::info;
 
@@ -44,7 +45,8 @@ impl TrainingTensors {
 /// of each caption's photo). Photos that could not be encoded are left out.
 pub(super) fn training_tensors(data: &Dataset, sel: &Selection, v: &TrainingVectors) -> TrainingTensors {
     let (photos, texts) = (&v.photos, &v.texts);
-    let usable: Vec<&String> = sel.flickr_photos.iter().filter(|p| photos.contains_key(*p)).collect();
+    let usable: Vec<&String> =
+        sel.flickr_photos.iter().filter(|p| photos.get(*p).is_some_and(|v| v.has(ImageViews::Both))).collect();
     let (train_photos, val_photos): (Vec<&String>, Vec<&String>) =
         usable.into_iter().partition(|p| !sel.val_set.contains(p.as_str()));
     let mut captions_rows: Vec<&[f32]> = Vec::new();
@@ -57,8 +59,10 @@ pub(super) fn training_tensors(data: &Dataset, sel: &Selection, v: &TrainingVect
             }
         }
     }
-    let photos_original = stack(&train_photos.iter().map(|p| photos[*p].original.as_slice()).collect::<Vec<_>>());
-    let photos_mirrored = stack(&train_photos.iter().map(|p| photos[*p].mirrored.as_slice()).collect::<Vec<_>>());
+    let view = |v: View| -> Tensor {
+        stack(&train_photos.iter().map(|p| photos[*p].view(v).unwrap_or_default()).collect::<Vec<_>>())
+    };
+    let (photos_original, photos_mirrored) = (view(View::ORIGINAL), view(View::MIRRORED));
     let captions = stack(&captions_rows);
     let mut val_caps: Vec<&[f32]> = Vec::new();
     let mut val_caption_photo = Vec::new();
@@ -107,7 +111,7 @@ pub(super) fn train_members(cfg: &TrainConfig, t: &TrainingTensors) -> Result<(E
         members.push(member);
         logs.extend(log);
     }
-    Ok((Ensemble { members }, logs))
+    Ok((Ensemble { members, query_bank: None }, logs))
 }
 
 /// The fitted calibration and what it was fitted on.

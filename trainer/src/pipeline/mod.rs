@@ -9,13 +9,14 @@
 mod encode;
 mod eval;
 mod fit;
+mod levers;
 mod select;
 mod version;
 
 use std::path::PathBuf;
 use std::time::Instant;
 
-use imagesearch_model::{DetectorInfo, ModelError};
+use imagesearch_model::{DetectorInfo, ImageViews, ModelError};
 use tch::Device;
 use tracing::warn;
 
@@ -29,6 +30,7 @@ use crate::vectors::VectorError;
 
 pub use encode::Pass;
 pub use eval::eval;
+pub use levers::{LeverReport, QueryBankConfig};
 pub use version::{Hyperparameters, TrainingSummary};
 
 /// Everything that can stop a training or evaluation run.
@@ -81,6 +83,11 @@ pub struct TrainConfig {
     pub report_queries: usize,
     /// The child detector shipped with the version; None trains none.
     pub detector: Option<DetectorConfig>,
+    /// The query detector shipped with the version; None trains none.
+    pub query_detector: Option<DetectorConfig>,
+    /// The views gallery photos are indexed with; None = chosen on validation (both or crops).
+    pub index_views: Option<ImageViews>,
+    pub query_bank: QueryBankConfig,
 }
 
 /// What `train` produced.
@@ -148,12 +155,18 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainOutcome, PipelineError> {
     let mut enc = encode::Encoders::load(c)?;
     let mut data = load_tables(c, cfg.aggregation, true, &mut gate)?;
     let selection = select::apply_exclusions(cfg, &data)?;
-    let vectors = encode::encode_for_training(&mut enc, c, &selection, &mut data, &mut gate)?;
+    let gallery_views = cfg.index_views.unwrap_or(ImageViews::Crops);
+    let mut vectors = encode::encode_for_training(&mut enc, c, &selection, gallery_views, &mut data, &mut gate)?;
     let encode_seconds = started.elapsed().as_secs_f64();
 
     let tensors = fit::training_tensors(&data, &selection, &vectors);
     let train_started = Instant::now();
     let (mut ensemble, epochs) = fit::train_members(cfg, &tensors)?;
+    // The test-time levers, chosen on validation; the calibration is then fitted on what is
+    // served: the chosen gallery views and the query bank's term.
+    let chosen = levers::choose(cfg, &ensemble, &data, &selection, &vectors)?;
+    ensemble.query_bank = chosen.query_bank;
+    vectors.serve_with(chosen.index_views);
     let calibrated = fit::calibrate(&ensemble, c.device, &data, &selection.heldout, &vectors)?;
     let run = version::Run {
         device: imagesearch_model::device::device_name(c.device),
@@ -161,11 +174,17 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainOutcome, PipelineError> {
         train_seconds: train_started.elapsed().as_secs_f64(),
     };
 
-    let training = TrainingSummary::new(&data, &selection, &vectors, &tensors, &calibrated, epochs, run);
+    let mut training = TrainingSummary::new(&data, &selection, &vectors, &tensors, &calibrated, epochs, run);
+    training.levers = Some(chosen.report);
     let mut draft = version::write_modules(cfg, &enc, &mut ensemble, calibrated.calibration, training)?;
+    draft.manifest.index_views = Some(chosen.index_views.to_string());
     if let Some(dcfg) = &cfg.detector {
         let image_dim = enc.image.manifest.output_dim as usize;
         version::add_child_detector(dcfg, &mut draft, &data, &selection, &vectors.serving, image_dim)?;
+    }
+    if let Some(qcfg) = &cfg.query_detector {
+        let text_dim = enc.text.manifest.output_dim as usize;
+        version::add_query_detector(qcfg, &mut draft, &data, &selection, &vectors.texts, text_dim)?;
     }
     let evaluation = eval::evaluate_staged(&mut draft, cfg, &data, &selection, &vectors, &calibrated)?;
     draft.training.total_seconds = Some(started.elapsed().as_secs_f64());

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Instant;
 
 use imagesearch_model::hashing::sha256_file;
-use imagesearch_model::{Calibration, EncoderRef, ModelRepository, ScorerManifest, StagedVersion, DETECTOR_FILE};
+use imagesearch_model::{Calibration, EncoderRef, ModelRepository, ScorerManifest, StagedVersion, DETECTOR_FILE, QUERY_DETECTOR_FILE};
 use serde::Serialize;
 use tracing::info;
 
@@ -27,9 +27,14 @@ pub struct Hyperparameters<'a> {
     pub head: &'a HeadConfig,
     /// None when no child detector was trained.
     pub child_detector: Option<&'a DetectorConfig>,
+    /// None when no query detector was trained.
+    pub query_detector: Option<&'a DetectorConfig>,
     pub holdout_fraction: f64,
     pub val_photos: usize,
     pub limit_flickr_photos: Option<usize>,
+    /// Gallery views asked for (None: chosen on validation).
+    pub index_views: Option<String>,
+    pub query_bank: &'a super::QueryBankConfig,
 }
 
 impl<'a> Hyperparameters<'a> {
@@ -38,9 +43,12 @@ impl<'a> Hyperparameters<'a> {
         Hyperparameters {
             head: &cfg.head,
             child_detector: cfg.detector.as_ref(),
+            query_detector: cfg.query_detector.as_ref(),
             holdout_fraction: cfg.holdout_fraction,
             val_photos: cfg.val_photos,
             limit_flickr_photos: cfg.limit_flickr_photos,
+            index_views: cfg.index_views.map(|v| v.to_string()),
+            query_bank: &cfg.query_bank,
         }
     }
 }
@@ -69,6 +77,12 @@ pub struct TrainingSummary {
     pub heldout_photos: usize,
     pub bad_rows_skipped: usize,
     pub photo_encoding: Pass,
+    /// The judged and test photos alone, with every candidate gallery view (photos/s of
+    /// gallery indexing at those views).
+    pub gallery_photo_encoding: Pass,
+    /// The gallery views and query bank chosen on validation, with every candidate's metrics.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub levers: Option<super::levers::LeverReport>,
     pub text_encoding: Pass,
     pub encode_seconds: f64,
     pub train_seconds: f64,
@@ -77,6 +91,9 @@ pub struct TrainingSummary {
     /// Set when a child detector was trained.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detector_seconds: Option<f64>,
+    /// Set when a query detector was trained.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub query_detector_seconds: Option<f64>,
     /// Set once the version is evaluated.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub total_seconds: Option<f64>,
@@ -119,12 +136,15 @@ impl TrainingSummary {
             heldout_photos: sel.heldout.len(),
             bad_rows_skipped: data.problems.len(),
             photo_encoding: vectors.photo_pass.clone(),
+            gallery_photo_encoding: vectors.gallery_pass.clone(),
+            levers: None,
             text_encoding: vectors.text_pass.clone(),
             encode_seconds: run.encode_seconds,
             train_seconds: run.train_seconds,
             epochs,
             device: run.device,
             detector_seconds: None,
+            query_detector_seconds: None,
             total_seconds: None,
         }
     }
@@ -177,9 +197,11 @@ pub(super) fn write_modules(
         git_commit: artifact::git_commit(),
         image_encoder: EncoderRef::from(&enc.image.manifest),
         text_encoder: EncoderRef::from(&enc.text.manifest),
-        embedding_dim: cfg.head.dim * cfg.head.members as i64,
-        image_views: "mean of the encoder vectors of the photo and its left-right mirror image".into(),
+        embedding_dim: ensemble.embedding_dim(cfg.head.dim),
+        image_views: "trained on the mean of the encoder vectors of the photo and its left-right mirror image".into(),
         child_detector: None,
+        query_detector: None,
+        index_views: None,
         calibration,
         files,
         data: data_hashes(&c.paths)?,
@@ -223,14 +245,58 @@ pub(super) fn add_child_detector(
         pool.iter().filter(|e| e.positive).count()
     );
     let trained =
-        detector::train(dcfg, &pool, &[("judged_heldout", &judged_heldout), ("test_photos", &test_photos)], image_dim)?;
-    let path = draft.staged.dir.join(DETECTOR_FILE);
-    let text = serde_json::to_string(&trained.weights).map_err(std::io::Error::other);
-    text.and_then(|t| std::fs::write(&path, t)).map_err(|source| PipelineError::Io { path: path.clone(), source })?;
-    draft.manifest.files.insert(DETECTOR_FILE.to_string(), sha256_file(&path)?);
+        detector::train(
+            dcfg,
+            &pool,
+            &[("judged_heldout", &judged_heldout), ("test_photos", &test_photos)],
+            image_dim,
+            &detector::Described::photos(image_dim),
+        )?;
+    write_detector(draft, DETECTOR_FILE, &trained.weights)?;
     info!("{}", detector::summary_line(&trained.info));
     draft.manifest.child_detector = Some(trained.info);
     draft.training.detector_seconds = Some(started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Step: trains the query detector on text-encoder vectors ([`crate::query_detector`]), writes
+/// it into the draft and describes it in the manifest.
+pub(super) fn add_query_detector(
+    qcfg: &DetectorConfig,
+    draft: &mut Draft,
+    data: &Dataset,
+    sel: &Selection,
+    texts: &HashMap<String, Vec<f32>>,
+    text_dim: usize,
+) -> Result<(), PipelineError> {
+    let started = Instant::now();
+    let ex = crate::query_detector::examples(data, &sel.heldout, texts);
+    info!(
+        "training the query detector on {} texts ({} positive)",
+        ex.pool.len(),
+        ex.pool.iter().filter(|e| e.positive).count()
+    );
+    let groups: Vec<(&str, &[Example])> = ex.groups.iter().map(|(n, g)| (*n, g.as_slice())).collect();
+    let trained = detector::train(qcfg, &ex.pool, &groups, text_dim, &crate::query_detector::described(text_dim))?;
+    write_detector(draft, QUERY_DETECTOR_FILE, &trained.weights)?;
+    let g = &trained.info.metrics["groups"]["heldout_list"];
+    info!(
+        "query detector on the held-out list: recall {}, adult texts flagged {} of {}",
+        g["recall"],
+        g["false_positives"],
+        g["photos"].as_u64().unwrap_or(0).saturating_sub(g["positives"].as_u64().unwrap_or(0))
+    );
+    draft.manifest.query_detector = Some(trained.info);
+    draft.training.query_detector_seconds = Some(started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Writes a detector's weights into the draft and lists the file with its sha256.
+fn write_detector(draft: &mut Draft, file: &str, weights: &imagesearch_model::DetectorWeights) -> Result<(), PipelineError> {
+    let path = draft.staged.dir.join(file);
+    let text = serde_json::to_string(weights).map_err(std::io::Error::other);
+    text.and_then(|t| std::fs::write(&path, t)).map_err(|source| PipelineError::Io { path: path.clone(), source })?;
+    draft.manifest.files.insert(file.to_string(), sha256_file(&path)?);
     Ok(())
 }
 

@@ -1,0 +1,232 @@
+//! Test-time levers chosen on validation, never on the test set: which views a gallery photo's
+//! vector is made of (`--index-views`: both whole views, or the 14 crops) and the query bank's
+//! inverted softmax (`--query-bank`, its β). Each candidate is measured on the *lever
+//! validation* set — the judged photos that are neither held out nor test photos, queried by
+//! their own captions (full-resolution photos, like a gallery's; the scorer never trains on
+//! them) — and, for the report only, on the test queries; the best validation MRR wins.
+
+use std::collections::HashSet;
+
+use imagesearch_model::ImageViews;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+use tch::{Device, Kind, Tensor};
+use tracing::info;
+
+use super::encode::{serving_vectors, TrainingVectors};
+use super::select::Selection;
+use super::{PipelineError, TrainConfig};
+use crate::dataset::Dataset;
+use crate::evaluate::stack;
+use crate::head::{Ensemble, QueryBank};
+use crate::metrics::{self, Retrieval};
+
+/// The query bank's settings.
+#[derive(Clone, Debug, Serialize)]
+pub struct QueryBankConfig {
+    /// Training captions in the bank (0 = no query bank).
+    pub size: usize,
+    /// β of the inverted softmax, used as given; None = chosen on validation among no bank and
+    /// [`BETAS`].
+    pub beta: Option<f64>,
+}
+
+impl Default for QueryBankConfig {
+    fn default() -> Self {
+        QueryBankConfig { size: 5000, beta: None }
+    }
+}
+
+/// The β values tried when none is given.
+pub const BETAS: [f64; 6] = [5.0, 10.0, 20.0, 30.0, 50.0, 80.0];
+
+/// One candidate setting and how it ranks.
+#[derive(Clone, Debug, Serialize)]
+pub struct LeverRow {
+    pub index_views: String,
+    /// None: no query bank.
+    pub beta: Option<f64>,
+    pub validation: Retrieval,
+    /// On the test queries, for the report (never used to choose).
+    pub test: Retrieval,
+}
+
+/// Every candidate and the one chosen (the manifest's `training.levers`).
+#[derive(Clone, Debug, Serialize)]
+pub struct LeverReport {
+    pub validation_photos: usize,
+    pub validation_queries: usize,
+    pub bank_captions: usize,
+    pub candidates: Vec<LeverRow>,
+    pub chosen_index_views: String,
+    pub chosen_beta: Option<f64>,
+}
+
+/// What the levers step decided.
+pub(super) struct Chosen {
+    pub index_views: ImageViews,
+    pub query_bank: Option<QueryBank>,
+    pub report: LeverReport,
+}
+
+/// Photos and queries of one retrieval set, as joint embeddings.
+struct RetrievalSet {
+    images: Tensor,
+    texts: Tensor,
+    /// Row of each query's photo.
+    target: Vec<i64>,
+}
+
+impl RetrievalSet {
+    /// The set of `photos` (those with a serving vector) queried by `queries` (text, photo).
+    fn new(
+        ensemble: &Ensemble,
+        device: Device,
+        serving: &std::collections::HashMap<String, Vec<f32>>,
+        texts: &std::collections::HashMap<String, Vec<f32>>,
+        photos: &[&str],
+        queries: &[(&str, &str)],
+    ) -> Option<Self> {
+        let photos: Vec<&str> = photos.iter().copied().filter(|p| serving.contains_key(*p)).collect();
+        let row: std::collections::HashMap<&str, i64> = photos.iter().enumerate().map(|(i, p)| (*p, i as i64)).collect();
+        let queries: Vec<(&[f32], i64)> = queries
+            .iter()
+            .filter_map(|(t, p)| Some((texts.get(*t)?.as_slice(), *row.get(p)?)))
+            .collect();
+        if photos.len() < 2 || queries.is_empty() {
+            return None;
+        }
+        tch::no_grad(|| {
+            let iv = stack(&photos.iter().map(|p| serving[*p].as_slice()).collect::<Vec<_>>()).to_device(device);
+            let tv = stack(&queries.iter().map(|(t, _)| *t).collect::<Vec<_>>()).to_device(device);
+            Some(RetrievalSet {
+                images: ensemble.joint_images(&iv),
+                texts: ensemble.joint_texts(&tv),
+                target: queries.iter().map(|(_, r)| *r).collect(),
+            })
+        })
+    }
+
+    /// Retrieval with the query bank's term subtracted from each photo's similarity.
+    fn measure(&self, bank: Option<&QueryBank>) -> Retrieval {
+        tch::no_grad(|| {
+            let mut sim = self.texts.matmul(&self.images.tr());
+            if let Some(b) = bank {
+                sim = sim - b.term(&self.images).unsqueeze(0);
+            }
+            let target = Tensor::from_slice(&self.target).to_device(sim.device()).unsqueeze(1);
+            let own = sim.gather(1, &target, false);
+            let above = sim.gt_tensor(&own).sum_dim_intlist([1i64].as_slice(), false, Kind::Int64).to_device(Device::Cpu);
+            let above: Vec<i64> = Vec::try_from(above).unwrap_or_default();
+            let ranks: Vec<usize> = above.into_iter().map(|a| a as usize + 1).collect();
+            metrics::retrieval(&ranks, self.images.size()[0] as usize)
+        })
+    }
+}
+
+/// Step: measures every candidate (gallery views × query bank β) on the lever validation set
+/// and the test queries, and picks the one with the best validation MRR.
+pub(super) fn choose(
+    cfg: &TrainConfig,
+    ensemble: &Ensemble,
+    data: &Dataset,
+    sel: &Selection,
+    vectors: &TrainingVectors,
+) -> Result<Chosen, PipelineError> {
+    let device = cfg.common.device;
+    let test: HashSet<&str> = data.test_images.iter().map(String::as_str).collect();
+    let val_photos: Vec<&str> = sel
+        .judged_photos
+        .iter()
+        .map(String::as_str)
+        .filter(|p| !sel.heldout.contains(*p) && !test.contains(p))
+        .collect();
+    let val_queries: Vec<(&str, &str)> = val_photos
+        .iter()
+        .flat_map(|p| data.own_captions.get(*p).into_iter().flatten().map(move |t| (t.as_str(), *p)))
+        .collect();
+    let test_photos: Vec<&str> = data.test_images.iter().map(String::as_str).collect();
+    let test_queries: Vec<(&str, &str)> = data.test_queries.iter().map(|q| (q.text.as_str(), q.image.as_str())).collect();
+
+    let bank = bank_captions(cfg, ensemble, data, sel, vectors);
+    let view_candidates: Vec<ImageViews> = match cfg.index_views {
+        Some(v) => vec![v],
+        None => vec![ImageViews::Both, ImageViews::Crops],
+    };
+    let betas: Vec<Option<f64>> = match (&bank, cfg.query_bank.beta) {
+        (None, _) => vec![None],
+        (Some(_), Some(b)) => vec![Some(b)],
+        (Some(_), None) => std::iter::once(None).chain(BETAS.iter().map(|b| Some(*b))).collect(),
+    };
+    let mut rows = Vec::new();
+    let mut best: Option<(f64, ImageViews, Option<f64>)> = None;
+    let (mut val_counts, mut val_photo_count) = (0, 0);
+    for views in view_candidates {
+        let serving = serving_vectors(&vectors.photos, views);
+        let has_views = |p: &&str| vectors.photos.get(*p).is_some_and(|v| v.has(views));
+        let vp: Vec<&str> = val_photos.iter().copied().filter(has_views).collect();
+        let tp: Vec<&str> = test_photos.iter().copied().filter(has_views).collect();
+        let Some(val) = RetrievalSet::new(ensemble, device, &serving, &vectors.texts, &vp, &val_queries) else {
+            return Err(PipelineError::NoData(format!("no lever validation photos with {views} views")));
+        };
+        let test_set = RetrievalSet::new(ensemble, device, &serving, &vectors.texts, &tp, &test_queries);
+        (val_counts, val_photo_count) = (val.target.len(), val.images.size()[0] as usize);
+        for beta in &betas {
+            let qb = beta.zip(bank.as_ref()).map(|(b, captions)| QueryBank { captions: captions.shallow_clone(), beta: b });
+            let v = val.measure(qb.as_ref());
+            let t = test_set.as_ref().map(|s| s.measure(qb.as_ref())).unwrap_or_else(|| metrics::retrieval(&[], 0));
+            info!(
+                "lever {views} views, query bank {}: validation R@1 {:.3} R@5 {:.3} R@10 {:.3} MRR {:.3} (test R@1 {:.3})",
+                beta.map_or("off".to_string(), |b| format!("β {b}")),
+                v.r_at_1,
+                v.r_at_5,
+                v.r_at_10,
+                v.mrr,
+                t.r_at_1
+            );
+            if best.as_ref().is_none_or(|(mrr, _, _)| v.mrr > *mrr) {
+                best = Some((v.mrr, views, *beta));
+            }
+            rows.push(LeverRow { index_views: views.to_string(), beta: *beta, validation: v, test: t });
+        }
+    }
+    let (_, index_views, beta) = best.ok_or_else(|| PipelineError::NoData("no lever candidate".into()))?;
+    info!(
+        "chosen on validation: {index_views} views, query bank {}",
+        beta.map_or("off".to_string(), |b| format!("β {b}"))
+    );
+    let report = LeverReport {
+        validation_photos: val_photo_count,
+        validation_queries: val_counts,
+        bank_captions: bank.as_ref().map_or(0, |b| b.size()[0] as usize),
+        candidates: rows,
+        chosen_index_views: index_views.to_string(),
+        chosen_beta: beta,
+    };
+    let query_bank = beta.zip(bank).map(|(beta, captions)| QueryBank { captions, beta });
+    Ok(Chosen { index_views, query_bank, report })
+}
+
+/// Joint embeddings `[K, E]` of up to `--query-bank` training captions (a seeded sample of the
+/// captions the scorer trained on: the law's exclusions already hold); None when the bank is off.
+fn bank_captions(cfg: &TrainConfig, ensemble: &Ensemble, data: &Dataset, sel: &Selection, v: &TrainingVectors) -> Option<Tensor> {
+    if cfg.query_bank.size == 0 {
+        return None;
+    }
+    let mut texts: Vec<&[f32]> = sel
+        .flickr_photos
+        .iter()
+        .filter(|p| !sel.val_set.contains(p.as_str()))
+        .flat_map(|p| data.captions[p].iter())
+        .filter(|c| !data.excluded(&c.query.image, &c.text))
+        .filter_map(|c| v.texts.get(&c.text).map(Vec::as_slice))
+        .collect();
+    if texts.is_empty() {
+        return None;
+    }
+    texts.shuffle(&mut ChaCha8Rng::seed_from_u64(cfg.head.seed ^ 0x9b));
+    texts.truncate(cfg.query_bank.size);
+    Some(tch::no_grad(|| ensemble.joint_texts(&stack(&texts).to_device(cfg.common.device))))
+}

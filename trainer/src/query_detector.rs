@@ -1,0 +1,125 @@
+//! The query detector's data: which texts it learns from and is measured on. It is the photo
+//! detector's model (`detector::train`: standardised logistic regression, threshold for a
+//! target recall) on text-encoder vectors, so it reads paraphrases the word list misses.
+//!
+//! - **Learns from** every own caption of the training photos (Flickr8k captions and judged
+//!   queries; test photos and the scorer's held-out judged photos stay out), labelled by the
+//!   word list ([`imagesearch_compliance::describes_child`]), plus the hand-written, hand-labelled
+//!   paraphrases of `trainer/data/query_paraphrases.tsv`.
+//! - **Measured on** the held-out hand-written list `trainer/data/query_heldout.tsv` (100 child,
+//!   100 adult texts in other words than the captions and the training paraphrases), the test
+//!   queries and the held-out judged photos' captions (both labelled by the word list).
+
+use std::collections::{HashMap, HashSet};
+
+use imagesearch_compliance::describes_child;
+
+use crate::dataset::Dataset;
+use crate::detector::{Described, Example};
+
+/// Hand-labelled training paraphrases: `child|adult<TAB>text` per line.
+pub const PARAPHRASES: &str = include_str!("../data/query_paraphrases.tsv");
+/// The held-out hand-labelled list (never trained on).
+pub const HELDOUT: &str = include_str!("../data/query_heldout.tsv");
+
+/// How the labels are made, in words (stored in the manifest).
+pub const LABEL_RULE: &str = "captions and judged queries: positive when the word list (imagesearch_compliance::describes_child) \
+says the text describes a child; hand-written paraphrases (trainer/data/query_paraphrases.tsv): labelled by hand";
+
+/// `(positive, text)` of a `label<TAB>text` list; lines that are not `child` or `adult` are
+/// skipped.
+pub fn parse_list(list: &str) -> Vec<(bool, String)> {
+    list.lines()
+        .filter_map(|l| {
+            let (label, text) = l.split_once('\t')?;
+            let positive = match label.trim() {
+                "child" => true,
+                "adult" => false,
+                _ => return None,
+            };
+            Some((positive, text.trim().to_string())).filter(|(_, t)| !t.is_empty())
+        })
+        .collect()
+}
+
+/// Every text of the two hand-written lists (to be encoded with the rest).
+pub fn list_texts() -> Vec<String> {
+    parse_list(PARAPHRASES).into_iter().chain(parse_list(HELDOUT)).map(|(_, t)| t).collect()
+}
+
+/// The query detector's description for its manifest entry.
+pub fn described(dim: usize) -> Described<'static> {
+    Described {
+        name: "query detector",
+        features: format!("the text-encoder vector of the normalised text ({dim}-d), standardised"),
+        labels: LABEL_RULE,
+    }
+}
+
+/// What the query detector learns from and is measured on.
+pub struct QueryExamples {
+    pub pool: Vec<Example>,
+    /// Named groups only measured on.
+    pub groups: Vec<(&'static str, Vec<Example>)>,
+}
+
+/// The examples, from the dataset's own captions, the lists and the text vectors (texts
+/// without a vector are left out). `heldout` are the scorer's held-out judged photos.
+pub fn examples(data: &Dataset, heldout: &HashSet<String>, texts: &HashMap<String, Vec<f32>>) -> QueryExamples {
+    let test: HashSet<&str> = data.test_images.iter().map(String::as_str).collect();
+    let example = |group: String, text: &str, positive: bool| {
+        texts.get(text).map(|v| Example { photo: group, vector: v.clone(), positive })
+    };
+    let mut pool = Vec::new();
+    let mut judged_heldout = Vec::new();
+    let mut photos: Vec<&String> = data.own_captions.keys().filter(|p| !test.contains(p.as_str())).collect();
+    photos.sort();
+    for photo in photos {
+        let seen: HashSet<&str> = data.own_captions[photo].iter().map(String::as_str).collect();
+        let mut seen: Vec<&str> = seen.into_iter().collect();
+        seen.sort();
+        let into = if heldout.contains(photo) { &mut judged_heldout } else { &mut pool };
+        into.extend(seen.into_iter().filter_map(|t| example(photo.clone(), t, describes_child(t).is_some())));
+    }
+    pool.extend(
+        parse_list(PARAPHRASES).iter().enumerate().filter_map(|(i, (p, t))| example(format!("paraphrase:{i}"), t, *p)),
+    );
+    let listed: Vec<Example> =
+        parse_list(HELDOUT).iter().enumerate().filter_map(|(i, (p, t))| example(format!("heldout:{i}"), t, *p)).collect();
+    let test_queries: Vec<Example> = data
+        .test_queries
+        .iter()
+        .filter_map(|q| example(q.image.clone(), &q.text, describes_child(&q.text).is_some()))
+        .collect();
+    QueryExamples {
+        pool,
+        groups: vec![("heldout_list", listed), ("test_queries", test_queries), ("judged_heldout", judged_heldout)],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lists_parse_and_do_not_overlap() {
+        let train = parse_list(PARAPHRASES);
+        let held = parse_list(HELDOUT);
+        assert!(train.iter().filter(|(p, _)| *p).count() >= 100, "training paraphrases of children");
+        assert!(train.iter().filter(|(p, _)| !*p).count() >= 100, "training adult texts");
+        assert_eq!(held.iter().filter(|(p, _)| *p).count(), 100);
+        assert_eq!(held.iter().filter(|(p, _)| !*p).count(), 100);
+        let norm = |t: &str| imagesearch_compliance::normalize(t);
+        let train_texts: HashSet<String> = train.iter().map(|(_, t)| norm(t)).collect();
+        for (_, t) in &held {
+            assert!(!train_texts.contains(&norm(t)), "held-out text also in training: {t}");
+        }
+        for must in ["a little fella on a pony", "a mom pushing a pram", "three young sisters", "the junior high band"] {
+            assert!(held.iter().any(|(p, t)| *p && t == must), "{must} is in the held-out list");
+        }
+        assert_eq!(parse_list("child\ta tot\nnonsense line\nadult\t \nadult\ta man"), vec![
+            (true, "a tot".to_string()),
+            (false, "a man".to_string())
+        ]);
+    }
+}
