@@ -706,3 +706,44 @@ fn score_and_gallery_views_are_set_apart_and_share_the_encoder() {
     let bad = std::process::Command::new(bin("imagesearch-server")).args(["--image-views", "mirror", "--check"]).output().unwrap();
     assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("possible values: both, original"));
 }
+
+#[test]
+fn a_query_detector_that_says_child_withholds_in_restricted_regions_only() {
+    // A copy of the trained versions whose query detectors flag every text (weights 0, bias
+    // 10: probability ≈ 1), their manifests listing the new files' sha256.
+    let tmp = tempfile::tempdir().unwrap();
+    let models = tmp.path().join("models");
+    let status = std::process::Command::new("cp").arg("-a").arg(repo()).arg(&models).status().unwrap();
+    assert!(status.success());
+    for v in [1, 2] {
+        let dir = models.join("scorer").join(v.to_string());
+        let path = dir.join("manifest.json");
+        let mut manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert!(manifest["query_detector"].is_object(), "the trainer ships a query detector");
+        let weights = serde_json::json!({"mean": vec![0.0; 384], "scale": vec![1.0; 384], "weights": vec![0.0; 384], "bias": 10.0});
+        let file = dir.join("query_detector.json");
+        std::fs::write(&file, serde_json::to_string(&weights).unwrap()).unwrap();
+        let sum = std::process::Command::new("sha256sum").arg(&file).output().unwrap();
+        let sha = String::from_utf8(sum.stdout).unwrap().split_whitespace().next().unwrap().to_string();
+        manifest["files"]["query_detector.json"] = sha.into();
+        std::fs::write(&path, serde_json::to_string_pretty(&manifest).unwrap()).unwrap();
+    }
+    let data = tempfile::tempdir().unwrap();
+    let mut server = Server::start(&models, &data.path().join("srv"), &[]);
+    rt().block_on(async {
+        let c = server.ready_client().await;
+        let photos = test_photos(2);
+        c.add_photos(add_requests(&photos)).await.unwrap();
+        // Words the word list does not know: only the detector can withhold them.
+        let text = "a dog runs on the beach";
+        let de = c.search(text, Some("DE"), 2).await.unwrap();
+        assert!(de.hits.is_empty() && de.query_withheld.is_some(), "{de:?}");
+        let us = c.search(text, Some("US"), 2).await.unwrap();
+        assert!(us.query_withheld.is_none() && !us.hits.is_empty(), "{us:?}");
+        let e = c.score(vec![(ImageRef::Bytes(photos[0].1.clone()), text.into())], Some("DE")).await.unwrap_err();
+        assert_eq!(code(&e), Code::PermissionDenied, "{e}");
+        assert!(e.to_string().contains("query detector"), "{e}");
+        let (scores, _) = c.score(vec![(ImageRef::Bytes(photos[0].1.clone()), text.into())], Some("US")).await.unwrap();
+        assert!((0.0..=1.0).contains(&scores[0]));
+    });
+}

@@ -382,6 +382,18 @@ mod tests {
     }
 
     #[test]
+    fn the_query_bank_term_is_a_scaled_log_sum_exp_over_the_bank() {
+        let bank = QueryBank { captions: Tensor::from_slice(&[1.0f32, 0.0, 0.0, 1.0, 0.6, 0.8]).view([3, 2]), beta: 10.0 };
+        let photos = Tensor::from_slice(&[1.0f32, 0.0, 0.0, 1.0]).view([2, 2]);
+        let t: Vec<f32> = Vec::try_from(bank.term(&photos)).unwrap();
+        let expect = |c: [f64; 3]| c.iter().map(|x| (10.0 * x).exp()).sum::<f64>().ln() / 10.0;
+        assert!((f64::from(t[0]) - expect([1.0, 0.0, 0.6])).abs() < 1e-5, "{t:?}");
+        assert!((f64::from(t[1]) - expect([0.0, 1.0, 0.8])).abs() < 1e-5, "{t:?}");
+        // The photo that matches more of the bank (a hub) gets the larger term.
+        assert!(t[1] > t[0]);
+    }
+
+    #[test]
     fn loss_prefers_aligned_embeddings() {
         let a = l2_normalize(&Tensor::randn([8, 4], (Kind::Float, Device::Cpu)));
         let b = l2_normalize(&Tensor::randn([8, 4], (Kind::Float, Device::Cpu)));
