@@ -11,6 +11,7 @@ pub mod repository;
 pub mod scorer;
 pub mod tokenize;
 pub mod views;
+pub mod word_map;
 
 pub use detector::{ChildDetector, DetectorInfo, DetectorWeights, DETECTOR_FILE, QUERY_DETECTOR_FILE};
 pub use encoder::{EncoderFile, EncoderKind, EncoderManifest, ImageEncoder, ServingVariant, TextEncoder};
@@ -20,3 +21,4 @@ pub use repository::{ModelRepository, StagedVersion};
 pub use scorer::{Calibration, EncoderRef, Scorer, ScorerManifest};
 pub use tokenize::{TextError, TextTokenizer};
 pub use views::ImageViews;
+pub use word_map::WordMap;

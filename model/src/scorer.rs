@@ -103,6 +103,10 @@ pub struct ScorerManifest {
     /// before crops existed have none: `both`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub index_views: Option<String>,
+    /// The query word map ([`crate::WordMap::id`]) open-region queries are read through; none:
+    /// queries are read as they are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query_word_map: Option<String>,
     pub calibration: Calibration,
     /// Every file of the version and its sha256.
     pub files: BTreeMap<String, String>,
@@ -331,6 +335,7 @@ mod tests {
             embedding_dim: 1024,
             image_views: "mean".into(),
             index_views: Some("crops".into()),
+            query_word_map: None,
             calibration: Calibration { a: 12.5, b: -4.25 },
             files: BTreeMap::from([(SCORE_FILE.to_string(), "00".to_string())]),
             data: BTreeMap::from([("ExpertAnnotations.tsv".to_string(), "11".to_string())]),

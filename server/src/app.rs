@@ -3,6 +3,7 @@
 //! [`crate::service`] convert messages ([`crate::convert`]) and call these methods. Gallery
 //! writes are in [`crate::ingest`], model administration in [`crate::admin`].
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -129,6 +130,9 @@ impl App {
             texts.push(text);
         }
         let version = self.resolve(&req.routing)?;
+        // The law's checks read the texts as sent; the model reads them through the word map
+        // where the law lets them through.
+        let model_texts: Vec<Cow<'_, str>> = texts.iter().map(|t| model_text(&version, region.restricted, t)).collect();
         let images = self.checked_images(req.pairs.into_iter().map(|p| p.image).collect())?;
         let mut timings = Timings::default();
         // Photos and texts are encoded at the same time, each through its own batcher.
@@ -137,7 +141,7 @@ impl App {
             let v = self.image_of(image, i, deadline, &mut t).await?;
             Ok::<_, ServeError>((v, t))
         }));
-        let texts = futures::future::try_join_all(texts.iter().map(|text| async move {
+        let texts = futures::future::try_join_all(model_texts.iter().map(|text| async move {
             let mut t = Timings::default();
             let v = self.encoders.text_vector(text, deadline, &mut t).await?;
             Ok::<_, ServeError>((v, t))
@@ -250,4 +254,14 @@ enum ImageInput {
 /// child (false when the version ships none: the word list then judges alone).
 pub(crate) fn flags_child_text(version: &LoadedVersion, text_vector: &[f32]) -> bool {
     version.query_detector.as_ref().is_some_and(|d| d.flags(text_vector))
+}
+
+/// The text the model reads for a (normalised) query text: where the law does not withhold it
+/// and the version has a word map, through the map (child words the scorer never trained on
+/// read as adult ones); else the text itself.
+pub(crate) fn model_text<'a>(version: &LoadedVersion, restricted: bool, text: &'a str) -> Cow<'a, str> {
+    match version.word_map {
+        Some(map) if !restricted => map.apply(text),
+        _ => Cow::Borrowed(text),
+    }
 }

@@ -252,6 +252,21 @@ impl Encoders {
         Ok(v)
     }
 
+    /// The text vector of a checked, normalised gallery caption: as [`Encoders::text_vector`],
+    /// but waiting for room in the queue instead of shedding (gallery adds).
+    pub async fn caption_vector(&self, text: &str) -> Result<Arc<Vec<f32>>, ServeError> {
+        if let Some(v) = self.text_cache.get(&text.to_string()) {
+            return Ok(v);
+        }
+        let (encoder, input) = (self.text.clone(), text.to_string());
+        let out = tokio::task::spawn_blocking(move || encoder.submit_blocking(input))
+            .await
+            .map_err(|e| ServeError::Internal(e.to_string()))??;
+        let v = Arc::new(out.value);
+        self.text_cache.insert(text.to_string(), v.clone());
+        Ok(v)
+    }
+
     /// Runs a real forward pass through both encoders (a generated photo and a text), so the
     /// first request does not pay for libtorch's lazy initialisation.
     pub fn warm_up(&self) -> Result<(), ServeError> {

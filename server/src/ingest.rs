@@ -57,6 +57,11 @@ fn detectors_say(vector: &[f32], versions: &[Arc<LoadedVersion>]) -> Option<bool
     (!detectors.is_empty()).then(|| detectors.iter().any(|d| d.flags(vector)))
 }
 
+/// Whether a ready version's query detector says one of a photo's captions describes a child.
+fn query_detectors_say(caption_vectors: &[Arc<Vec<f32>>], versions: &[Arc<LoadedVersion>]) -> bool {
+    versions.iter().any(|v| caption_vectors.iter().any(|c| crate::app::flags_child_text(v, c)))
+}
+
 /// A change to every version's gallery index.
 #[derive(Clone)]
 enum Reindex {
@@ -73,6 +78,8 @@ struct Staged {
     captions: Vec<String>,
     attributes: Attributes,
     vector: Arc<Vec<f32>>,
+    /// The captions' text vectors, when a ready version has a query detector to read them.
+    caption_vectors: Vec<Arc<Vec<f32>>>,
 }
 
 impl App {
@@ -205,15 +212,26 @@ impl App {
             (None, Some(views)) => self.encoders.encode_views(views, sha256, None, &mut t, Admission::Wait).await?,
             (None, None) => return Err(ServeError::Internal("photo neither cached nor decoded".into())),
         };
-        Ok(Staged { order, id, sha256, mime, captions, attributes, vector })
+        // A version's query detector reads the captions too: a paraphrase the word list misses
+        // ("a little fella on a pony") restricts the photo all the same.
+        let mut caption_vectors = Vec::new();
+        if self.versions.ready().iter().any(|v| v.query_detector.is_some()) {
+            for c in &captions {
+                let text = self.encoders.check_text("caption", c)?;
+                caption_vectors.push(self.encoders.caption_vector(&text).await?);
+            }
+        }
+        Ok(Staged { order, id, sha256, mime, captions, attributes, vector, caption_vectors })
     }
 
     /// The law's flag of each staged photo: its own captions, what is known of its bytes (in the
     /// store and elsewhere in this stream: the same bytes get the same verdict whatever their
     /// order), and the child detectors. Captions never clear what the detector flags.
     fn flag(&self, staged: &[Staged], ready: &[Arc<LoadedVersion>]) -> Vec<NewPhoto> {
-        let verdicts: Vec<(bool, Option<bool>)> =
-            staged.iter().map(|s| (captions_describe_child(&s.captions), detectors_say(&s.vector, ready))).collect();
+        let verdicts: Vec<(bool, Option<bool>)> = staged
+            .iter()
+            .map(|s| (captions_describe_child(&s.captions) || query_detectors_say(&s.caption_vectors, ready), detectors_say(&s.vector, ready)))
+            .collect();
         let mut known: HashMap<[u8; 32], Option<Flag>> = HashMap::new();
         for (s, (own, detector)) in staged.iter().zip(&verdicts) {
             let before = *known.entry(s.sha256).or_insert_with(|| self.store.content_flag(&s.sha256));

@@ -123,13 +123,14 @@ pub struct PgIndex {
 }
 
 /// The inner-product bound of a score bound: `sigmoid(a·ip + b) ≤ s` ⇔ `ip ≤ (logit(s) − b)/a`.
+/// Scores are f32: every inner product whose score rounds to 0.0 lies below the bound of the
+/// smallest positive f32, so a cursor at 0.0 is bounded there (the caller filters exactly).
 fn ip_at_most(c: &Calibration, score: f32) -> Option<f64> {
-    let s = f64::from(score);
+    let s = f64::from(score).max(f64::from(f32::from_bits(1)));
     if s >= 1.0 {
         return None;
     }
-    let logit = if s <= 0.0 { f64::NEG_INFINITY } else { (s / (1.0 - s)).ln() };
-    Some((logit - c.b) / c.a)
+    Some(((s / (1.0 - s)).ln() - c.b) / c.a)
 }
 
 impl PgIndex {
@@ -352,6 +353,12 @@ mod tests {
             assert!((bound - ip).abs() < 1e-5, "ip {ip}: bound {bound}");
         }
         assert_eq!(ip_at_most(&c, 1.0), None);
-        assert_eq!(ip_at_most(&c, 0.0), Some(f64::NEG_INFINITY));
+        // A score that underflowed to 0.0 still bounds: every ip scoring 0.0 in f32 is below it.
+        let floor = ip_at_most(&c, 0.0).unwrap();
+        assert!(floor.is_finite());
+        for ip in [-20.0, -12.0, floor - 1.0] {
+            assert_eq!(c.apply(ip) as f32, 0.0, "ip {ip}");
+            assert!(ip <= floor, "ip {ip} above the floor {floor}");
+        }
     }
 }

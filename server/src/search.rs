@@ -97,7 +97,10 @@ impl App {
         if page > 0 {
             let text = match text {
                 Some(v) => v,
-                None => self.encoders.text_vector(&query, deadline, &mut timings).await?,
+                None => {
+                    let read = crate::app::model_text(&version, region.restricted, &query);
+                    self.encoders.text_vector(&read, deadline, &mut timings).await?
+                }
             };
             found = if fused {
                 let ranking = Ranking { query: &query, restricted_region: region.restricted, filter: &filter, weight };

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
-use imagesearch_model::{ChildDetector, EncoderManifest, ModelRepository, Scorer};
+use imagesearch_model::{ChildDetector, EncoderManifest, ModelRepository, Scorer, WordMap};
 
 use crate::batcher::BatchConfig;
 use crate::error::ServeError;
@@ -28,6 +28,9 @@ pub struct LoadedVersion {
     pub detector: Option<ChildDetector>,
     /// The version's query detector (text-encoder vectors), next to the word list.
     pub query_detector: Option<ChildDetector>,
+    /// The query word map open-region queries are read through, when the version was chosen
+    /// and measured with one.
+    pub word_map: Option<&'static WordMap>,
     pub worker: ScorerQueue,
 }
 
@@ -164,6 +167,13 @@ impl Versions {
         let metrics_json = scorer.manifest.metrics.to_string();
         let detector = scorer.detector.clone();
         let query_detector = scorer.query_detector.clone();
+        let word_map = scorer.manifest.query_word_map.as_deref().map(|id| {
+            let map = WordMap::builtin();
+            if id != map.id() {
+                tracing::warn!(version, measured_with = id, this_build = map.id(), "the version's query word map differs from this build's; using this build's");
+            }
+            map
+        });
         let (image_dim, text_dim) = (self.image.output_dim as usize, self.text.output_dim as usize);
         let db = match &self.search {
             Some(search) => {
@@ -184,7 +194,7 @@ impl Versions {
             return Err(ServeError::Internal(format!("warm-up of version {version} gave scores {scores:?}")));
         }
         worker.search_blocking(zeros_t, 1)?;
-        Ok(Arc::new(LoadedVersion { version, manifest_json, created, metrics_json, detector, query_detector, worker }))
+        Ok(Arc::new(LoadedVersion { version, manifest_json, created, metrics_json, detector, query_detector, word_map, worker }))
     }
 
     /// Unloads a version that is neither stable nor canary.

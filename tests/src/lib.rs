@@ -194,10 +194,10 @@ pub fn trained_repository(versions: usize) -> tempfile::TempDir {
         let out = Command::new(bin("imagesearch-train"))
             .args(["train", "--members", "1", "--max-epochs", "2", "--val-photos", "8", "--batch-size", "32"])
             .args(["--report-queries", "2", "--holdout-fraction", "0.25", "--dim", "64", "--hidden", "128", "--device", "cpu"])
-            // Two views per gallery photo keep the servers' gallery adds cheap in tests, and no
-            // query bank keeps a two-epoch head's calibrated scores off f32's floor (paging
-            // bounds need distinct scores); the trainer's own test covers both levers.
-            .args(["--index-views", "both", "--query-bank", "0"])
+            // Two views per gallery photo keep the servers' gallery adds cheap in tests; no word
+            // map, so a test can add one to a copy and compare (the trainer's own test covers
+            // choosing the levers).
+            .args(["--index-views", "both", "--query-word-map", "off"])
             .args(["--seed", &(7 + seed).to_string()])
             .arg("--data-dir")
             .arg(root.path().join("data"))

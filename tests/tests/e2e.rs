@@ -17,7 +17,7 @@ use imagesearch_proto::v1 as pb;
 use imagesearch_proto::DISCLAIMER;
 use imagesearch_tests::{bin, captioned_photos, png_header_claiming, test_photos, trained_repository, venv_python, Server, ADMIN_TOKEN, WRITER_TOKEN};
 use tonic::Code;
-use imagesearch_tests::{add_requests, status_code as code};
+use imagesearch_tests::{add_requests, captioned_add_requests, status_code as code};
 
 /// Two tiny versions (1 and 2), trained once for the whole test binary.
 fn repo() -> PathBuf {
@@ -745,5 +745,69 @@ fn a_query_detector_that_says_child_withholds_in_restricted_regions_only() {
         assert!(e.to_string().contains("query detector"), "{e}");
         let (scores, _) = c.score(vec![(ImageRef::Bytes(photos[0].1.clone()), text.into())], Some("US")).await.unwrap();
         assert!((0.0..=1.0).contains(&scores[0]));
+        // The detector reads gallery captions too: a caption the word list clears restricts.
+        let before = c.gallery_stats().await.unwrap().restricted_by_captions;
+        let captioned = vec![(photos[1].0.clone() + "-captioned", photos[1].1.clone(), vec![text.to_string()])];
+        let added = c.add_photos(captioned_add_requests(&captioned)).await.unwrap();
+        assert_eq!(added.restricted, 1, "{added:?}");
+        assert_eq!(c.gallery_stats().await.unwrap().restricted_by_captions, before + 1);
     });
+}
+
+#[test]
+fn a_version_with_the_word_map_reads_open_region_queries_as_adult_words() {
+    // Version 1 of a copy names a word map (another id than this build's: the server warns and
+    // uses its own table); version 2 names none.
+    let tmp = tempfile::tempdir().unwrap();
+    let models = tmp.path().join("models");
+    let status = std::process::Command::new("cp").arg("-a").arg(repo()).arg(&models).status().unwrap();
+    assert!(status.success());
+    let path = models.join("scorer/1/manifest.json");
+    let mut manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    manifest["query_word_map"] = "query-words-of-another-build".into();
+    std::fs::write(&path, serde_json::to_string_pretty(&manifest).unwrap()).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let mut server = Server::start(&models, &data.path().join("srv"), &[]);
+    rt().block_on(async {
+        let c = server.ready_client().await;
+        c.load_version(1).await.unwrap();
+        c.add_photos(add_requests(&test_photos(6))).await.unwrap();
+        let search = |query: &'static str, version: u32| {
+            let c = &c;
+            async move {
+                let opts = SearchOptions { version, ..SearchOptions::default() };
+                let r = c.search_with(query, Some("US"), 6, &opts).await.unwrap();
+                assert_eq!(r.version, version);
+                let hits: Vec<(String, f32)> = r
+                    .hits
+                    .iter()
+                    .map(|h| match h {
+                        Slot::Photo(p) => (p.id.clone(), p.score),
+                        other => panic!("withheld in an open region: {other:?}"),
+                    })
+                    .collect();
+                assert_eq!(hits.len(), 6);
+                hits
+            }
+        };
+        let (child, adult) = ("Two boys and a girl play with a dog", "Two men and a woman play with a dog");
+        assert_eq!(search(child, 1).await, search(adult, 1).await, "version 1 reads the child words as adult ones");
+        assert_ne!(search(child, 2).await, search(adult, 2).await, "version 2 reads the text as it is");
+        // Score reads the pair's text the same way.
+        let photo = test_photos(1).remove(0).1;
+        let score = |text: &'static str, version: u32| {
+            let (c, photo) = (&c, photo.clone());
+            async move {
+                let (r, _) = c.score_request(score_request(vec![(ImageRef::Bytes(photo), text.into())], Some("US"), version, "")).await.unwrap();
+                assert_eq!(r.version, version);
+                r.scores[0]
+            }
+        };
+        assert_eq!(score(child, 1).await, score(adult, 1).await);
+        assert_ne!(score(child, 2).await, score(adult, 2).await);
+        // Where the law applies, nothing is mapped: the query is withheld.
+        let de = c.search_with(child, Some("DE"), 6, &SearchOptions { version: 1, ..SearchOptions::default() }).await.unwrap();
+        assert!(de.hits.is_empty() && de.query_withheld.is_some(), "{de:?}");
+    });
+    assert!(server.log_text().contains("query word map differs"), "the server warns of another build's table");
 }

@@ -339,14 +339,32 @@ impl Ensemble {
     }
 }
 
-/// Fits `sigmoid(a·cos + b)` to soft targets in [0, 1] (logistic regression, Newton's method).
+/// Fits `sigmoid(a·cos + b)` to soft targets in [0, 1]: logistic regression by Newton's method
+/// with a backtracking line search on the cross-entropy (a plain Newton step can overshoot and
+/// diverge when the similarities sit far from 0, as `cos − t` of the query bank does), from
+/// `a = 0` and `b` = the logit of the mean target.
 pub fn fit_calibration(cos: &[f64], target: &[f64]) -> imagesearch_model::Calibration {
-    let (mut a, mut b) = (10.0f64, -3.0f64);
+    let n = cos.len().max(1) as f64;
+    let mean = (target.iter().sum::<f64>() / n).clamp(1e-6, 1.0 - 1e-6);
+    let loss = |a: f64, b: f64| -> f64 {
+        cos.iter()
+            .zip(target)
+            .map(|(&x, &y)| {
+                let z = a * x + b;
+                // −[y·log σ(z) + (1−y)·log(1−σ(z))] = softplus(z) − y·z, computed stably.
+                let softplus = if z > 0.0 { z + (-z).exp().ln_1p() } else { z.exp().ln_1p() };
+                softplus - y * z
+            })
+            .sum::<f64>()
+            / n
+    };
+    let (mut a, mut b) = (0.0f64, (mean / (1.0 - mean)).ln());
+    let mut current = loss(a, b);
     for _ in 0..100 {
         let (mut ga, mut gb, mut haa, mut hab, mut hbb) = (0.0, 0.0, 0.0, 0.0, 0.0);
         for (&x, &y) in cos.iter().zip(target) {
             let p = 1.0 / (1.0 + (-(a * x + b)).exp());
-            let w = (p * (1.0 - p)).max(1e-9);
+            let w = (p * (1.0 - p)).max(1e-12);
             ga += (p - y) * x;
             gb += p - y;
             haa += w * x * x;
@@ -354,14 +372,25 @@ pub fn fit_calibration(cos: &[f64], target: &[f64]) -> imagesearch_model::Calibr
             hbb += w;
         }
         let det = haa * hbb - hab * hab;
-        if det.abs() < 1e-12 {
+        if det.abs() < 1e-300 {
             break;
         }
         let da = (hbb * ga - hab * gb) / det;
         let db = (haa * gb - hab * ga) / det;
-        a -= da;
-        b -= db;
-        if da.abs() + db.abs() < 1e-10 {
+        let mut step = 1.0;
+        let mut next = loss(a - da, b - db);
+        while !(next <= current) && step > 1e-6 {
+            step *= 0.5;
+            next = loss(a - step * da, b - step * db);
+        }
+        if !(next <= current) {
+            break;
+        }
+        a -= step * da;
+        b -= step * db;
+        let converged = current - next < 1e-14 && (step * (da.abs() + db.abs())) < 1e-10;
+        current = next;
+        if converged {
             break;
         }
     }
@@ -379,6 +408,21 @@ mod tests {
         let target: Vec<f64> = cos.iter().map(|&c| truth.apply(c)).collect();
         let fit = fit_calibration(&cos, &target);
         assert!((fit.a - 8.0).abs() < 1e-3 && (fit.b + 2.0).abs() < 1e-3, "{fit:?}");
+    }
+
+    #[test]
+    fn calibration_converges_far_from_zero() {
+        // Similarities around −0.4 with a narrow spread (cos − t of a query bank): plain Newton
+        // steps from a = 10, b = −3 end here at a ≈ −212 (on the default data at a ≈ 6e8).
+        let truth = imagesearch_model::Calibration { a: 12.0, b: 3.5 };
+        let cos: Vec<f64> = (0..400).map(|i| -0.45 + i as f64 * 0.0003).collect();
+        let target: Vec<f64> = cos.iter().map(|&c| truth.apply(c)).collect();
+        let fit = fit_calibration(&cos, &target);
+        assert!((fit.a - 12.0).abs() < 1e-2 && (fit.b - 3.5).abs() < 1e-2, "{fit:?}");
+        // Noisy soft targets: a finite fit whose scores stay inside (0, 1).
+        let noisy: Vec<f64> = target.iter().enumerate().map(|(i, t)| if i % 3 == 0 { 1.0 - t } else { *t }).collect();
+        let fit = fit_calibration(&cos, &noisy);
+        assert!(fit.a.is_finite() && fit.a.abs() < 1e3 && fit.b.abs() < 1e3, "{fit:?}");
     }
 
     #[test]

@@ -146,6 +146,10 @@ struct TrainArgs {
     /// validation set (no bank is one of the candidates).
     #[arg(long, env = "IMAGESEARCH_QUERY_BANK_BETA", value_parser = positive)]
     query_bank_beta: Option<f64>,
+    /// Read open-region queries through the query word map (child words the scorer never
+    /// trained on → adult words it did: boy → man); default: chosen on the lever validation set.
+    #[arg(long, env = "IMAGESEARCH_QUERY_WORD_MAP", value_parser = on_off)]
+    query_word_map: Option<bool>,
 }
 
 #[derive(Args)]
@@ -190,6 +194,15 @@ fn positive(s: &str) -> Result<f64, String> {
         Ok(v)
     } else {
         Err(format!("{v} is not above 0"))
+    }
+}
+
+/// `on` or `off`.
+fn on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("'{s}' is neither on nor off")),
     }
 }
 
@@ -260,6 +273,7 @@ fn main() -> anyhow::Result<()> {
                 }),
                 index_views: a.index_views,
                 query_bank: QueryBankConfig { size: a.query_bank, beta: a.query_bank_beta },
+                query_word_map: a.query_word_map,
                 head: HeadConfig {
                     dim: a.dim,
                     hidden: a.hidden,

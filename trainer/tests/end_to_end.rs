@@ -61,10 +61,13 @@ fn trains_a_tiny_scorer_and_loads_it_back() {
     // The test-time levers were chosen on validation: every candidate is listed, the chosen
     // gallery views are recorded, and the query bank (when chosen) adds one column.
     let levers = &manifest.training["levers"];
-    assert_eq!(levers["candidates"].as_array().unwrap().len(), 2 * 7, "{levers}");
+    assert_eq!(levers["candidates"].as_array().unwrap().len(), 2 * 7 * 2, "{levers}");
     let views = manifest.index_views.clone().expect("manifest records the gallery views");
     assert!(views == "both" || views == "crops", "{views}");
     assert_eq!(levers["chosen_index_views"], views.as_str());
+    // The word map is recorded by the content it was measured with, when chosen.
+    let mapped = levers["chosen_query_word_map"].as_bool().unwrap();
+    assert_eq!(manifest.query_word_map.as_deref(), mapped.then(|| imagesearch_model::WordMap::builtin().id()));
     let banked = levers["chosen_beta"].is_number();
     assert_eq!(manifest.embedding_dim, 2 * 512 + i64::from(banked));
     assert!(manifest.metrics["retrieval"]["r_at_1"].is_number());
@@ -120,6 +123,12 @@ fn trains_a_tiny_scorer_and_loads_it_back() {
     // The report never shows a photo whose own captions describe a child.
     let html = fs::read_to_string(dir.join("report.html")).unwrap();
     assert!(html.contains("This image is unavailable in your country in compliance with local laws"));
+    // Every lever candidate is a row of the report's levers table, with R@k intervals above.
+    let table = &html[html.find("<h2>Test-time levers</h2>").expect("levers table")..];
+    let table = &table[..table.find("</table>").unwrap()];
+    assert_eq!(table.matches("<tr").count(), 1 + 2 * 7 * 2, "header and one row per candidate");
+    assert_eq!(table.matches("font-weight:bold").count(), 1, "the chosen candidate");
+    assert!(html.contains("R@1, queries describing a child"));
     let queries = fs::read_to_string(root.join("data/image_search/test_queries.csv")).unwrap();
     let mut child_photos = HashSet::new();
     for l in queries.lines().skip(1) {

@@ -2,11 +2,12 @@
 //! encoding passes (the manifest's `photo_encoding` and `text_encoding`), and the training
 //! job's step that encodes every photo and text it needs.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::Instant;
 
-use imagesearch_model::{ImageEncoder, ImageViews, TextEncoder};
+use imagesearch_model::{ImageEncoder, ImageViews, TextEncoder, WordMap};
 
 use super::select::Selection;
 use super::{CommonConfig, PipelineError, ProblemGate};
@@ -120,6 +121,29 @@ impl TrainingVectors {
     }
 }
 
+/// The texts among `texts` that `map` changes, as mapped (to be encoded too).
+pub(super) fn mapped_texts<'a>(map: &WordMap, texts: impl IntoIterator<Item = &'a String>) -> Vec<String> {
+    texts.into_iter().filter_map(|t| match map.apply(t) {
+        Cow::Owned(m) => Some(m),
+        Cow::Borrowed(_) => None,
+    }).collect()
+}
+
+/// The vectors `keys` are served with: each text's own vector, or with a word map (open
+/// regions) its mapped text's vector. Keys without an encoded vector are left out.
+pub(super) fn served_texts<'a>(
+    texts: &HashMap<String, Vec<f32>>,
+    map: Option<&WordMap>,
+    keys: impl IntoIterator<Item = &'a String>,
+) -> HashMap<String, Vec<f32>> {
+    keys.into_iter()
+        .filter_map(|k| {
+            let read = map.map_or(Cow::Borrowed(k.as_str()), |m| m.apply(k));
+            Some((k.clone(), texts.get(read.as_ref())?.clone()))
+        })
+        .collect()
+}
+
 /// Each photo's vector made of `views` where it has them, else of both whole views.
 pub(super) fn serving_vectors(photos: &HashMap<String, PhotoVectors>, views: ImageViews) -> HashMap<String, Vec<f32>> {
     photos
@@ -168,6 +192,10 @@ pub(super) fn encode_for_training(
     text_list.extend(data.own_captions.values().flatten().cloned());
     text_list.extend(data.test_queries.iter().map(|q| q.text.clone()));
     text_list.extend(crate::query_detector::list_texts());
+    // The queries as an open region reads them through the word map (a lever).
+    let queries = data.own_captions.values().flatten().chain(data.judged.iter().map(|p| &p.text));
+    let mapped = mapped_texts(WordMap::builtin(), queries.chain(data.test_queries.iter().map(|q| &q.text)));
+    text_list.extend(mapped);
     let (texts, text_pass) = encode_texts(enc, c, &text_list)?;
     let serving = serving_vectors(&photos, ImageViews::Both);
     Ok(TrainingVectors { photos, serving, texts, photo_pass, gallery_pass, text_pass })

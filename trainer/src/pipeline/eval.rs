@@ -5,10 +5,10 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 
-use imagesearch_model::{ImageViews, ModelRepository, Scorer};
+use imagesearch_model::{ImageViews, ModelRepository, Scorer, WordMap};
 use tracing::warn;
 
-use super::encode::{drop_unencoded_test_photos, encode_photos, encode_texts, Encoders, TrainingVectors};
+use super::encode::{drop_unencoded_test_photos, encode_photos, encode_texts, mapped_texts, served_texts, Encoders, TrainingVectors};
 use super::fit::Calibrated;
 use super::select::Selection;
 use super::version::Draft;
@@ -30,10 +30,13 @@ pub(super) fn evaluate_staged(
 ) -> Result<Evaluation, PipelineError> {
     draft.save()?;
     let scorer = Scorer::load(&draft.staged.dir, cfg.common.device)?;
+    // The texts as an open region reads them (the test queries include child queries).
+    let map = word_map_of(&scorer, draft.staged.version);
+    let texts = served_texts(&vectors.texts, map, query_texts(data));
     let evaluation = evaluate::evaluate(
         &scorer,
         &vectors.serving,
-        &vectors.texts,
+        &texts,
         &data.test_images,
         &data.test_queries,
         &data.judged,
@@ -99,9 +102,13 @@ pub fn eval(
     let (photos, _) = encode_photos(&mut enc, c, &photo_list, views, &mut data.problems)?;
     gate.check(&data.problems)?;
     drop_unencoded_test_photos(&mut data, &photos);
-    let mut text_list: Vec<String> = data.judged.iter().map(|p| p.text.clone()).collect();
-    text_list.extend(data.test_queries.iter().map(|q| q.text.clone()));
+    let map = word_map_of(&scorer, version);
+    let mut text_list: Vec<String> = query_texts(&data).cloned().collect();
+    if let Some(m) = map {
+        text_list.extend(mapped_texts(m, query_texts(&data)));
+    }
     let (texts, _) = encode_texts(&mut enc, c, &text_list)?;
+    let texts = served_texts(&texts, map, query_texts(&data));
     // The photo vectors as the server would make them (`--image-views`).
     let serving: HashMap<String, Vec<f32>> =
         photos.iter().filter_map(|(k, v)| v.serving(views).map(|s| (k.clone(), s))).collect();
@@ -126,4 +133,20 @@ pub fn eval(
         seed,
     )?;
     Ok((version, evaluation.metrics))
+}
+
+/// The texts an evaluation reads: the judged pairs' and the test queries'.
+fn query_texts(data: &Dataset) -> impl Iterator<Item = &String> {
+    data.judged.iter().map(|p| &p.text).chain(data.test_queries.iter().map(|q| &q.text))
+}
+
+/// The word map a version reads open-region queries through: this build's table when the
+/// version names one (a warning when it names another content).
+fn word_map_of(scorer: &Scorer, version: u32) -> Option<&'static WordMap> {
+    let id = scorer.manifest.query_word_map.as_deref()?;
+    let map = WordMap::builtin();
+    if id != map.id() {
+        warn!("version {version} was measured with query word map {id}; this build's is {}", map.id());
+    }
+    Some(map)
 }

@@ -1,13 +1,14 @@
 //! Test-time levers chosen on validation, never on the test set: which views a gallery photo's
 //! vector is made of (`--index-views`: both whole views, or the 14 crops) and the query bank's
-//! inverted softmax (`--query-bank`, its β). Each candidate is measured on the *lever
+//! inverted softmax (`--query-bank`, its β) and the query word map of open regions
+//! (`--query-word-map`, [`imagesearch_model::WordMap`]). Each candidate is measured on the *lever
 //! validation* set — the judged photos that are neither held out nor test photos, queried by
 //! their own captions (full-resolution photos, like a gallery's; the scorer never trains on
 //! them) — and, for the report only, on the test queries; the best validation MRR wins.
 
 use std::collections::HashSet;
 
-use imagesearch_model::ImageViews;
+use imagesearch_model::{ImageViews, WordMap};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -48,6 +49,8 @@ pub struct LeverRow {
     pub index_views: String,
     /// None: no query bank.
     pub beta: Option<f64>,
+    /// Queries read through the word map.
+    pub query_word_map: bool,
     pub validation: Retrieval,
     /// On the test queries, for the report (never used to choose).
     pub test: Retrieval,
@@ -62,12 +65,14 @@ pub struct LeverReport {
     pub candidates: Vec<LeverRow>,
     pub chosen_index_views: String,
     pub chosen_beta: Option<f64>,
+    pub chosen_query_word_map: bool,
 }
 
 /// What the levers step decided.
 pub(super) struct Chosen {
     pub index_views: ImageViews,
     pub query_bank: Option<QueryBank>,
+    pub query_word_map: bool,
     pub report: LeverReport,
 }
 
@@ -126,7 +131,7 @@ impl RetrievalSet {
     }
 }
 
-/// Step: measures every candidate (gallery views × query bank β) on the lever validation set
+/// Step: measures every candidate (gallery views × query bank β × word map) on the lever validation set
 /// and the test queries, and picks the one with the best validation MRR.
 pub(super) fn choose(
     cfg: &TrainConfig,
@@ -160,42 +165,52 @@ pub(super) fn choose(
         (Some(_), Some(b)) => vec![Some(b)],
         (Some(_), None) => std::iter::once(None).chain(BETAS.iter().map(|b| Some(*b))).collect(),
     };
+    let word_maps: Vec<bool> = match cfg.query_word_map {
+        Some(on) => vec![on],
+        None => vec![false, true],
+    };
     let mut rows = Vec::new();
-    let mut best: Option<(f64, ImageViews, Option<f64>)> = None;
+    let mut best: Option<(f64, ImageViews, Option<f64>, bool)> = None;
     let (mut val_counts, mut val_photo_count) = (0, 0);
     for views in view_candidates {
         let serving = serving_vectors(&vectors.photos, views);
         let has_views = |p: &&str| vectors.photos.get(*p).is_some_and(|v| v.has(views));
         let vp: Vec<&str> = val_photos.iter().copied().filter(has_views).collect();
         let tp: Vec<&str> = test_photos.iter().copied().filter(has_views).collect();
-        let Some(val) = RetrievalSet::new(ensemble, device, &serving, &vectors.texts, &vp, &val_queries) else {
-            return Err(PipelineError::NoData(format!("no lever validation photos with {views} views")));
-        };
-        let test_set = RetrievalSet::new(ensemble, device, &serving, &vectors.texts, &tp, &test_queries);
-        (val_counts, val_photo_count) = (val.target.len(), val.images.size()[0] as usize);
-        for beta in &betas {
-            let qb = beta.zip(bank.as_ref()).map(|(b, captions)| QueryBank { captions: captions.shallow_clone(), beta: b });
-            let v = val.measure(qb.as_ref());
-            let t = test_set.as_ref().map(|s| s.measure(qb.as_ref())).unwrap_or_else(|| metrics::retrieval(&[], 0));
-            info!(
-                "lever {views} views, query bank {}: validation R@1 {:.3} R@5 {:.3} R@10 {:.3} MRR {:.3} (test R@1 {:.3})",
-                beta.map_or("off".to_string(), |b| format!("β {b}")),
-                v.r_at_1,
-                v.r_at_5,
-                v.r_at_10,
-                v.mrr,
-                t.r_at_1
-            );
-            if best.as_ref().is_none_or(|(mrr, _, _)| v.mrr > *mrr) {
-                best = Some((v.mrr, views, *beta));
+        for &word_map in &word_maps {
+            let map = word_map.then(WordMap::builtin);
+            let (vq, tq) = (read_through(map, &val_queries), read_through(map, &test_queries));
+            let Some(val) = RetrievalSet::new(ensemble, device, &serving, &vectors.texts, &vp, &pairs(&vq)) else {
+                return Err(PipelineError::NoData(format!("no lever validation photos with {views} views")));
+            };
+            let test_set = RetrievalSet::new(ensemble, device, &serving, &vectors.texts, &tp, &pairs(&tq));
+            (val_counts, val_photo_count) = (val.target.len(), val.images.size()[0] as usize);
+            for beta in &betas {
+                let qb = beta.zip(bank.as_ref()).map(|(b, captions)| QueryBank { captions: captions.shallow_clone(), beta: b });
+                let v = val.measure(qb.as_ref());
+                let t = test_set.as_ref().map(|s| s.measure(qb.as_ref())).unwrap_or_else(|| metrics::retrieval(&[], 0));
+                info!(
+                    "lever {views} views, query bank {}, word map {}: validation R@1 {:.3} R@5 {:.3} R@10 {:.3} MRR {:.3} (test R@1 {:.3})",
+                    beta.map_or("off".to_string(), |b| format!("β {b}")),
+                    if word_map { "on" } else { "off" },
+                    v.r_at_1,
+                    v.r_at_5,
+                    v.r_at_10,
+                    v.mrr,
+                    t.r_at_1
+                );
+                if best.as_ref().is_none_or(|(mrr, ..)| v.mrr > *mrr) {
+                    best = Some((v.mrr, views, *beta, word_map));
+                }
+                rows.push(LeverRow { index_views: views.to_string(), beta: *beta, query_word_map: word_map, validation: v, test: t });
             }
-            rows.push(LeverRow { index_views: views.to_string(), beta: *beta, validation: v, test: t });
         }
     }
-    let (_, index_views, beta) = best.ok_or_else(|| PipelineError::NoData("no lever candidate".into()))?;
+    let (_, index_views, beta, query_word_map) = best.ok_or_else(|| PipelineError::NoData("no lever candidate".into()))?;
     info!(
-        "chosen on validation: {index_views} views, query bank {}",
-        beta.map_or("off".to_string(), |b| format!("β {b}"))
+        "chosen on validation: {index_views} views, query bank {}, word map {}",
+        beta.map_or("off".to_string(), |b| format!("β {b}")),
+        if query_word_map { "on" } else { "off" }
     );
     let report = LeverReport {
         validation_photos: val_photo_count,
@@ -204,9 +219,19 @@ pub(super) fn choose(
         candidates: rows,
         chosen_index_views: index_views.to_string(),
         chosen_beta: beta,
+        chosen_query_word_map: query_word_map,
     };
     let query_bank = beta.zip(bank).map(|(beta, captions)| QueryBank { captions, beta });
-    Ok(Chosen { index_views, query_bank, report })
+    Ok(Chosen { index_views, query_bank, query_word_map, report })
+}
+
+/// `queries` (text, photo) with each text as it is read: through `map` when given.
+fn read_through<'a>(map: Option<&WordMap>, queries: &[(&str, &'a str)]) -> Vec<(String, &'a str)> {
+    queries.iter().map(|(t, p)| (map.map_or_else(|| t.to_string(), |m| m.apply(t).into_owned()), *p)).collect()
+}
+
+fn pairs<'a>(owned: &'a [(String, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    owned.iter().map(|(t, p)| (t.as_str(), *p)).collect()
 }
 
 /// Joint embeddings `[K, E]` of up to `--query-bank` training captions (a seeded sample of the

@@ -16,7 +16,7 @@ mod version;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use imagesearch_model::{DetectorInfo, ImageViews, ModelError};
+use imagesearch_model::{DetectorInfo, ImageViews, ModelError, WordMap};
 use tch::Device;
 use tracing::warn;
 
@@ -88,6 +88,8 @@ pub struct TrainConfig {
     /// The views gallery photos are indexed with; None = chosen on validation (both or crops).
     pub index_views: Option<ImageViews>,
     pub query_bank: QueryBankConfig,
+    /// Open-region queries read through the word map; None = chosen on validation.
+    pub query_word_map: Option<bool>,
 }
 
 /// What `train` produced.
@@ -178,6 +180,7 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainOutcome, PipelineError> {
     training.levers = Some(chosen.report);
     let mut draft = version::write_modules(cfg, &enc, &mut ensemble, calibrated.calibration, training)?;
     draft.manifest.index_views = Some(chosen.index_views.to_string());
+    draft.manifest.query_word_map = chosen.query_word_map.then(|| WordMap::builtin().id().to_string());
     if let Some(dcfg) = &cfg.detector {
         let image_dim = enc.image.manifest.output_dim as usize;
         version::add_child_detector(dcfg, &mut draft, &data, &selection, &vectors.serving, image_dim)?;

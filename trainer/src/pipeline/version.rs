@@ -202,6 +202,7 @@ pub(super) fn write_modules(
         child_detector: None,
         query_detector: None,
         index_views: None,
+        query_word_map: None,
         calibration,
         files,
         data: data_hashes(&c.paths)?,

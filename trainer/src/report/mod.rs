@@ -77,6 +77,17 @@ pub type Curve = (String, String, String, Vec<Series>);
 /// series' bins split [lo, hi] evenly.
 pub type Histogram = (String, f64, f64, Vec<(String, Vec<usize>)>);
 
+/// A plain table with a title and a note under it (e.g. the test-time levers).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Table {
+    pub title: String,
+    pub header: Vec<String>,
+    pub rows: Vec<Vec<String>>,
+    /// Rows drawn in bold (e.g. the chosen candidate).
+    pub highlighted: Vec<usize>,
+    pub note: String,
+}
+
 /// Everything shown in the report of one scorer version.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Report {
@@ -90,6 +101,8 @@ pub struct Report {
     pub summary: Vec<(String, String)>,
     /// The metrics table.
     pub metrics: Vec<MetricRow>,
+    /// Further tables after the metrics.
+    pub tables: Vec<Table>,
     /// Line charts.
     pub curves: Vec<Curve>,
     /// Histogram charts.

@@ -9,7 +9,7 @@ use std::path::Path;
 use imagesearch_compliance::escape_html;
 
 use super::charts::{histogram_svg, line_chart_svg};
-use super::{fmt_value, Hit, MetricRow, QueryResult, Report};
+use super::{fmt_value, Hit, MetricRow, QueryResult, Report, Table};
 
 const CSS: &str = r#"
 :root{--fg:#1f2328;--muted:#59636e;--line:#d1d9e0;--ok:#1a7f37;--bad:#cf222e;--card:#fff}
@@ -72,6 +72,9 @@ pub fn render(report: &Report) -> String {
 
     h.push_str("<h2>Metrics</h2>\n");
     render_metrics(&mut h, &report.metrics);
+    for t in &report.tables {
+        render_table(&mut h, t);
+    }
 
     if !report.curves.is_empty() {
         h.push_str("<h2>Curves</h2>\n");
@@ -114,6 +117,27 @@ pub fn render(report: &Report) -> String {
 
     h.push_str("</main>\n</body>\n</html>\n");
     h
+}
+
+fn render_table(h: &mut String, t: &Table) {
+    let _ = writeln!(h, "<h2>{}</h2>", escape_html(&t.title));
+    h.push_str("<table class=\"metrics\">\n<thead><tr>");
+    for c in &t.header {
+        let _ = write!(h, "<th>{}</th>", escape_html(c));
+    }
+    h.push_str("</tr></thead>\n<tbody>\n");
+    for (i, row) in t.rows.iter().enumerate() {
+        let style = if t.highlighted.contains(&i) { " style=\"font-weight:bold\"" } else { "" };
+        let _ = write!(h, "<tr{style}>");
+        for c in row {
+            let _ = write!(h, "<td>{}</td>", escape_html(c));
+        }
+        h.push_str("</tr>\n");
+    }
+    h.push_str("</tbody>\n</table>\n");
+    if !t.note.is_empty() {
+        let _ = writeln!(h, "<p class=\"meta\">{}</p>", escape_html(&t.note));
+    }
 }
 
 fn render_metrics(h: &mut String, rows: &[MetricRow]) {
@@ -269,6 +293,13 @@ mod tests {
                     higher_is_better: false,
                 },
             ],
+            tables: vec![Table {
+                title: "Levers <chosen>".into(),
+                header: vec!["views".into(), "R@1".into()],
+                rows: vec![vec!["both".into(), "0.45".into()], vec!["crops".into(), "0.49".into()]],
+                highlighted: vec![1],
+                note: "picked by validation MRR".into(),
+            }],
             curves: vec![(
                 "Loss".into(),
                 "epoch".into(),
@@ -370,6 +401,9 @@ mod tests {
         assert!(html.contains("≤ 0.8"));
         assert_eq!(html.matches("<svg ").count(), 2);
         assert!(html.contains("Evaluated on the &lt;held-out&gt; split."));
+        assert!(html.contains("<h2>Levers &lt;chosen&gt;</h2>"));
+        assert!(html.contains("<tr><td>both</td><td>0.45</td></tr>"));
+        assert!(html.contains("<tr style=\"font-weight:bold\"><td>crops</td><td>0.49</td></tr>"));
     }
 
     #[test]

@@ -12,12 +12,12 @@ use rand::seq::index::sample;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use super::{thumbnail_data_uri, Hit, MetricRow, QueryResult, Report, Series};
+use super::{thumbnail_data_uri, Hit, MetricRow, QueryResult, Report, Series, Table};
 use crate::dataset::Dataset;
 use crate::evaluate::{self, Evaluation};
 use crate::head::EpochLog;
 use crate::metrics::histogram;
-use crate::pipeline::TrainingSummary;
+use crate::pipeline::{LeverReport, TrainingSummary};
 
 /// Hits shown per example query.
 const HITS_SHOWN: usize = 5;
@@ -43,6 +43,7 @@ pub fn version_report(
         created: manifest.created.clone(),
         summary: summary(manifest, training),
         metrics: metric_rows(manifest, eval),
+        tables: training.levers.iter().map(lever_table).collect(),
         curves: curves(&training.epochs),
         histograms: histograms(manifest, eval, data),
         queries: example_queries(eval, data, n_queries, seed),
@@ -57,6 +58,46 @@ pub fn version_report(
     }
 }
 
+/// Every test-time lever candidate with its validation and test retrieval, the chosen one bold.
+fn lever_table(l: &LeverReport) -> Table {
+    let f = |v: f64| format!("{v:.3}");
+    let mut highlighted = Vec::new();
+    let rows = l
+        .candidates
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            if c.index_views == l.chosen_index_views && c.beta == l.chosen_beta && c.query_word_map == l.chosen_query_word_map {
+                highlighted.push(i);
+            }
+            vec![
+                c.index_views.clone(),
+                c.beta.map_or_else(|| "off".to_string(), |b| format!("β {b}")),
+                if c.query_word_map { "on" } else { "off" }.to_string(),
+                f(c.validation.r_at_1),
+                f(c.validation.r_at_5),
+                f(c.validation.r_at_10),
+                f(c.validation.mrr),
+                f(c.test.r_at_1),
+                f(c.test.r_at_5),
+                f(c.test.r_at_10),
+                f(c.test.mrr),
+            ]
+        })
+        .collect();
+    let header = ["gallery views", "query bank", "word map", "val R@1", "val R@5", "val R@10", "val MRR", "test R@1", "test R@5", "test R@10", "test MRR"];
+    Table {
+        title: "Test-time levers".into(),
+        header: header.iter().map(|h| h.to_string()).collect(),
+        rows,
+        highlighted,
+        note: format!(
+            "Chosen (bold) by validation MRR: {} validation queries on {} judged photos the head never trained on; the test columns are shown only, never used to choose. Query bank: {} training captions.",
+            l.validation_queries, l.validation_photos, l.bank_captions
+        ),
+    }
+}
+
 fn row(name: &str, value: f64, interval: Option<(f64, f64)>, baseline: Option<f64>, goal: Option<f64>, higher: bool) -> MetricRow {
     MetricRow { name: name.into(), value, interval, baseline, goal, higher_is_better: higher }
 }
@@ -66,13 +107,21 @@ fn row(name: &str, value: f64, interval: Option<(f64, f64)>, baseline: Option<f6
 fn metric_rows(manifest: &ScorerManifest, eval: &Evaluation) -> Vec<MetricRow> {
     let m = &eval.metrics;
     let (r, ch) = (&m.retrieval, &m.retrieval_chance);
+    let ci = |f: fn(&evaluate::RetrievalIntervals) -> &crate::metrics::Interval| {
+        m.retrieval_interval.as_ref().map(|i| (f(i).lo, f(i).hi))
+    };
     let mut metrics = vec![
-        row("R@1 (test queries × test photos)", r.r_at_1, None, Some(ch.r_at_1), Some(0.60), true),
-        row("R@5", r.r_at_5, None, Some(ch.r_at_5), Some(0.90), true),
-        row("R@10", r.r_at_10, None, Some(ch.r_at_10), Some(0.95), true),
-        row("MRR", r.mrr, None, Some(ch.mrr), None, true),
+        row("R@1 (test queries × test photos)", r.r_at_1, ci(|i| &i.r_at_1), Some(ch.r_at_1), Some(0.60), true),
+        row("R@5", r.r_at_5, ci(|i| &i.r_at_5), Some(ch.r_at_5), Some(0.90), true),
+        row("R@10", r.r_at_10, ci(|i| &i.r_at_10), Some(ch.r_at_10), Some(0.95), true),
+        row("MRR", r.mrr, ci(|i| &i.mrr), Some(ch.mrr), None, true),
         row("median rank", r.median_rank, None, Some(ch.median_rank), None, false),
     ];
+    for (name, sub) in [("R@1, queries describing a child", &m.retrieval_child_queries), ("R@1, other queries", &m.retrieval_other_queries)] {
+        if let Some(sub) = sub {
+            metrics.push(row(&format!("{name} ({})", sub.queries), sub.r_at_1, None, Some(ch.r_at_1), None, true));
+        }
+    }
     let tau_row = |name: &str, t: &Option<evaluate::Tau>, goal: Option<f64>| {
         t.as_ref().map(|t| row(name, t.interval.estimate, Some((t.interval.lo, t.interval.hi)), Some(0.0), goal, true))
     };
