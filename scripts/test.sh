@@ -10,6 +10,6 @@ bash scripts/deploy_check.sh
 bash scripts/image.sh
 export IMAGESEARCH_IMAGE=imagesearch:cpu
 log "running the test suite"
-cargo test --workspace 2>&1
+cargo test --workspace --no-fail-fast 2>&1
 log "fuzz smoke run (each target briefly; make fuzz runs them longer)"
 bash scripts/fuzz.sh --smoke

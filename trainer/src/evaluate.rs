@@ -193,6 +193,28 @@ fn judgment_taus(
     keep: impl Fn(&str) -> bool,
     seed: u64,
 ) -> (Option<Tau>, Option<Tau>) {
+    let (expert, crowd) = judgment_items(judged, scores, keep);
+    (tau(&expert, metrics::kendall_tau_c, seed), tau(&crowd, metrics::kendall_tau_b, seed))
+}
+
+/// Expert τc and crowd τb of `scores` (one per judged pair, None = not scored) on the photos
+/// `keep` accepts, point estimates only (no interval: cheap enough to rank candidates by).
+pub fn judgment_tau_points(judged: &[JudgedPair], scores: &[Option<f64>], keep: impl Fn(&str) -> bool) -> (Option<f64>, Option<f64>) {
+    let (expert, crowd) = judgment_items(judged, scores, keep);
+    let point = |items: &[(f64, f64, &str)], stat: fn(&[f64], &[f64]) -> Option<f64>| {
+        let (x, y): (Vec<f64>, Vec<f64>) = items.iter().map(|i| (i.0, i.1)).unzip();
+        stat(&x, &y)
+    };
+    (point(&expert, metrics::kendall_tau_c), point(&crowd, metrics::kendall_tau_b))
+}
+
+/// (score, rating, photo) of every expert rating and of every crowd share, own-caption pairs
+/// dropped.
+fn judgment_items<'a>(
+    judged: &'a [JudgedPair],
+    scores: &[Option<f64>],
+    keep: impl Fn(&str) -> bool,
+) -> (Vec<(f64, f64, &'a str)>, Vec<(f64, f64, &'a str)>) {
     let mut expert = Vec::new();
     let mut crowd = Vec::new();
     for (p, s) in judged.iter().zip(scores) {
@@ -207,7 +229,7 @@ fn judgment_taus(
             crowd.push((s, share, p.image.as_str()));
         }
     }
-    (tau(&expert, metrics::kendall_tau_c, seed), tau(&crowd, metrics::kendall_tau_b, seed))
+    (expert, crowd)
 }
 
 /// Evaluates a loaded version.

@@ -22,9 +22,14 @@ pub const PARAPHRASES: &str = include_str!("../data/query_paraphrases.tsv");
 /// The held-out hand-labelled list (never trained on).
 pub const HELDOUT: &str = include_str!("../data/query_heldout.tsv");
 
+/// Copies of each hand-written paraphrase in the training pool (an example weight: 400
+/// paraphrases beside ~30,000 captions would barely move the fit). Copies share their group,
+/// so the split keeps them together.
+pub const PARAPHRASE_WEIGHT: usize = 20;
+
 /// How the labels are made, in words (stored in the manifest).
 pub const LABEL_RULE: &str = "captions and judged queries: positive when the word list (imagesearch_compliance::describes_child) \
-says the text describes a child; hand-written paraphrases (trainer/data/query_paraphrases.tsv): labelled by hand";
+says the text describes a child; hand-written paraphrases (trainer/data/query_paraphrases.tsv): labelled by hand, each counted 20 times";
 
 /// `(positive, text)` of a `label<TAB>text` list; lines that are not `child` or `adult` are
 /// skipped.
@@ -81,9 +86,9 @@ pub fn examples(data: &Dataset, heldout: &HashSet<String>, texts: &HashMap<Strin
         let into = if heldout.contains(photo) { &mut judged_heldout } else { &mut pool };
         into.extend(seen.into_iter().filter_map(|t| example(photo.clone(), t, describes_child(t).is_some())));
     }
-    pool.extend(
-        parse_list(PARAPHRASES).iter().enumerate().filter_map(|(i, (p, t))| example(format!("paraphrase:{i}"), t, *p)),
-    );
+    for (i, (p, t)) in parse_list(PARAPHRASES).iter().enumerate() {
+        pool.extend((0..PARAPHRASE_WEIGHT).filter_map(|_| example(format!("paraphrase:{i}"), t, *p)));
+    }
     let listed: Vec<Example> =
         parse_list(HELDOUT).iter().enumerate().filter_map(|(i, (p, t))| example(format!("heldout:{i}"), t, *p)).collect();
     let test_queries: Vec<Example> = data

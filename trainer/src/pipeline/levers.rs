@@ -4,9 +4,11 @@
 //! (`--query-word-map`, [`imagesearch_model::WordMap`]). Each candidate is measured on the *lever
 //! validation* set — the judged photos that are neither held out nor test photos, queried by
 //! their own captions (full-resolution photos, like a gallery's; the scorer never trains on
-//! them) — and, for the report only, on the test queries; the best validation MRR wins.
+//! them) — and, for the report only, on the test queries; the best validation MRR wins, ties
+//! within [`MRR_TIE`] going to the best expert τc of those photos' judged pairs.
 
-use std::collections::HashSet;
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
 
 use imagesearch_model::{ImageViews, WordMap};
 use rand::seq::SliceRandom;
@@ -20,7 +22,8 @@ use super::encode::{serving_vectors, TrainingVectors};
 use super::select::Selection;
 use super::{PipelineError, TrainConfig};
 use crate::dataset::Dataset;
-use crate::evaluate::stack;
+use crate::evaluate::{self, stack};
+use crate::labels::JudgedPair;
 use crate::head::{Ensemble, QueryBank};
 use crate::metrics::{self, Retrieval};
 
@@ -52,6 +55,10 @@ pub struct LeverRow {
     /// Queries read through the word map.
     pub query_word_map: bool,
     pub validation: Retrieval,
+    /// Expert τc and crowd τb of the judged pairs of the lever validation photos (the head
+    /// never trains on judged pairs; the calibration is monotone and cannot change τ).
+    pub validation_tau_c: Option<f64>,
+    pub validation_tau_b: Option<f64>,
     /// On the test queries, for the report (never used to choose).
     pub test: Retrieval,
 }
@@ -89,13 +96,13 @@ impl RetrievalSet {
     fn new(
         ensemble: &Ensemble,
         device: Device,
-        serving: &std::collections::HashMap<String, Vec<f32>>,
-        texts: &std::collections::HashMap<String, Vec<f32>>,
+        serving: &HashMap<String, Vec<f32>>,
+        texts: &HashMap<String, Vec<f32>>,
         photos: &[&str],
         queries: &[(&str, &str)],
     ) -> Option<Self> {
         let photos: Vec<&str> = photos.iter().copied().filter(|p| serving.contains_key(*p)).collect();
-        let row: std::collections::HashMap<&str, i64> = photos.iter().enumerate().map(|(i, p)| (*p, i as i64)).collect();
+        let row: HashMap<&str, i64> = photos.iter().enumerate().map(|(i, p)| (*p, i as i64)).collect();
         let queries: Vec<(&[f32], i64)> = queries
             .iter()
             .filter_map(|(t, p)| Some((texts.get(*t)?.as_slice(), *row.get(p)?)))
@@ -128,6 +135,75 @@ impl RetrievalSet {
             let ranks: Vec<usize> = above.into_iter().map(|a| a as usize + 1).collect();
             metrics::retrieval(&ranks, self.images.size()[0] as usize)
         })
+    }
+}
+
+/// The judged pairs of the lever validation photos, as joint embeddings of their distinct
+/// photos and texts.
+struct JudgedSet {
+    images: Tensor,
+    texts: Tensor,
+    /// Per judged pair of the data set: (text row, photo row), None when not in the set.
+    pairs: Vec<Option<(usize, usize)>>,
+}
+
+impl JudgedSet {
+    fn new(
+        ensemble: &Ensemble,
+        device: Device,
+        serving: &HashMap<String, Vec<f32>>,
+        texts: &HashMap<String, Vec<f32>>,
+        judged: &[JudgedPair],
+        photos: &HashSet<&str>,
+        map: Option<&WordMap>,
+    ) -> Self {
+        let (mut photo_rows, mut text_rows) = (HashMap::new(), HashMap::new());
+        let (mut iv, mut tv): (Vec<&[f32]>, Vec<&[f32]>) = (Vec::new(), Vec::new());
+        let pairs = judged
+            .iter()
+            .map(|p| {
+                let image = serving.get(&p.image).filter(|_| photos.contains(p.image.as_str()))?;
+                let read = map.map_or(Cow::Borrowed(p.text.as_str()), |m| m.apply(&p.text));
+                let text = texts.get(read.as_ref())?;
+                let pi = *photo_rows.entry(p.image.as_str()).or_insert_with(|| {
+                    iv.push(image.as_slice());
+                    iv.len() - 1
+                });
+                let ti = *text_rows.entry(read.into_owned()).or_insert_with(|| {
+                    tv.push(text.as_slice());
+                    tv.len() - 1
+                });
+                Some((ti, pi))
+            })
+            .collect();
+        tch::no_grad(|| {
+            let embed = |rows: &[&[f32]], f: &dyn Fn(&Tensor) -> Tensor| {
+                if rows.is_empty() { Tensor::zeros([0, 1], (Kind::Float, device)) } else { f(&stack(rows).to_device(device)) }
+            };
+            JudgedSet {
+                images: embed(&iv, &|x| ensemble.joint_images(x)),
+                texts: embed(&tv, &|x| ensemble.joint_texts(x)),
+                pairs,
+            }
+        })
+    }
+
+    /// τc and τb of the served similarity (cosine less the bank's term).
+    fn taus(&self, bank: Option<&QueryBank>, judged: &[JudgedPair]) -> (Option<f64>, Option<f64>) {
+        if self.images.size()[0] == 0 || self.texts.size()[0] == 0 {
+            return (None, None);
+        }
+        let width = self.images.size()[0] as usize;
+        let sim: Vec<f32> = tch::no_grad(|| {
+            let mut sim = self.texts.matmul(&self.images.tr());
+            if let Some(b) = bank {
+                sim = sim - b.term(&self.images).unsqueeze(0);
+            }
+            Vec::try_from(sim.flatten(0, 1).to_device(Device::Cpu)).unwrap_or_default()
+        });
+        let scores: Vec<Option<f64>> =
+            self.pairs.iter().map(|p| p.and_then(|(t, i)| sim.get(t * width + i).map(|s| f64::from(*s)))).collect();
+        evaluate::judgment_tau_points(judged, &scores, |_| true)
     }
 }
 
@@ -170,7 +246,7 @@ pub(super) fn choose(
         None => vec![false, true],
     };
     let mut rows = Vec::new();
-    let mut best: Option<(f64, ImageViews, Option<f64>, bool)> = None;
+    let mut settings: Vec<(ImageViews, Option<f64>, bool)> = Vec::new();
     let (mut val_counts, mut val_photo_count) = (0, 0);
     for views in view_candidates {
         let serving = serving_vectors(&vectors.photos, views);
@@ -184,29 +260,32 @@ pub(super) fn choose(
                 return Err(PipelineError::NoData(format!("no lever validation photos with {views} views")));
             };
             let test_set = RetrievalSet::new(ensemble, device, &serving, &vectors.texts, &tp, &pairs(&tq));
+            let judged = JudgedSet::new(ensemble, device, &serving, &vectors.texts, &data.judged, &vp.iter().copied().collect(), map);
             (val_counts, val_photo_count) = (val.target.len(), val.images.size()[0] as usize);
             for beta in &betas {
                 let qb = beta.zip(bank.as_ref()).map(|(b, captions)| QueryBank { captions: captions.shallow_clone(), beta: b });
                 let v = val.measure(qb.as_ref());
+                let (tau_c, tau_b) = judged.taus(qb.as_ref(), &data.judged);
                 let t = test_set.as_ref().map(|s| s.measure(qb.as_ref())).unwrap_or_else(|| metrics::retrieval(&[], 0));
                 info!(
-                    "lever {views} views, query bank {}, word map {}: validation R@1 {:.3} R@5 {:.3} R@10 {:.3} MRR {:.3} (test R@1 {:.3})",
+                    "lever {views} views, query bank {}, word map {}: validation R@1 {:.3} R@5 {:.3} R@10 {:.3} MRR {:.3} τc {:.3} τb {:.3} (test R@1 {:.3})",
                     beta.map_or("off".to_string(), |b| format!("β {b}")),
                     if word_map { "on" } else { "off" },
                     v.r_at_1,
                     v.r_at_5,
                     v.r_at_10,
                     v.mrr,
+                    tau_c.unwrap_or(f64::NAN),
+                    tau_b.unwrap_or(f64::NAN),
                     t.r_at_1
                 );
-                if best.as_ref().is_none_or(|(mrr, ..)| v.mrr > *mrr) {
-                    best = Some((v.mrr, views, *beta, word_map));
-                }
-                rows.push(LeverRow { index_views: views.to_string(), beta: *beta, query_word_map: word_map, validation: v, test: t });
+                settings.push((views, *beta, word_map));
+                rows.push(LeverRow { index_views: views.to_string(), beta: *beta, query_word_map: word_map, validation: v, validation_tau_c: tau_c, validation_tau_b: tau_b, test: t });
             }
         }
     }
-    let (_, index_views, beta, query_word_map) = best.ok_or_else(|| PipelineError::NoData("no lever candidate".into()))?;
+    let chosen = pick(&rows).ok_or_else(|| PipelineError::NoData("no lever candidate".into()))?;
+    let (index_views, beta, query_word_map) = settings[chosen];
     info!(
         "chosen on validation: {index_views} views, query bank {}, word map {}",
         beta.map_or("off".to_string(), |b| format!("β {b}")),
@@ -223,6 +302,24 @@ pub(super) fn choose(
     };
     let query_bank = beta.zip(bank).map(|(beta, captions)| QueryBank { captions, beta });
     Ok(Chosen { index_views, query_bank, query_word_map, report })
+}
+
+/// Validation MRRs this close to the best count as a tie (the validation set's noise is larger).
+pub const MRR_TIE: f64 = 0.005;
+
+/// The candidate to serve: the best validation MRR, where candidates within [`MRR_TIE`] of it
+/// are tied and the tie goes to the best validation expert τc (the query bank raises retrieval
+/// but lowers τ as β grows), then to the earlier candidate.
+fn pick(rows: &[LeverRow]) -> Option<usize> {
+    let best = rows.iter().map(|r| r.validation.mrr).fold(f64::NEG_INFINITY, f64::max);
+    let tau = |r: &LeverRow| r.validation_tau_c.unwrap_or(f64::NEG_INFINITY);
+    let mut chosen: Option<usize> = None;
+    for (i, r) in rows.iter().enumerate() {
+        if r.validation.mrr >= best - MRR_TIE && chosen.is_none_or(|c| tau(r) > tau(&rows[c])) {
+            chosen = Some(i);
+        }
+    }
+    chosen
 }
 
 /// `queries` (text, photo) with each text as it is read: through `map` when given.
@@ -254,4 +351,32 @@ fn bank_captions(cfg: &TrainConfig, ensemble: &Ensemble, data: &Dataset, sel: &S
     texts.shuffle(&mut ChaCha8Rng::seed_from_u64(cfg.head.seed ^ 0x9b));
     texts.truncate(cfg.query_bank.size);
     Some(tch::no_grad(|| ensemble.joint_texts(&stack(&texts).to_device(cfg.common.device))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(mrr: f64, tau_c: Option<f64>) -> LeverRow {
+        let mut r = metrics::retrieval(&[1, 2], 10);
+        r.mrr = mrr;
+        LeverRow {
+            index_views: "both".into(),
+            beta: None,
+            query_word_map: false,
+            validation: r.clone(),
+            validation_tau_c: tau_c,
+            validation_tau_b: None,
+            test: r,
+        }
+    }
+
+    #[test]
+    fn the_best_mrr_wins_and_near_ties_go_to_the_better_tau() {
+        assert_eq!(pick(&[]), None);
+        assert_eq!(pick(&[row(0.30, Some(0.5)), row(0.40, Some(0.1))]), Some(1), "a clear MRR win ignores τ");
+        assert_eq!(pick(&[row(0.393, Some(0.40)), row(0.391, Some(0.42)), row(0.35, Some(0.9))]), Some(1));
+        assert_eq!(pick(&[row(0.39, Some(0.4)), row(0.39, Some(0.4))]), Some(0), "full ties keep the first");
+        assert_eq!(pick(&[row(0.39, None), row(0.389, Some(0.1))]), Some(1));
+    }
 }

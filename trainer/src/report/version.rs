@@ -78,6 +78,8 @@ fn lever_table(l: &LeverReport) -> Table {
                 f(c.validation.r_at_5),
                 f(c.validation.r_at_10),
                 f(c.validation.mrr),
+                c.validation_tau_c.map_or_else(|| "—".to_string(), f),
+                c.validation_tau_b.map_or_else(|| "—".to_string(), f),
                 f(c.test.r_at_1),
                 f(c.test.r_at_5),
                 f(c.test.r_at_10),
@@ -85,7 +87,7 @@ fn lever_table(l: &LeverReport) -> Table {
             ]
         })
         .collect();
-    let header = ["gallery views", "query bank", "word map", "val R@1", "val R@5", "val R@10", "val MRR", "test R@1", "test R@5", "test R@10", "test MRR"];
+    let header = ["gallery views", "query bank", "word map", "val R@1", "val R@5", "val R@10", "val MRR", "val τc", "val τb", "test R@1", "test R@5", "test R@10", "test MRR"];
     Table {
         title: "Test-time levers".into(),
         header: header.iter().map(|h| h.to_string()).collect(),
