@@ -712,14 +712,20 @@ fn score_and_gallery_views_are_set_apart_and_share_the_encoder() {
     assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("possible values: both, original"));
 }
 
-#[test]
-fn a_query_detector_that_says_child_withholds_in_restricted_regions_only() {
-    // A copy of the trained versions whose query detectors flag every text (weights 0, bias
-    // 10: probability ≈ 1), their manifests listing the new files' sha256.
+/// A copy of the trained repository to edit (the directory lives as long as the guard).
+fn copy_of_repository() -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     let models = tmp.path().join("models");
     let status = std::process::Command::new("cp").arg("-a").arg(repo()).arg(&models).status().unwrap();
     assert!(status.success());
+    (tmp, models)
+}
+
+#[test]
+fn a_query_detector_that_says_child_withholds_in_restricted_regions_only() {
+    // A copy of the trained versions whose query detectors flag every text (weights 0, bias
+    // 10: probability ≈ 1), their manifests listing the new files' sha256.
+    let (_tmp, models) = copy_of_repository();
     for v in [1, 2] {
         let dir = models.join("scorer").join(v.to_string());
         let path = dir.join("manifest.json");
@@ -763,10 +769,7 @@ fn a_query_detector_that_says_child_withholds_in_restricted_regions_only() {
 fn a_version_with_the_word_map_reads_open_region_queries_as_adult_words() {
     // Version 1 of a copy names a word map (another id than this build's: the server warns and
     // uses its own table); version 2 names none.
-    let tmp = tempfile::tempdir().unwrap();
-    let models = tmp.path().join("models");
-    let status = std::process::Command::new("cp").arg("-a").arg(repo()).arg(&models).status().unwrap();
-    assert!(status.success());
+    let (_tmp, models) = copy_of_repository();
     let path = models.join("scorer/1/manifest.json");
     let mut manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     manifest["query_word_map"] = "query-words-of-another-build".into();

@@ -183,7 +183,7 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainOutcome, PipelineError> {
     draft.manifest.query_word_map = chosen.query_word_map.then(|| WordMap::builtin().id().to_string());
     if let Some(dcfg) = &cfg.detector {
         let image_dim = enc.image.manifest.output_dim as usize;
-        version::add_child_detector(dcfg, &mut draft, &data, &selection, &vectors.serving, image_dim)?;
+        version::add_child_detector(dcfg, &mut draft, &data, &selection, &vectors.serving, &vectors.photos, image_dim)?;
     }
     if let Some(qcfg) = &cfg.query_detector {
         let text_dim = enc.text.manifest.output_dim as usize;

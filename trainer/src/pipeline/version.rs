@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Instant;
 
 use imagesearch_model::hashing::sha256_file;
-use imagesearch_model::{Calibration, EncoderRef, ModelRepository, ScorerManifest, StagedVersion, DETECTOR_FILE, QUERY_DETECTOR_FILE};
+use imagesearch_model::{Calibration, EncoderRef, ImageViews, ModelRepository, ScorerManifest, StagedVersion, DETECTOR_FILE, QUERY_DETECTOR_FILE};
 use serde::Serialize;
 use tracing::info;
 
@@ -16,7 +16,8 @@ use super::select::Selection;
 use super::{PipelineError, TrainConfig, TrainOutcome};
 use crate::artifact;
 use crate::dataset::Dataset;
-use crate::detector::{self, DetectorConfig, Example};
+use crate::detector::{self, Confusion, DetectorConfig, Example};
+use crate::vectors::PhotoVectors;
 use crate::evaluate::{Evaluation, Metrics};
 use crate::head::{Ensemble, EpochLog, HeadConfig};
 use crate::report;
@@ -224,6 +225,7 @@ pub(super) fn add_child_detector(
     data: &Dataset,
     sel: &Selection,
     serving: &HashMap<String, Vec<f32>>,
+    photos: &HashMap<String, PhotoVectors>,
     image_dim: usize,
 ) -> Result<(), PipelineError> {
     let started = Instant::now();
@@ -245,7 +247,7 @@ pub(super) fn add_child_detector(
         pool.len(),
         pool.iter().filter(|e| e.positive).count()
     );
-    let trained =
+    let mut trained =
         detector::train(
             dcfg,
             &pool,
@@ -253,11 +255,42 @@ pub(super) fn add_child_detector(
             image_dim,
             &detector::Described::photos(image_dim),
         )?;
+    trained.info.metrics["max_over_views"] =
+        max_over_views(&trained, &[("judged_heldout", &judged_heldout), ("test_photos", &test_photos)], photos);
     write_detector(draft, DETECTOR_FILE, &trained.weights)?;
     info!("{}", detector::summary_line(&trained.info));
     draft.manifest.child_detector = Some(trained.info);
     draft.training.detector_seconds = Some(started.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// A lever measured, not shipped: the detector's largest probability over a photo's 14 crop
+/// views (a child may fill one corner) against its probability of the mean vector, at the
+/// shipped threshold and by ROC AUC, on the groups' photos that have every view.
+fn max_over_views(
+    trained: &detector::TrainedDetector,
+    groups: &[(&str, &[Example])],
+    photos: &HashMap<String, PhotoVectors>,
+) -> serde_json::Value {
+    let views = ImageViews::Crops.views();
+    let threshold = trained.info.threshold;
+    let mut out = serde_json::Map::new();
+    for (name, group) in groups {
+        let (mut positive, mut mean, mut max) = (Vec::new(), Vec::new(), Vec::new());
+        for e in group.iter() {
+            let Some(pv) = photos.get(&e.photo) else { continue };
+            let probs: Option<Vec<f32>> = views.iter().map(|v| pv.view(*v).map(|x| trained.weights.probability(x))).collect();
+            let Some(probs) = probs else { continue };
+            positive.push(e.positive);
+            mean.push(trained.weights.probability(&e.vector));
+            max.push(probs.into_iter().fold(0.0f32, f32::max));
+        }
+        let (at_mean, at_max) = (Confusion::at(&mean, &positive, threshold), Confusion::at(&max, &positive, threshold));
+        info!("child detector, {name}: mean vector {}", at_mean.line());
+        info!("child detector, {name}: max over 14 views {}", at_max.line());
+        out.insert(name.to_string(), serde_json::json!({ "mean_vector": at_mean, "max_over_views": at_max }));
+    }
+    serde_json::Value::Object(out)
 }
 
 /// Step: trains the query detector on text-encoder vectors ([`crate::query_detector`]), writes
