@@ -5,6 +5,8 @@ The only Python of the product: runs once at set-up, everything after it is Rust
   image: EfficientNet-Lite0 (ImageNet), f32 [B,3,224,224] RGB in [0,1] -> [B,1280] pooled features
   text:  all-MiniLM-L6-v2, (input_ids, attention_mask) i64 [B,L] -> [B,384] mean-pooled, L2-normalised
 
+With `--clip DIR` it exports a user's own CLIP-style checkpoint instead (scripts/clip_towers.py).
+
 The manifests carry the encoder contract (input layout, normalisation, output dimension, sha256
 of every file) so that the Rust side needs no per-encoder code. Each encoder also gets serving
 variants (faster or device-portable re-exports of the same weights, checked against the
@@ -331,8 +333,19 @@ def write_encoder(root, name, export):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, help="encoder repository (models/encoders)")
+    ap.add_argument("--clip", metavar="DIR",
+                    help="instead of the default encoders, export a CLIP-style checkpoint's towers "
+                         "(a Hugging Face CLIPModel directory) as <name>-image and <name>-text")
+    ap.add_argument("--clip-name", default="clip", help="name of the exported pair (default: clip)")
     args = ap.parse_args()
     torch.manual_seed(0)
+    if args.clip:
+        from clip_towers import export_clip
+
+        image, text = export_clip(args.clip, args.clip_name, sha256)
+        write_encoder(args.out, f"{args.clip_name}-image", image)
+        write_encoder(args.out, f"{args.clip_name}-text", text)
+        return
     write_encoder(args.out, "efficientnet-lite0", export_image)
     write_encoder(args.out, "minilm-l6-v2", export_text)
     add_serving(args.out, "efficientnet-lite0", serving_image)

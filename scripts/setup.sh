@@ -10,7 +10,7 @@ VENV="$HOME_DIR/venv"
 PY="${PYTHON:-python3}"
 ENCODERS="${IMAGESEARCH_ENCODERS:-$HOME_DIR/encoders}"
 # Bump the stamp's number whenever the pinned set changes: existing venvs then get the new set.
-STAMP="$VENV/.imagesearch-deps-v4"
+STAMP="$VENV/.imagesearch-deps-v5"
 
 log() { printf '\033[1;34m[setup]\033[0m %s\n' "$*" >&2; }
 
@@ -49,6 +49,12 @@ if [ ! -f "$STAMP" ]; then
   # The plain Python peer server `make bench` compares against (bench/peer/): PIL decode and
   # grpcio-tools to generate its stubs from proto/, the tokenizers the Rust side uses.
   "${PIP[@]}" pillow==12.3.0 grpcio-tools==1.76.0 tokenizers==0.22.1
+  # transformers' CLIPModel, the reference the CLIP-checkpoint export is tested against
+  # (tests/python/tiny_clip.py builds a tiny random one from its config); the export itself
+  # needs only torch and safetensors.
+  "${PIP[@]}" transformers==4.57.1 huggingface-hub==0.36.0 packaging==25.0 pyyaml==6.0.3 \
+    regex==2025.11.3 tqdm==4.67.1 requests==2.32.5 urllib3==2.5.0 idna==3.11 \
+    certifi==2025.11.12 charset-normalizer==3.4.4
   touch "$STAMP"
 else
   log "venv present: $VENV"

@@ -185,14 +185,20 @@ pub fn data_subset(root: &Path) {
 /// A model repository with `versions` tiny scorer versions, trained by the real trainer on
 /// [`data_subset`]. Lives as long as the returned directory.
 pub fn trained_repository(versions: usize) -> tempfile::TempDir {
+    trained_repository_with(versions, &encoders(), "efficientnet-lite0", "minilm-l6-v2")
+}
+
+/// [`trained_repository`] on the encoders `image` and `text` of the encoder directory `encoders`.
+pub fn trained_repository_with(versions: usize, encoders: &Path, image: &str, text: &str) -> tempfile::TempDir {
     let root = tempfile::tempdir().unwrap();
     data_subset(&root.path().join("data"));
     let models = root.path().join("models");
     fs::create_dir_all(&models).unwrap();
-    link(&encoders(), &models.join("encoders"));
+    link(encoders, &models.join("encoders"));
     for seed in 0..versions {
         let out = Command::new(bin("imagesearch-train"))
             .args(["train", "--members", "1", "--max-epochs", "2", "--val-photos", "8", "--batch-size", "32"])
+            .args(["--image-encoder", image, "--text-encoder", text])
             .args(["--report-queries", "2", "--holdout-fraction", "0.25", "--dim", "64", "--hidden", "128", "--device", "cpu"])
             // Two views per gallery photo keep the servers' gallery adds cheap in tests; no word
             // map, so a test can add one to a copy and compare (the trainer's own test covers
@@ -204,7 +210,7 @@ pub fn trained_repository(versions: usize) -> tempfile::TempDir {
             .arg("--models")
             .arg(&models)
             .arg("--encoders")
-            .arg(encoders())
+            .arg(encoders)
             .arg("--cache-dir")
             .arg(root.path().join("cache"))
             .output()

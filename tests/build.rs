@@ -1,0 +1,1 @@
+include!("../scripts/torch_link.rs");
