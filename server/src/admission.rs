@@ -1,15 +1,74 @@
 //! Admission at the front door: how many Score (unary calls and stream messages alike) and
-//! Search calls may be in flight at once. Past the limit a call is refused with
-//! RESOURCE_EXHAUSTED before any work is done (text-embeddings-inference's
-//! `--max-concurrent-requests`); the model queues behind it admit by expected wait
-//! ([`crate::batcher`]).
+//! Search calls may be in flight at once (text-embeddings-inference's
+//! `--max-concurrent-requests`), and whether a request's expected wait over every model queue it
+//! will pass fits the queue-time budget. Past either, a call is refused with RESOURCE_EXHAUSTED
+//! before any of its work is done, so no work is started for a request that is shed later.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::batcher::{Batcher, Reservation};
 use crate::error::ServeError;
 use crate::metrics as m;
+
+/// A model queue as admission sees it.
+pub trait Queue: Sync {
+    fn name(&self) -> &'static str;
+    fn max_queue_time(&self) -> Option<Duration>;
+    fn expected_wait(&self) -> Duration;
+    fn reserve(&self, items: usize) -> Reservation;
+}
+
+impl<I: Send + 'static, O: Send + 'static> Queue for Batcher<I, O> {
+    fn name(&self) -> &'static str {
+        Batcher::name(self)
+    }
+    fn max_queue_time(&self) -> Option<Duration> {
+        Batcher::max_queue_time(self)
+    }
+    fn expected_wait(&self) -> Duration {
+        Batcher::expected_wait(self)
+    }
+    fn reserve(&self, items: usize) -> Reservation {
+        Batcher::reserve(self, items)
+    }
+}
+
+/// A request's items on each queue it will pass, admitted together; held until the request ends.
+#[derive(Debug)]
+pub struct Admitted {
+    _reservations: Vec<Reservation>,
+}
+
+/// Admits a request that brings `items` to each queue: first the `parallel` stages (they run at
+/// the same time, the slowest counts), then the `serial` ones. Its expected wait is the sum; past
+/// the queues' budget (RESOURCE_EXHAUSTED) or past `deadline` (DEADLINE_EXCEEDED) it is refused
+/// and nothing is reserved. The error names the queue that contributes the most wait.
+pub fn admit_pipeline(parallel: &[(&dyn Queue, usize)], serial: &[(&dyn Queue, usize)], deadline: Option<Instant>) -> Result<Admitted, ServeError> {
+    let used = |stages: &[(&dyn Queue, usize)]| -> Vec<(&'static str, Duration, Option<Duration>)> {
+        stages.iter().filter(|(_, n)| *n > 0).map(|(q, _)| (q.name(), q.expected_wait(), q.max_queue_time())).collect()
+    };
+    let (first, then) = (used(parallel), used(serial));
+    let slowest = first.iter().max_by_key(|s| s.1);
+    let expected = slowest.map_or(Duration::ZERO, |s| s.1) + then.iter().map(|s| s.1).sum::<Duration>();
+    let worst = slowest.into_iter().chain(then.iter()).max_by_key(|s| s.1);
+    if let Some((queue, _, _)) = worst {
+        let budget = first.iter().chain(then.iter()).filter_map(|s| s.2).min();
+        if let Some(budget) = budget.filter(|b| expected > *b) {
+            metrics::counter!(m::QUEUE_REJECTED, "model" => *queue).increment(1);
+            return Err(ServeError::Overloaded { queue, expected, budget });
+        }
+        let now = Instant::now();
+        if let Some(d) = deadline.filter(|d| now + expected > *d) {
+            metrics::counter!(m::QUEUE_REJECTED, "model" => *queue).increment(1);
+            return Err(ServeError::WouldMissDeadline { queue, expected, left: d.saturating_duration_since(now) });
+        }
+    }
+    let all = parallel.iter().chain(serial.iter()).filter(|(_, n)| *n > 0);
+    Ok(Admitted { _reservations: all.map(|(q, n)| q.reserve(*n)).collect() })
+}
 
 /// The methods with a limit of their own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use imagesearch_compliance::{describes_child, quote, RegionPolicy};
 
-use crate::admission::CallLimits;
+use crate::admission::{admit_pipeline, CallLimits};
 use crate::config::Config;
 use crate::decode::Admission;
 use crate::encoders::{Encoders, Timings};
@@ -134,6 +134,13 @@ impl App {
         // where the law lets them through.
         let model_texts: Vec<Cow<'_, str>> = texts.iter().map(|t| model_text(&version, region.restricted, t)).collect();
         let images = self.checked_images(req.pairs.into_iter().map(|p| p.image).collect())?;
+        // Admitted once over every queue the request passes, before any of its work starts.
+        let to_encode = images.iter().filter(|i| matches!(i, ImageInput::Bytes(..))).count();
+        let _admitted = admit_pipeline(
+            &[(self.encoders.image_queue(), to_encode), (self.encoders.text_queue(), n)],
+            &[(version.worker.queue(), 1)],
+            deadline,
+        )?;
         let mut timings = Timings::default();
         // Photos and texts are encoded at the same time, each through its own batcher.
         let images = futures::future::try_join_all(images.into_iter().enumerate().map(|(i, image)| async move {

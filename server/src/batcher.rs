@@ -5,12 +5,14 @@
 //!
 //! libtorch only ever runs on these threads, never on the async workers; they run at a lowered
 //! CPU priority so that accepting, refusing and answering calls never waits behind a forward
-//! pass. Admission is decided at once, before anything is queued: a full queue, an expected wait
-//! past `max_queue_time` (the measured cost per item × the items ahead ÷ instances) or a
-//! deadline nearer than that wait is refused, so an overloaded model sheds in microseconds and
-//! what it admits keeps a bounded latency.
+//! pass. A full queue or a deadline nearer than the expected wait is refused at once, before
+//! anything is queued. The queue-time budget is decided once per request, before any of its work
+//! starts, over every queue it will pass ([`crate::admission::admit_pipeline`]): a request holds
+//! a [`Reservation`] on each queue while it runs, so the expected wait a batcher reports (the
+//! measured cost per item × the items promised to it ÷ instances) counts work that is still being
+//! decoded or waits in another stage.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,7 +28,8 @@ pub struct BatchConfig {
     pub max_batch_size: usize,
     pub max_queue_delay: Duration,
     pub queue_capacity: usize,
-    /// Longest expected wait a new item is admitted with (None = only the capacity bounds it).
+    /// Longest expected wait a new request is admitted with (None = only the capacity bounds
+    /// it); read by [`crate::admission::admit_pipeline`].
     pub max_queue_time: Option<Duration>,
     /// Nice value the model threads run at (0 = the process's own priority).
     pub nice: i32,
@@ -61,6 +64,8 @@ struct Item<I, O> {
     reply: oneshot::Sender<Result<Timed<O>, ServeError>>,
     enqueued: Instant,
     deadline: Option<Instant>,
+    /// Queued by [`Batcher::submit_blocking`] (internal work, not covered by a reservation).
+    internal: bool,
 }
 
 /// The measured compute cost of one item (a moving average over recent batches).
@@ -85,6 +90,27 @@ impl Cost {
     }
 }
 
+/// What a queue has been promised: items of admitted requests still running, and internal
+/// items still queued.
+#[derive(Debug, Default)]
+struct Load {
+    reserved: AtomicUsize,
+    internal_queued: AtomicUsize,
+}
+
+/// Items an admitted request will bring to one queue; released when dropped (the request ended).
+#[derive(Debug)]
+pub struct Reservation {
+    load: Arc<Load>,
+    items: usize,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.load.reserved.fetch_sub(self.items, Ordering::Relaxed);
+    }
+}
+
 /// Handle to a batcher; cheap to clone. The threads stop when every handle is dropped.
 pub struct Batcher<I, O> {
     name: &'static str,
@@ -94,6 +120,7 @@ pub struct Batcher<I, O> {
     max_queue_time: Option<Duration>,
     max_batch: usize,
     cost: Arc<Cost>,
+    load: Arc<Load>,
 }
 
 impl<I, O> Clone for Batcher<I, O> {
@@ -106,6 +133,7 @@ impl<I, O> Clone for Batcher<I, O> {
             max_queue_time: self.max_queue_time,
             max_batch: self.max_batch,
             cost: self.cost.clone(),
+            load: self.load.clone(),
         }
     }
 }
@@ -129,35 +157,33 @@ impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
         let (tx, rx) = bounded::<Item<I, O>>(capacity);
         metrics::gauge!(m::QUEUE_CAPACITY, "model" => name).set(capacity as f64);
         let cost = Arc::new(Cost::default());
+        let load = Arc::new(Load::default());
         let instances = workers.len();
         for (i, mut worker) in workers.into_iter().enumerate() {
-            let (rx, cost, version) = (rx.clone(), cost.clone(), version.clone());
+            let (rx, cost, load, version) = (rx.clone(), cost.clone(), load.clone(), version.clone());
             std::thread::Builder::new()
                 .name(format!("batcher-{name}-{i}"))
                 .spawn(move || {
                     lower_priority(name, cfg.nice);
-                    run_loop(name, &version, cfg, &rx, &mut worker, &cost)
+                    run_loop(name, &version, cfg, &rx, &mut worker, &cost, &load)
                 })
                 .expect("spawn batcher thread");
         }
-        Batcher { name, tx, capacity, instances, max_queue_time: cfg.max_queue_time, max_batch: cfg.max_batch_size.max(1), cost }
+        Batcher { name, tx, capacity, instances, max_queue_time: cfg.max_queue_time, max_batch: cfg.max_batch_size.max(1), cost, load }
     }
 
-    /// Queues `input`; refuses at once when the queue is full, when the expected wait is past
-    /// the budget, or when `deadline` falls before that wait is over.
+    /// Queues `input`; refuses at once when the queue is full or when `deadline` falls before
+    /// the items queued ahead are done. (The queue-time budget was decided when the request was
+    /// admitted: work of an admitted request is never shed half-way.)
     pub async fn submit(&self, input: I, deadline: Option<Instant>) -> Result<Timed<O>, ServeError> {
         let expected = self.cost.expected_wait(self.tx.len(), self.instances);
-        if let Some(budget) = self.max_queue_time.filter(|b| expected > *b) {
-            metrics::counter!(m::QUEUE_REJECTED, "model" => self.name).increment(1);
-            return Err(ServeError::Overloaded { queue: self.name, expected, budget });
-        }
         let now = Instant::now();
         if let Some(d) = deadline.filter(|d| now + expected > *d) {
             metrics::counter!(m::QUEUE_REJECTED, "model" => self.name).increment(1);
             return Err(ServeError::WouldMissDeadline { queue: self.name, expected, left: d.saturating_duration_since(now) });
         }
         let (reply, rx) = oneshot::channel();
-        let item = Item { input, reply, enqueued: now, deadline };
+        let item = Item { input, reply, enqueued: now, deadline, internal: false };
         match self.tx.try_send(item) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
@@ -175,14 +201,42 @@ impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
     /// updates that must not be lost). Call from a blocking context.
     pub fn submit_blocking(&self, input: I) -> Result<Timed<O>, ServeError> {
         let (reply, rx) = oneshot::channel();
-        let item = Item { input, reply, enqueued: Instant::now(), deadline: None };
-        self.tx.send(item).map_err(|_| ServeError::Unavailable(format!("{} is shutting down", self.name)))?;
+        let item = Item { input, reply, enqueued: Instant::now(), deadline: None, internal: true };
+        self.load.internal_queued.fetch_add(1, Ordering::Relaxed);
+        if self.tx.send(item).is_err() {
+            self.load.internal_queued.fetch_sub(1, Ordering::Relaxed);
+            return Err(ServeError::Unavailable(format!("{} is shutting down", self.name)));
+        }
         rx.blocking_recv().map_err(|_| ServeError::Internal(format!("{} worker stopped", self.name)))?
     }
 
     /// Items waiting now (the channel's own count: never off by a race).
     pub fn depth(&self) -> usize {
         self.tx.len()
+    }
+
+    /// The queue's name (its `model` label).
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The queue-time budget new requests are admitted with (None: no budget).
+    pub fn max_queue_time(&self) -> Option<Duration> {
+        self.max_queue_time
+    }
+
+    /// Expected wait before an item admitted now starts: the measured cost per item × (items
+    /// reserved by admitted requests still running + internal items queued) ÷ instances. It
+    /// counts a running request's items until the request ends, so it errs on the long side.
+    pub fn expected_wait(&self) -> Duration {
+        let ahead = self.load.reserved.load(Ordering::Relaxed) + self.load.internal_queued.load(Ordering::Relaxed);
+        self.cost.expected_wait(ahead, self.instances)
+    }
+
+    /// Promises `items` items of an admitted request to this queue, until the reservation drops.
+    pub fn reserve(&self, items: usize) -> Reservation {
+        self.load.reserved.fetch_add(items, Ordering::Relaxed);
+        Reservation { load: self.load.clone(), items }
     }
 
     /// Most items per forward pass.
@@ -215,6 +269,7 @@ fn run_loop<W: BatchWorker>(
     rx: &Receiver<Item<W::Input, W::Output>>,
     worker: &mut W,
     cost: &Cost,
+    load: &Load,
 ) {
     let max = cfg.max_batch_size.max(1);
     let mut last_batch = 0usize;
@@ -240,6 +295,8 @@ fn run_loop<W: BatchWorker>(
             }
         }
         last_batch = items.len();
+        let internal = items.iter().filter(|it| it.internal).count();
+        load.internal_queued.fetch_sub(internal, Ordering::Relaxed);
         let now = Instant::now();
         // Drop what nobody waits for any more, before computing.
         let (live, dead): (Vec<_>, Vec<_>) =
@@ -423,34 +480,70 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn past_the_wait_budget_work_is_refused_at_once_and_admitted_work_is_served() {
-        // Every item costs at least 40 ms: with a 100 ms budget at most 3 may wait (0, 40 and
-        // 80 ms of expected wait) while one runs.
+    async fn past_the_wait_budget_requests_are_refused_at_once_and_admitted_work_is_never_shed() {
+        use crate::admission::admit_pipeline;
+        // Every item costs at least 40 ms: with a 100 ms budget at most 3 requests of one item
+        // are admitted (0, 40 and 80 ms of expected wait), 2 when the machine is slow.
         let (b, release, mut batches) = gated(Some(Duration::from_millis(100)));
         release.send(()).unwrap();
         assert_eq!(b.submit(1, None).await.unwrap().value, 1, "the first item measures the cost");
         batches.recv().await.unwrap();
-        let running = { let b = b.clone(); tokio::spawn(async move { b.submit(2, None).await }) };
-        batches.recv().await.unwrap();
-        let mut admitted = vec![running];
-        let mut refused = Vec::new();
-        for i in 3..13 {
-            let before = b.depth();
-            let h = { let b = b.clone(); tokio::spawn(async move { b.submit(i, None).await }) };
-            until(|| b.depth() > before || h.is_finished()).await;
-            if h.is_finished() { refused.push(h.await.unwrap().unwrap_err()) } else { admitted.push(h) }
+        let (mut admitted, mut refused) = (Vec::new(), Vec::new());
+        for _ in 0..10 {
+            match admit_pipeline(&[(&b, 1)], &[], None) {
+                Ok(a) => admitted.push(a),
+                Err(e) => refused.push(e),
+            }
         }
-        assert!(admitted.len() <= 4, "{} admitted behind a gated batch", admitted.len());
-        assert!(refused.len() >= 7, "{} refused", refused.len());
+        assert!((2..=3).contains(&admitted.len()), "{} admitted with a 100 ms budget", admitted.len());
         for e in &refused {
             assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e}");
             assert!(e.to_string().starts_with("gated is overloaded: a new request would wait about"), "{e}");
         }
-        for _ in 0..admitted.len() { release.send(()).unwrap(); }
-        for h in admitted { h.await.unwrap().unwrap(); }
-        // Drained: admitted again.
+        // The admitted requests' items are queued although the queue's expected wait is now
+        // past the budget: admitted work is not shed half-way.
+        let items: Vec<_> = (0..admitted.len()).map(|i| { let b = b.clone(); tokio::spawn(async move { b.submit(10 + i as i64, None).await }) }).collect();
+        for _ in 0..items.len() { release.send(()).unwrap(); }
+        for h in items { h.await.unwrap().unwrap(); }
+        // Finished requests release their reservations: admitted again.
+        drop(admitted);
+        assert!(admit_pipeline(&[(&b, 1)], &[], None).is_ok());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn parallel_stages_count_their_slowest_and_serial_stages_add_up() {
+        use crate::admission::admit_pipeline;
+        let budget = Some(Duration::from_millis(150));
+        let ((a, ra, mut ba), (b, rb, mut bb)) = (gated(budget), gated(budget));
+        ra.send(()).unwrap();
+        rb.send(()).unwrap();
+        a.submit(1, None).await.unwrap();
+        b.submit(1, None).await.unwrap();
+        (ba.recv().await.unwrap(), bb.recv().await.unwrap());
+        // Two items promised to each queue, 40–75 ms each: 80–150 ms side by side, 160–300 ms in a row.
+        let _held = (a.reserve(2), b.reserve(2));
+        assert!(admit_pipeline(&[(&a, 1), (&b, 1)], &[], None).is_ok(), "a: {:?}, b: {:?}", a.expected_wait(), b.expected_wait());
+        let e = admit_pipeline(&[(&a, 1)], &[(&b, 1)], None).unwrap_err();
+        assert!(e.to_string().contains("is overloaded"), "{e}");
+        // A queue the request brings nothing to does not count.
+        assert!(admit_pipeline(&[(&a, 1)], &[(&b, 0)], None).is_ok());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn internal_work_queued_counts_in_the_expected_wait_until_it_is_taken() {
+        use crate::admission::admit_pipeline;
+        let (b, release, mut batches) = gated(Some(Duration::from_millis(100)));
         release.send(()).unwrap();
-        assert_eq!(b.submit(20, None).await.unwrap().value, 20);
+        b.submit(1, None).await.unwrap();
+        batches.recv().await.unwrap();
+        // Gallery work waits for room instead of being refused, and holds the queue.
+        let internal: Vec<_> = (0..4).map(|i| { let b = b.clone(); tokio::task::spawn_blocking(move || b.submit_blocking(i)) }).collect();
+        until(|| b.depth() >= 3).await;
+        let e = admit_pipeline(&[(&b, 1)], &[], None).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e}");
+        for _ in 0..4 { release.send(()).unwrap(); }
+        for h in internal { h.await.unwrap().unwrap(); }
+        assert_eq!(b.expected_wait(), Duration::ZERO, "nothing promised, nothing queued");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -123,9 +123,10 @@ pub struct Config {
     /// Copies of the text encoder (0 = as --image-instances).
     #[arg(long, env = "IMAGESEARCH_TEXT_INSTANCES", default_value_t = 0)]
     pub text_instances: usize,
-    /// Longest expected queue wait a Score or Search is admitted with, in milliseconds (the
-    /// measured cost per item × the items ahead); past it RESOURCE_EXHAUSTED at once. 0 = no
-    /// budget (only --queue-capacity bounds the wait).
+    /// Longest expected queue wait a Score or Search is admitted with, in milliseconds, over
+    /// every model queue it passes (the measured cost per item × the items promised ahead);
+    /// past it RESOURCE_EXHAUSTED at once, before any work. 0 = no budget (only
+    /// --queue-capacity bounds the wait).
     #[arg(long, env = "IMAGESEARCH_MAX_QUEUE_TIME_MS", default_value_t = 1000)]
     pub max_queue_time_ms: u64,
     /// Most Score, ScoreStream-message or Search calls each in flight at once; past it

@@ -11,6 +11,7 @@ use imagesearch_model::tokenize::validate_text;
 use imagesearch_model::{EncoderManifest, ImageEncoder, ImageLimits, ImageViews, TextEncoder};
 use tch::Tensor;
 
+use crate::admission::Queue;
 use crate::batcher::{BatchConfig, BatchWorker, Batcher, Timed};
 use crate::cache::VectorCache;
 use crate::decode::{Admission, DecodePool};
@@ -233,6 +234,16 @@ impl Encoders {
         let v = Arc::new(out.value);
         self.image_cache.insert((key, kind), v.clone());
         Ok(v)
+    }
+
+    /// The image encoder's queue, for admission ([`crate::admission::admit_pipeline`]).
+    pub fn image_queue(&self) -> &dyn Queue {
+        &self.image
+    }
+
+    /// The text encoder's queue, for admission.
+    pub fn text_queue(&self) -> &dyn Queue {
+        &self.text
     }
 
     /// The text vector of a checked, normalised text ([`Encoders::check_text`]).

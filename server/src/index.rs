@@ -12,6 +12,7 @@ use imagesearch_model::Scorer;
 use tch::{Device, Kind, Tensor};
 use tokio::sync::oneshot;
 
+use crate::admission::Queue;
 use crate::batcher::{BatchConfig, BatchWorker, Batcher, Timed};
 use crate::error::ServeError;
 use crate::filter::PhotoFilter;
@@ -63,6 +64,11 @@ impl ScorerQueue {
     /// Starts the version's thread; its index lives in the database when `db` is given.
     pub fn spawn(version: u32, cfg: BatchConfig, scorer: Scorer, db: Option<Arc<PgIndex>>) -> Self {
         ScorerQueue { batcher: Batcher::spawn("scorer", version.to_string(), cfg, VersionWorker::new(scorer)), db }
+    }
+
+    /// The version's scorer queue, for admission ([`crate::admission::admit_pipeline`]).
+    pub fn queue(&self) -> &dyn Queue {
+        &self.batcher
     }
 
     /// The version's index in the database, if it has one.

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use imagesearch_compliance::describes_child;
 
+use crate::admission::admit_pipeline;
 use crate::app::{App, Served};
 use crate::encoders::Timings;
 use crate::error::ServeError;
@@ -77,6 +78,8 @@ impl App {
         let start = cursor.as_ref().map_or(0, |c| c.rank as usize);
         let page = (req.k as usize).min(depth.saturating_sub(start));
         let mut timings = Timings::default();
+        // Admitted once over the text encoder and the scorer, before either starts.
+        let _admitted = admit_pipeline(&[], &[(self.encoders.text_queue(), 1), (version.worker.queue(), 1)], deadline)?;
         // Where the law applies, the version's query detector reads the text too: a paraphrase
         // the word list misses is withheld all the same.
         let mut text = None;
