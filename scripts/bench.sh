@@ -41,9 +41,11 @@ log "naive ceiling: the TorchScript modules in a loop, one thread ($DEVICE)"
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
-wait_ready() { # endpoint pid log
+wait_ready() { # endpoint pid log probe
   for _ in $(seq 1 600); do
-    IMAGESEARCH_ENDPOINT=$1 "$BIN_DIR/imagesearch" info >/dev/null 2>&1 && return 0
+    # The Rust server by health (Info answers while its models still warm; health says SERVING
+    # once they are), the peer by info (it answers only once loaded).
+    IMAGESEARCH_ENDPOINT=$1 "$BIN_DIR/imagesearch" "$4" >/dev/null 2>&1 && return 0
     kill -0 "$2" 2>/dev/null || { cat "$3"; exit 1; }
     sleep 0.5
   done
@@ -56,14 +58,14 @@ start_rust() { # name, flags...
   "$BIN_DIR/imagesearch-server" --listen "127.0.0.1:$PORT" --metrics-listen off --device "$DEVICE" \
     --data-dir "$OUT/server" "$@" ${BENCH_RUST_FLAGS:-} > "$OUT/server-$name.log" 2>&1 &
   RUST_PID=$!
-  wait_ready "$RUST" "$RUST_PID" "$OUT/server-$name.log"
+  wait_ready "$RUST" "$RUST_PID" "$OUT/server-$name.log" health
 }
 start_peer() { # name, flags...
   local name=$1; shift
   "$PY" bench/peer/server.py --listen "127.0.0.1:$PEER_PORT" --models "$IMAGESEARCH_MODELS" \
     --version "$VERSION" --device "$DEVICE" --gallery "$DATA/test_images" "$@" > "$OUT/peer-$name.log" 2>&1 &
   PEER_PID=$!
-  wait_ready "$PEER" "$PEER_PID" "$OUT/peer-$name.log"
+  wait_ready "$PEER" "$PEER_PID" "$OUT/peer-$name.log" info
 }
 stop_all() {
   for pid in $RUST_PID $PEER_PID; do kill -TERM "$pid" 2>/dev/null || true; done
