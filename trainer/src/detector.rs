@@ -27,6 +27,7 @@ use tch::nn::{self, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
 
 use crate::evaluate::stack;
+use crate::metrics::{wilson, Interval};
 use crate::split;
 
 /// How the labels are derived, in words (stored in the manifest).
@@ -136,6 +137,12 @@ pub struct Confusion {
     /// Share of the photos flagged.
     pub flagged: f64,
     pub roc_auc: Option<f64>,
+    /// Wilson 95% interval of the recall (None when there is no positive).
+    #[serde(default)]
+    pub recall_interval: Option<Interval>,
+    /// Share of the negative photos flagged (false alarms), with its Wilson 95% interval.
+    #[serde(default)]
+    pub negatives_flagged: Option<Interval>,
 }
 
 impl Confusion {
@@ -170,21 +177,27 @@ impl Confusion {
             f1,
             flagged: ratio(tp + fp, scores.len()).unwrap_or(0.0),
             roc_auc: roc_auc(scores, positive),
+            recall_interval: wilson(tp, tp + fn_),
+            negatives_flagged: wilson(fp, fp + tn),
         }
     }
 
     /// One line for the training log.
     pub fn line(&self) -> String {
         let f = |x: Option<f64>| x.map_or("n/a".to_string(), |v| format!("{v:.3}"));
+        let ci = |x: Option<Interval>| x.map_or(String::new(), |i| format!(" [{:.3}, {:.3}]", i.lo, i.hi));
         format!(
-            "{} photos ({} positive): precision {}, recall {}, F1 {}, ROC AUC {}, flagged {:.1}% (tp {}, fp {}, fn {}, tn {})",
+            "{} photos ({} positive): precision {}, recall {}{}, F1 {}, ROC AUC {}, flagged {:.1}%, negatives flagged {}{} (tp {}, fp {}, fn {}, tn {})",
             self.photos,
             self.positives,
             f(self.precision),
             f(self.recall),
+            ci(self.recall_interval),
             f(self.f1),
             f(self.roc_auc),
             100.0 * self.flagged,
+            f(self.negatives_flagged.map(|i| i.estimate)),
+            ci(self.negatives_flagged),
             self.true_positives,
             self.false_positives,
             self.false_negatives,

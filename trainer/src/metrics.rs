@@ -243,6 +243,21 @@ pub struct Interval {
     pub hi: f64,
 }
 
+/// Wilson score 95% interval of a proportion `successes / n` (None when `n` is 0). Unlike the
+/// normal approximation it stays inside [0, 1] and is not empty at 0 or n successes, where a
+/// detector's recall on a few dozen positives often lands.
+pub fn wilson(successes: usize, n: usize) -> Option<Interval> {
+    if n == 0 {
+        return None;
+    }
+    let (z, n_f) = (1.959_964, n as f64);
+    let p = successes as f64 / n_f;
+    let denom = 1.0 + z * z / n_f;
+    let centre = (p + z * z / (2.0 * n_f)) / denom;
+    let half = z * (p * (1.0 - p) / n_f + z * z / (4.0 * n_f * n_f)).sqrt() / denom;
+    Some(Interval { estimate: p, lo: (centre - half).max(0.0), hi: (centre + half).min(1.0) })
+}
+
 /// Cluster (block) bootstrap with a 95% percentile interval.
 ///
 /// Each replicate draws `clusters.len()` clusters uniformly with replacement,
@@ -702,6 +717,19 @@ mod tests {
         assert_eq!(r.mean_rank, 7.25);
         assert_eq!(retrieval(&[3, 1, 2], 3).median_rank, 2.0);
         assert!(retrieval(&[], 10).mrr.is_nan());
+    }
+
+    #[test]
+    fn wilson_intervals_match_the_formula_and_stay_in_range() {
+        // 43 of 44 (the test photos' recall): Wilson 95% [0.882, 0.996] (computed apart, in Python).
+        let w = wilson(43, 44).unwrap();
+        assert!((w.estimate - 43.0 / 44.0).abs() < 1e-12);
+        assert!((w.lo - 0.8819).abs() < 5e-4 && (w.hi - 0.9960).abs() < 5e-4, "{w:?}");
+        let all = wilson(10, 10).unwrap();
+        assert!(all.hi > 0.9999 && all.hi <= 1.0 && (all.lo - 0.7225).abs() < 5e-4, "{all:?}");
+        let none = wilson(0, 10).unwrap();
+        assert!(none.lo.abs() < 1e-9 && (none.hi - 0.2775).abs() < 5e-4, "{none:?}");
+        assert!(wilson(0, 0).is_none());
     }
 
     #[test]

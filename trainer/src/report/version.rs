@@ -142,8 +142,13 @@ fn metric_rows(manifest: &ScorerManifest, eval: &Evaluation) -> Vec<MetricRow> {
                 (Some(p), Some(n)) if n > 0.0 => Some(p / n),
                 _ => None,
             };
+            let ci = |v: &serde_json::Value| v["lo"].as_f64().zip(v["hi"].as_f64());
             if let Some(r) = g["recall"].as_f64() {
-                metrics.push(row(&format!("child detector recall ({label})"), r, None, None, Some(d.target_recall), true));
+                metrics.push(row(&format!("child detector recall ({label})"), r, ci(&g["recall_interval"]), None, Some(d.target_recall), true));
+            }
+            if let Some(fa) = g["negatives_flagged"]["estimate"].as_f64() {
+                // Flagging every photo is the fail-closed baseline; the goal is ≤ 25%.
+                metrics.push(row(&format!("child detector: negative photos flagged ({label})"), fa, ci(&g["negatives_flagged"]), Some(1.0), Some(0.25), false));
             }
             if let Some(p) = g["precision"].as_f64() {
                 metrics.push(row(&format!("child detector precision ({label})"), p, None, share, None, true));
