@@ -23,6 +23,14 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+# transformers' CLIPTextConfig / CLIPVisionConfig defaults, for configs that leave a key out.
+TEXT_DEFAULTS = {"vocab_size": 49408, "hidden_size": 512, "intermediate_size": 2048,
+                 "num_hidden_layers": 12, "num_attention_heads": 8, "max_position_embeddings": 77,
+                 "hidden_act": "quick_gelu", "layer_norm_eps": 1e-5}
+VISION_DEFAULTS = {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12,
+                   "num_attention_heads": 12, "num_channels": 3, "image_size": 224, "patch_size": 32,
+                   "hidden_act": "quick_gelu", "layer_norm_eps": 1e-5}
+
 # OpenAI CLIP's normalisation, the default when the checkpoint has no preprocessor config.
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
@@ -142,6 +150,9 @@ def read_checkpoint(ckpt):
                              "directory: config.json, model.safetensors, tokenizer.json)")
     with open(os.path.join(ckpt, "config.json")) as f:
         cfg = json.load(f)
+    cfg["text_config"] = {**TEXT_DEFAULTS, **(cfg.get("text_config") or {})}
+    cfg["vision_config"] = {**VISION_DEFAULTS, **(cfg.get("vision_config") or {})}
+    cfg.setdefault("projection_dim", 512)
     weights = load_file(os.path.join(ckpt, "model.safetensors"))
     pre = {}
     if os.path.isfile(os.path.join(ckpt, "preprocessor_config.json")):

@@ -54,7 +54,7 @@ pub struct DetectorConfig {
 impl Default for DetectorConfig {
     fn default() -> Self {
         DetectorConfig {
-            target_recall: 0.95,
+            target_recall: 0.98,
             weight_decays: vec![1e-3, 1e-2, 1e-1, 1.0, 10.0],
             steps: 300,
             lr: 0.01,

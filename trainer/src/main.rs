@@ -124,7 +124,7 @@ struct TrainArgs {
     #[arg(long, env = "IMAGESEARCH_LABEL_SMOOTHING", default_value_t = 0.1)]
     label_smoothing: f64,
     /// Recall on validation photos that the child detector's threshold is chosen for.
-    #[arg(long, env = "IMAGESEARCH_DETECTOR_RECALL", default_value_t = 0.95, value_parser = recall)]
+    #[arg(long, env = "IMAGESEARCH_DETECTOR_RECALL", default_value_t = 0.98, value_parser = recall)]
     detector_recall: f64,
     /// Ship no child detector (the server then restricts every photo without captions).
     #[arg(long, env = "IMAGESEARCH_NO_CHILD_DETECTOR")]

@@ -103,7 +103,7 @@ fn trains_a_tiny_scorer_and_loads_it_back() {
     assert!(manifest.files.contains_key("child_detector.json"));
     assert!(dir.join("child_detector.json").is_file());
     assert!((0.0..=1.0).contains(&info.threshold), "{}", info.threshold);
-    assert_eq!(info.target_recall, 0.95);
+    assert_eq!(info.target_recall, 0.98, "the default recall target");
     assert!(info.metrics["groups"]["heldout"]["photos"].as_u64().unwrap() > 0);
     assert!(info.metrics["groups"]["test_photos"]["photos"].as_u64().unwrap() == 8);
     assert!(info.metrics["split"]["train"]["positives"].as_u64().unwrap() > 0, "the subset holds photos of children");
