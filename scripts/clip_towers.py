@@ -1,8 +1,9 @@
 """A user's own CLIP-style checkpoint as the two encoders of the product.
 
 Reads a Hugging Face `CLIPModel` directory (`config.json`, `model.safetensors`, `tokenizer.json`,
-optionally `preprocessor_config.json`) and exports its towers to TorchScript under the same
-contract as the default encoders, so the trainer and the server use them unchanged:
+optionally `preprocessor_config.json`) or an open_clip one (`open_clip_config.json`, its weights,
+`tokenizer.json`; read by open_clip_layout.py) and exports its towers to TorchScript under the
+same contract as the default encoders, so the trainer and the server use them unchanged:
 
   <name>-image: f32 [B,3,H,W] RGB in [0,1] -> [B,projection_dim], unit length
                 (CLIP's mean/std normalisation inside the module)
@@ -22,6 +23,8 @@ import shutil
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from open_clip_layout import is_open_clip, read_open_clip
 
 # transformers' CLIPTextConfig / CLIPVisionConfig defaults, for configs that leave a key out.
 TEXT_DEFAULTS = {"vocab_size": 49408, "hidden_size": 512, "intermediate_size": 2048,
@@ -141,13 +144,19 @@ def block_state(w, prefix, n):
 
 
 def read_checkpoint(ckpt):
-    """config, weights and preprocessing of a Hugging Face CLIPModel directory."""
+    """config, weights and preprocessing of a Hugging Face CLIPModel directory, or of an
+    open_clip one read into that layout (open_clip_layout.py)."""
     from safetensors.torch import load_file
 
+    if not os.path.isdir(ckpt):
+        raise SystemExit(f"CLIP checkpoint {ckpt}: not a directory")
+    if is_open_clip(ckpt):
+        return read_open_clip(ckpt, TEXT_DEFAULTS, VISION_DEFAULTS)
     for needed in ("config.json", "model.safetensors", "tokenizer.json"):
         if not os.path.isfile(os.path.join(ckpt, needed)):
             raise SystemExit(f"CLIP checkpoint {ckpt}: {needed} missing (a Hugging Face CLIPModel "
-                             "directory: config.json, model.safetensors, tokenizer.json)")
+                             "directory: config.json, model.safetensors, tokenizer.json; or an "
+                             "open_clip one: open_clip_config.json, its weights, tokenizer.json)")
     with open(os.path.join(ckpt, "config.json")) as f:
         cfg = json.load(f)
     cfg["text_config"] = {**TEXT_DEFAULTS, **(cfg.get("text_config") or {})}
@@ -199,7 +208,8 @@ def load_image(cfg, w, mean, std):
 def export_clip(ckpt, name, sha256):
     """Returns the two export functions (image, text) for `write_encoder`."""
     cfg, weights, pre = read_checkpoint(ckpt)
-    source = f"CLIP checkpoint {os.path.abspath(ckpt)} (Hugging Face CLIPModel layout)"
+    layout = "open_clip" if is_open_clip(ckpt) else "Hugging Face CLIPModel"
+    source = f"CLIP checkpoint {os.path.abspath(ckpt)} ({layout} layout)"
     dim = cfg["projection_dim"]
 
     def image(out_dir):

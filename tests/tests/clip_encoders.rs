@@ -18,15 +18,36 @@ fn python(args: &[&str]) -> Vec<u8> {
     out.stdout
 }
 
-/// Exports the tiny checkpoint into `dir/encoders` as `tiny-clip-image` and `tiny-clip-text`;
-/// returns the encoder directory and transformers' reference outputs.
-fn exported(dir: &Path) -> (PathBuf, serde_json::Value) {
+/// Exports the tiny checkpoint into `dir/encoders` as `tiny-clip-image` and `tiny-clip-text`
+/// (with `open_clip`, after writing it in open_clip's layout, one GELU for both towers); returns
+/// the encoder directory and transformers' reference outputs.
+fn exported(dir: &Path, open_clip: bool) -> (PathBuf, serde_json::Value) {
     let ckpt = dir.join("ckpt");
     let enc = dir.join("encoders");
-    python(&["tests/python/tiny_clip.py", "make", ckpt.to_str().unwrap()]);
-    python(&["scripts/export_encoders.py", "--out", enc.to_str().unwrap(), "--clip", ckpt.to_str().unwrap(), "--clip-name", "tiny-clip"]);
-    let reference = python(&["tests/python/tiny_clip.py", "reference", ckpt.to_str().unwrap()]);
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    if open_clip {
+        python(&["tests/python/tiny_clip.py", "make", &s(&ckpt), "gelu"]);
+        python(&["tests/python/tiny_clip.py", "open-clip", &s(&ckpt), &s(&dir.join("open_clip"))]);
+    } else {
+        python(&["tests/python/tiny_clip.py", "make", &s(&ckpt)]);
+    }
+    let source = if open_clip { dir.join("open_clip") } else { ckpt.clone() };
+    python(&["scripts/export_encoders.py", "--out", &s(&enc), "--clip", &s(&source), "--clip-name", "tiny-clip"]);
+    let reference = python(&["tests/python/tiny_clip.py", "reference", &s(&ckpt)]);
     (enc, serde_json::from_slice(&reference).unwrap())
+}
+
+/// The export's failure message, for a checkpoint that must be refused.
+fn refused(ckpt: &Path, out: &Path) -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let run = Command::new(venv_python())
+        .current_dir(&root)
+        .args(["scripts/export_encoders.py", "--out", out.to_str().unwrap(), "--clip", ckpt.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!run.status.success(), "the export of {ckpt:?} should fail");
+    assert!(!out.join("clip-image").exists() && !out.join("clip-text").exists(), "nothing half-exported");
+    String::from_utf8_lossy(&run.stderr).into_owned()
 }
 
 fn floats(v: &serde_json::Value) -> Vec<f32> {
@@ -39,11 +60,8 @@ fn assert_close(got: &[f32], want: &[f32], what: &str) {
     assert!(diff < 1e-4, "{what}: largest difference from transformers' CLIPModel {diff}");
 }
 
-#[test]
-fn an_exported_clip_checkpoint_gives_transformers_vectors_and_trains_and_serves_unchanged() {
-    let dir = tempfile::tempdir().unwrap();
-    let (enc, reference) = exported(dir.path());
-
+/// The exported pair, run from Rust, gives transformers' vectors on the reference texts and pixels.
+fn assert_reference_vectors(enc: &Path, reference: &serde_json::Value) {
     // The manifests name the pair and their shared output space.
     let image = ImageEncoder::load(&enc.join("tiny-clip-image"), tch::Device::Cpu).unwrap();
     let text = TextEncoder::load(&enc.join("tiny-clip-text"), tch::Device::Cpu).unwrap();
@@ -76,6 +94,13 @@ fn an_exported_clip_checkpoint_gives_transformers_vectors_and_trains_and_serves_
         let got: Vec<f32> = Vec::try_from(vectors.get(i as i64)).unwrap();
         assert_close(&got, &floats(want), &format!("image {i}"));
     }
+}
+
+#[test]
+fn an_exported_clip_checkpoint_gives_transformers_vectors_and_trains_and_serves_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let (enc, reference) = exported(dir.path(), false);
+    assert_reference_vectors(&enc, &reference);
 
     // The real trainer makes a version on them, and the real server serves it.
     let repo = trained_repository_with(1, &enc, "tiny-clip-image", "tiny-clip-text");
@@ -95,4 +120,38 @@ fn an_exported_clip_checkpoint_gives_transformers_vectors_and_trains_and_serves_
         assert_eq!(ids.len(), 3, "an open region shows every photo: {:?}", found.hits);
         assert!(ids.iter().all(|id| photos.iter().any(|(p, _)| p == id)), "{ids:?}");
     });
+}
+
+#[test]
+fn an_open_clip_checkpoint_exports_to_the_same_vectors_and_unsupported_ones_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let (enc, reference) = exported(dir.path(), true);
+    assert_reference_vectors(&enc, &reference);
+    let manifest = std::fs::read_to_string(enc.join("tiny-clip-text/manifest.json")).unwrap();
+    assert!(manifest.contains("open_clip layout"), "{manifest}");
+
+    // A variant the towers do not implement is refused by the setting's name, never guessed.
+    let oc = dir.path().join("open_clip");
+    let config_path = oc.join("open_clip_config.json");
+    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    let mut variant = config.clone();
+    variant["model_cfg"]["text_cfg"]["hf_model_name"] = "roberta-base".into();
+    std::fs::write(&config_path, variant.to_string()).unwrap();
+    let why = refused(&oc, &dir.path().join("out1"));
+    assert!(why.contains("text_cfg.hf_model_name") && why.contains("not supported"), "{why}");
+    std::fs::write(&config_path, config.to_string()).unwrap();
+
+    // A weights file that is a pickle of more than tensors is not run: weights_only refuses it.
+    let weights = oc.join("open_clip_pytorch_model.bin");
+    python(&["-c", &format!(
+        "import collections, torch; torch.save({{'x': collections.Counter('ab')}}, {:?})",
+        weights.to_str().unwrap()
+    )]);
+    let why = refused(&oc, &dir.path().join("out2"));
+    assert!(why.contains("open_clip_pytorch_model.bin"), "{why}");
+
+    // Weights of another architecture name the first missing weight.
+    python(&["-c", &format!("import torch; torch.save({{'x': torch.zeros(2)}}, {:?})", weights.to_str().unwrap())]);
+    let why = refused(&oc, &dir.path().join("out3"));
+    assert!(why.contains("missing") && why.contains("visual.conv1.weight"), "{why}");
 }
