@@ -239,13 +239,17 @@ impl State {
         (missing, records)
     }
 
-    /// The records of a child detector's re-check, with what their evidence spreads: a photo
-    /// goes from clear or unverified to detector, or from unverified to clear; any other change
+    /// The records of a version's re-check, with what their evidence spreads: a photo goes from
+    /// clear or unverified to detector or captions (a query detector read its captions), or from
+    /// unverified to clear; any other change
     /// is dropped, because something stronger (a review, caption evidence) decided the photo
     /// since the caller looked (perhaps on another server sharing the gallery).
     pub fn flag_records(&self, changes: &[(String, Flag)]) -> Vec<Record> {
         let allowed = |id: &str, to: Flag| {
-            matches!((self.photos.get(id).map(|p| p.flag), to), (Some(Flag::Clear | Flag::Unverified), Flag::Detector) | (Some(Flag::Unverified), Flag::Clear))
+            matches!(
+                (self.photos.get(id).map(|p| p.flag), to),
+                (Some(Flag::Clear | Flag::Unverified), Flag::Detector | Flag::Captions) | (Some(Flag::Unverified), Flag::Clear)
+            )
         };
         let changes: Vec<(String, Flag)> = changes.iter().filter(|(id, f)| allowed(id, *f)).cloned().collect();
         let changes = changes.as_slice();

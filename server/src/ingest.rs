@@ -1,7 +1,7 @@
 //! Gallery writes: photos checked, encoded and staged one by one as their stream arrives (a
 //! bounded number in flight, so a long stream never sits in memory), flagged under the law and
-//! stored in one durable write; removals; reviews of flags; loading a version, whose child
-//! detector re-checks the photos no review has decided.
+//! stored in one durable write; removals; reviews of flags; loading a version (whose detectors
+//! re-check the stored photos first, `recheck.rs`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -443,29 +443,27 @@ impl App {
         }
     }
 
-    /// Loads a version (indexing the gallery) and lets its child detector check every photo no
-    /// review has decided (flags are never lifted by a second detector).
+    /// Loads a version (indexing the gallery); before it serves, its detectors re-check the
+    /// stored photos (`recheck.rs`): flags are raised, never lifted by a second detector.
     pub async fn load_version(self: &Arc<Self>, version: u32) -> Result<Arc<LoadedVersion>, ServeError> {
         let _writer = self.gallery_write.lock().await;
-        let app = self.clone();
+        let (app, runtime) = (self.clone(), tokio::runtime::Handle::current());
         tokio::task::spawn_blocking(move || {
             let gallery = app.store.all();
-            let loaded = app.versions.load(version, &gallery)?;
-            if let Some(d) = &loaded.detector {
-                let changes: Vec<(String, Flag)> = gallery
-                    .iter()
-                    .filter_map(|p| match (p.flag, d.flags(&p.vector)) {
-                        (Flag::Unverified | Flag::Clear, true) => Some((p.id.to_string(), Flag::Detector)),
-                        (Flag::Unverified, false) => Some((p.id.to_string(), Flag::Clear)),
-                        _ => None,
-                    })
-                    .collect();
-                if !changes.is_empty() {
-                    tracing::info!(version, changed = changes.len(), "child detector re-checked the gallery");
+            app.versions.load(version, &gallery, &|loaded| {
+                let r = app.recheck_gallery(&runtime, loaded, &gallery)?;
+                if r != crate::recheck::Recheck::default() {
+                    tracing::info!(
+                        version,
+                        by_detector = r.by_detector,
+                        by_captions = r.by_captions,
+                        cleared = r.cleared,
+                        captions_read = r.captions_read,
+                        "the version's detectors re-checked the gallery"
+                    );
                 }
-                app.store.set_flags(&changes)?;
-            }
-            Ok(loaded)
+                Ok(())
+            })
         })
         .await
         .map_err(|e| ServeError::Internal(e.to_string()))?

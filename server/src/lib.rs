@@ -28,6 +28,7 @@ pub mod pg_index;
 mod pg_pool;
 pub mod pg_schema;
 pub mod pg_store;
+mod recheck;
 pub mod rollout;
 pub mod search;
 pub mod service;

@@ -125,7 +125,14 @@ impl Versions {
 
     /// Loads, verifies and warms a version (blocking; run off the async workers), indexing
     /// `gallery`. A version already ready is returned as is.
-    pub fn load(&self, version: u32, gallery: &[PhotoMeta]) -> Result<Arc<LoadedVersion>, ServeError> {
+    /// `before_ready` runs on the loaded version before it serves (the gallery's re-check); its
+    /// error fails the load.
+    pub fn load(
+        &self,
+        version: u32,
+        gallery: &[PhotoMeta],
+        before_ready: &dyn Fn(&Arc<LoadedVersion>) -> Result<(), ServeError>,
+    ) -> Result<Arc<LoadedVersion>, ServeError> {
         match self.state(version) {
             Some(VersionState::Ready(v)) => return Ok(v),
             Some(VersionState::Loading) => {
@@ -143,7 +150,7 @@ impl Versions {
             )));
         }
         self.set_state(version, VersionState::Loading);
-        match self.load_inner(version, gallery) {
+        match self.load_inner(version, gallery).and_then(|v| before_ready(&v).map(|()| v)) {
             Ok(v) => {
                 self.set_state(version, VersionState::Ready(v.clone()));
                 tracing::info!(version, photos = gallery.len(), "scorer version ready");

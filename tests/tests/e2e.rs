@@ -721,23 +721,79 @@ fn copy_of_repository() -> (tempfile::TempDir, PathBuf) {
     (tmp, models)
 }
 
+/// Replaces version `v`'s `kind` detector (`child_detector` or `query_detector`) in a copied
+/// repository by one that gives every vector the same probability, sigmoid(`bias`), at
+/// threshold 0.5; its manifest lists the new file's sha256. `bias` None removes it.
+fn constant_detector(models: &Path, v: u32, kind: &str, dims: usize, bias: Option<f64>) {
+    let dir = models.join("scorer").join(v.to_string());
+    let path = dir.join("manifest.json");
+    let mut manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert!(manifest[kind].is_object(), "the trainer ships a {kind}");
+    let file = dir.join(format!("{kind}.json"));
+    match bias {
+        Some(bias) => {
+            let weights = serde_json::json!({"mean": vec![0.0; dims], "scale": vec![1.0; dims], "weights": vec![0.0; dims], "bias": bias});
+            std::fs::write(&file, serde_json::to_string(&weights).unwrap()).unwrap();
+            let sum = std::process::Command::new("sha256sum").arg(&file).output().unwrap();
+            let sha = String::from_utf8(sum.stdout).unwrap().split_whitespace().next().unwrap().to_string();
+            manifest["files"][format!("{kind}.json")] = sha.into();
+            manifest[kind]["threshold"] = 0.5.into();
+        }
+        None => {
+            std::fs::remove_file(&file).unwrap();
+            manifest["files"].as_object_mut().unwrap().remove(&format!("{kind}.json"));
+            manifest.as_object_mut().unwrap().remove(kind);
+        }
+    }
+    std::fs::write(&path, serde_json::to_string_pretty(&manifest).unwrap()).unwrap();
+}
+
+#[test]
+fn a_version_that_loads_later_reads_the_stored_captions_with_its_query_detector() {
+    // Version 1 has no query detector; version 2's says child of every text. Neither photo
+    // detector flags anything, so only the captions can restrict.
+    let (_tmp, models) = copy_of_repository();
+    constant_detector(&models, 1, "query_detector", 384, None);
+    constant_detector(&models, 2, "query_detector", 384, Some(10.0));
+    for v in [1, 2] {
+        constant_detector(&models, v, "child_detector", 1280, Some(-10.0));
+    }
+    let data = tempfile::tempdir().unwrap();
+    let withheld = |p: &pb::GetPhotoResponse| matches!(&p.content, Some(pb::get_photo_response::Content::Withheld(_)));
+    let mut server = Server::start(&models, &data.path().join("srv"), &["--versions", "1"]);
+    rt().block_on(async {
+        let c = server.ready_client().await;
+        let photos = test_photos(2);
+        // Words the word list does not know, and a photo without captions.
+        let captioned = vec![(photos[0].0.clone(), photos[0].1.clone(), vec!["a dog runs on the beach".to_string()])];
+        assert_eq!(c.add_photos(captioned_add_requests(&captioned)).await.unwrap().restricted, 0);
+        assert_eq!(c.add_photos(add_requests(&photos[1..])).await.unwrap().restricted, 0);
+        let mut raw = pb::image_search_client::ImageSearchClient::connect(server.endpoint()).await.unwrap();
+        let get = |id: &str| pb::GetPhotoRequest { id: id.into(), routing: Some(pb::Routing { region: "DE".into(), ..Default::default() }) };
+        assert!(!withheld(&raw.get_photo(get(&photos[0].0)).await.unwrap().into_inner()));
+
+        c.load_version(2).await.unwrap();
+        let stats = c.gallery_stats().await.unwrap();
+        assert_eq!((stats.restricted_by_captions, stats.restricted), (1, 1), "{stats:?}");
+        assert!(withheld(&raw.get_photo(get(&photos[0].0)).await.unwrap().into_inner()), "the captioned photo is withheld in DE");
+        assert!(!withheld(&raw.get_photo(get(&photos[1].0)).await.unwrap().into_inner()), "the photo without captions is not");
+    });
+    // The flag is stored: a restart with version 1 alone keeps the photo restricted.
+    server.kill9();
+    let mut server = Server::start(&models, &data.path().join("srv"), &["--versions", "1"]);
+    rt().block_on(async {
+        let c = server.ready_client().await;
+        assert_eq!(c.gallery_stats().await.unwrap().restricted_by_captions, 1);
+    });
+}
+
 #[test]
 fn a_query_detector_that_says_child_withholds_in_restricted_regions_only() {
     // A copy of the trained versions whose query detectors flag every text (weights 0, bias
     // 10: probability ≈ 1), their manifests listing the new files' sha256.
     let (_tmp, models) = copy_of_repository();
     for v in [1, 2] {
-        let dir = models.join("scorer").join(v.to_string());
-        let path = dir.join("manifest.json");
-        let mut manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        assert!(manifest["query_detector"].is_object(), "the trainer ships a query detector");
-        let weights = serde_json::json!({"mean": vec![0.0; 384], "scale": vec![1.0; 384], "weights": vec![0.0; 384], "bias": 10.0});
-        let file = dir.join("query_detector.json");
-        std::fs::write(&file, serde_json::to_string(&weights).unwrap()).unwrap();
-        let sum = std::process::Command::new("sha256sum").arg(&file).output().unwrap();
-        let sha = String::from_utf8(sum.stdout).unwrap().split_whitespace().next().unwrap().to_string();
-        manifest["files"]["query_detector.json"] = sha.into();
-        std::fs::write(&path, serde_json::to_string_pretty(&manifest).unwrap()).unwrap();
+        constant_detector(&models, v, "query_detector", 384, Some(10.0));
     }
     let data = tempfile::tempdir().unwrap();
     let mut server = Server::start(&models, &data.path().join("srv"), &[]);
