@@ -49,6 +49,9 @@ pub struct DetectorConfig {
     pub val_fraction: f64,
     pub heldout_fraction: f64,
     pub seed: u64,
+    /// Also measure a small MLP on the same split (`detector_mlp.rs`; not shipped).
+    #[serde(default)]
+    pub mlp_probe: bool,
 }
 
 impl Default for DetectorConfig {
@@ -61,6 +64,7 @@ impl Default for DetectorConfig {
             val_fraction: 0.15,
             heldout_fraction: 0.15,
             seed: 42,
+            mlp_probe: false,
         }
     }
 }
@@ -243,7 +247,7 @@ fn standardisation(rows: &[&Example], dim: usize) -> (Vec<f32>, Vec<f32>) {
 }
 
 /// Standardised rows as a `[n, dim]` tensor.
-fn design(rows: &[&Example], mean: &[f32], scale: &[f32]) -> Tensor {
+pub(crate) fn design(rows: &[&Example], mean: &[f32], scale: &[f32]) -> Tensor {
     let z: Vec<Vec<f32>> =
         rows.iter().map(|e| e.vector.iter().zip(mean).zip(scale).map(|((x, m), s)| (x - m) / s).collect()).collect();
     stack(&z.iter().map(Vec::as_slice).collect::<Vec<_>>())
@@ -395,6 +399,9 @@ pub fn train(
     for f in &fallbacks {
         tracing::warn!("{name}: {f}");
     }
+    let mlp_probe = cfg
+        .mlp_probe
+        .then(|| crate::detector_mlp::probe(cfg, &train, &val, &heldout, extra, &weights.mean, &weights.scale));
     let metrics = serde_json::json!({
         "threshold_rule": format!(
             "highest probability threshold whose recall on the validation photos is at least {}",
@@ -412,6 +419,7 @@ pub fn train(
             "heldout": counts(&heldout),
         },
         "groups": groups,
+        "mlp_probe": mlp_probe,
     });
     let info = DetectorInfo { threshold, target_recall: cfg.target_recall, labels: what.labels.to_string(), metrics };
     Ok(TrainedDetector { info, weights })
@@ -505,7 +513,7 @@ mod tests {
 
     #[test]
     fn separable_data_reaches_the_target_recall() {
-        let cfg = DetectorConfig { steps: 200, ..DetectorConfig::default() };
+        let cfg = DetectorConfig { steps: 200, mlp_probe: true, ..DetectorConfig::default() };
         let pool = synthetic(600, 16, 2.5, 1);
         let test = synthetic(200, 16, 2.5, 2);
         let d = train(&cfg, &pool, &[("test_photos", &test)], 16, &Described::photos(16)).unwrap();
@@ -521,6 +529,13 @@ mod tests {
         }
         assert!(d.info.metrics["fallbacks"].as_array().unwrap().is_empty());
         assert!(d.info.threshold > 0.0 && d.info.threshold < 1.0);
+        // The MLP lever is measured beside it on the same split and threshold rule.
+        let mlp = &d.info.metrics["mlp_probe"];
+        assert_eq!(mlp["validation_auc"].as_object().unwrap().len(), 6, "{mlp}");
+        for group in ["heldout", "test_photos"] {
+            assert!(mlp["groups"][group]["roc_auc"].as_f64().unwrap() > 0.97, "{group}: {mlp}");
+            assert!(mlp["groups"][group]["recall"].as_f64().unwrap() >= 0.85, "{group}: {mlp}");
+        }
         // The shipped weights are what the server loads.
         let det = imagesearch_model::ChildDetector::new(d.info.clone(), d.weights.clone(), 16).unwrap();
         let flagged = test.iter().filter(|e| e.positive && det.flags(&e.vector)).count();
@@ -534,12 +549,13 @@ mod tests {
 
     #[test]
     fn no_positives_fail_closed() {
-        let cfg = DetectorConfig { steps: 20, ..DetectorConfig::default() };
+        let cfg = DetectorConfig { steps: 20, mlp_probe: true, ..DetectorConfig::default() };
         let mut pool = synthetic(40, 8, 2.0, 3);
         pool.iter_mut().for_each(|e| e.positive = false);
         let d = train(&cfg, &pool, &[], 8, &Described::photos(8)).unwrap();
         assert_eq!(d.info.threshold, 0.0);
         assert!(!d.info.metrics["fallbacks"].as_array().unwrap().is_empty());
+        assert!(d.info.metrics["mlp_probe"]["skipped"].is_string());
         let det = imagesearch_model::ChildDetector::new(d.info, d.weights, 8).unwrap();
         assert!(pool.iter().all(|e| det.flags(&e.vector)), "with nothing to learn from, every photo is flagged");
 

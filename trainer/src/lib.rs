@@ -6,6 +6,7 @@
 pub mod artifact;
 pub mod dataset;
 pub mod detector;
+mod detector_mlp;
 pub mod evaluate;
 pub mod head;
 pub mod labels;

@@ -126,6 +126,10 @@ struct TrainArgs {
     /// Recall on validation photos that the child detector's threshold is chosen for.
     #[arg(long, env = "IMAGESEARCH_DETECTOR_RECALL", default_value_t = 0.98, value_parser = recall)]
     detector_recall: f64,
+    /// Also measure the child detector as a small MLP (logged and in the manifest's
+    /// `child_detector.metrics.mlp_probe`; not shipped; ~35 s on 2 cores).
+    #[arg(long, env = "IMAGESEARCH_DETECTOR_MLP_PROBE")]
+    detector_mlp_probe: bool,
     /// Ship no child detector (the server then restricts every photo without captions).
     #[arg(long, env = "IMAGESEARCH_NO_CHILD_DETECTOR")]
     no_child_detector: bool,
@@ -263,6 +267,7 @@ fn main() -> anyhow::Result<()> {
                 report_queries: a.report_queries,
                 detector: (!a.no_child_detector).then(|| DetectorConfig {
                     target_recall: a.detector_recall,
+                    mlp_probe: a.detector_mlp_probe,
                     seed: a.seed,
                     ..DetectorConfig::default()
                 }),
