@@ -59,8 +59,10 @@ impl App {
             let (said, read) = runtime.block_on(self.captions_say_child(version, &readable));
             summary.captions_read = read;
             for id in said {
-                if changes.insert(id, Flag::Captions) == Some(Flag::Detector) {
-                    summary.by_detector -= 1;
+                match changes.insert(id, Flag::Captions) {
+                    Some(Flag::Detector) => summary.by_detector -= 1,
+                    Some(Flag::Clear) => summary.cleared -= 1,
+                    _ => {}
                 }
                 summary.by_captions += 1;
             }
