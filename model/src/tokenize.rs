@@ -64,6 +64,12 @@ impl TextTokenizer {
         Ok(TextTokenizer { inner })
     }
 
+    /// How many tokens `text` takes in a batch (special tokens included, after truncation); 1
+    /// when it cannot be tokenised (encoding it reports the error).
+    pub fn token_count(&self, text: &str) -> usize {
+        self.inner.encode(imagesearch_compliance::normalize(text), true).map_or(1, |e| e.get_ids().len().max(1))
+    }
+
     /// Token ids and attention mask, both i64 `[B, L]` with L the longest text of the batch.
     pub fn encode_batch(&self, texts: &[&str]) -> Result<(Tensor, Tensor), ModelError> {
         let encodings = self

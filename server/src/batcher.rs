@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use tokio::sync::oneshot;
 
 use crate::error::ServeError;
@@ -33,6 +33,10 @@ pub struct BatchConfig {
     pub max_queue_time: Option<Duration>,
     /// Nice value the model threads run at (0 = the process's own priority).
     pub nice: i32,
+    /// Most padded weight per pass: items × the heaviest item's [`BatchWorker::weight`] (for
+    /// texts, tokens: a batch is padded to its longest text). None = the batch size alone bounds
+    /// it. An item heavier than the budget runs alone.
+    pub max_batch_weight: Option<usize>,
 }
 
 impl BatchConfig {
@@ -49,6 +53,11 @@ pub trait BatchWorker: Send + 'static {
     /// Computes one output per input, in order; an `Err` fails the whole batch, a per-item
     /// `Err` only that item.
     fn run(&mut self, inputs: Vec<Self::Input>) -> Result<Vec<Result<Self::Output, ServeError>>, ServeError>;
+    /// What an input costs in a padded batch (a text's tokens); read only under a
+    /// [`BatchConfig::max_batch_weight`].
+    fn weight(&self, _input: &Self::Input) -> usize {
+        1
+    }
 }
 
 /// An answer with the time it waited and the time its batch took.
@@ -262,6 +271,29 @@ fn lower_priority(name: &str, nice: i32) {
     }
 }
 
+/// The padded weight of a batch being formed: items × its heaviest item.
+struct WeightBudget {
+    limit: usize,
+    heaviest: usize,
+}
+
+impl WeightBudget {
+    fn new(limit: usize, first: usize) -> Self {
+        WeightBudget { limit, heaviest: first }
+    }
+
+    /// Whether one more item of `weight` keeps a batch of `items` within the limit (then it is
+    /// counted).
+    fn admits(&mut self, items: usize, weight: usize) -> bool {
+        let heaviest = self.heaviest.max(weight);
+        let fits = (items + 1).saturating_mul(heaviest) <= self.limit;
+        if fits {
+            self.heaviest = heaviest;
+        }
+        fits
+    }
+}
+
 fn run_loop<W: BatchWorker>(
     name: &'static str,
     version: &str,
@@ -273,7 +305,10 @@ fn run_loop<W: BatchWorker>(
 ) {
     let max = cfg.max_batch_size.max(1);
     let mut last_batch = 0usize;
-    while let Ok(first) = rx.recv() {
+    // An item taken that would have pushed its batch past the weight budget starts the next.
+    let mut held: Option<Item<W::Input, W::Output>> = None;
+    while let Some(first) = held.take().or_else(|| rx.recv().ok()) {
+        let mut budget = cfg.max_batch_weight.map(|limit| WeightBudget::new(limit, worker.weight(&first.input)));
         let mut items = vec![first];
         let fill_until = Instant::now() + cfg.max_queue_delay;
         // Wait for a batch to fill only under concurrency (the last batch had company): a lone
@@ -281,18 +316,19 @@ fn run_loop<W: BatchWorker>(
         let wait = !cfg.max_queue_delay.is_zero() && last_batch > 1;
         while items.len() < max {
             // Take what is already there without waiting, then wait out the delay.
-            match rx.try_recv() {
-                Ok(item) => {
-                    items.push(item);
-                    continue;
+            let next = match rx.try_recv() {
+                Ok(item) => Some(item),
+                Err(_) if !wait => None,
+                Err(_) => rx.recv_timeout(fill_until.saturating_duration_since(Instant::now())).ok(),
+            };
+            let Some(item) = next else { break };
+            if let Some(b) = budget.as_mut() {
+                if !b.admits(items.len(), worker.weight(&item.input)) {
+                    held = Some(item);
+                    break;
                 }
-                Err(_) if !wait => break,
-                Err(_) => {}
             }
-            match rx.recv_timeout(fill_until.saturating_duration_since(Instant::now())) {
-                Ok(item) => items.push(item),
-                Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => break,
-            }
+            items.push(item);
         }
         last_batch = items.len();
         let internal = items.iter().filter(|it| it.internal).count();
@@ -387,7 +423,7 @@ mod tests {
             (|| ServeError::Internal("bug".into()), tonic::Code::Internal),
         ];
         for (make, code) in cases {
-            let cfg = BatchConfig { max_batch_size: 4, max_queue_delay: Duration::from_millis(5), queue_capacity: 8, max_queue_time: None, nice: 0 };
+            let cfg = BatchConfig { max_batch_size: 4, max_queue_delay: Duration::from_millis(5), queue_capacity: 8, max_queue_time: None, nice: 0, max_batch_weight: None };
             let b = Batcher::spawn("failing", "1".into(), cfg, Failing(make));
             let waiters: Vec<_> = (0..3).map(|i| { let b = b.clone(); tokio::spawn(async move { b.submit(i, None).await }) }).collect();
             for w in waiters {
@@ -400,9 +436,57 @@ mod tests {
 
     fn batcher(max: usize, delay_ms: u64, cap: usize, sleep_ms: u64) -> (Batcher<i64, i64>, Arc<Mutex<Vec<usize>>>) {
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let cfg = BatchConfig { max_batch_size: max, max_queue_delay: Duration::from_millis(delay_ms), queue_capacity: cap, max_queue_time: None, nice: 0 };
+        let cfg = BatchConfig { max_batch_size: max, max_queue_delay: Duration::from_millis(delay_ms), queue_capacity: cap, max_queue_time: None, nice: 0, max_batch_weight: None };
         let b = Batcher::spawn("test", "1".into(), cfg, Doubler { seen: seen.clone(), sleep: Duration::from_millis(sleep_ms) });
         (b, seen)
+    }
+
+    /// Records each batch's inputs; an input weighs its own value (a text of that many tokens).
+    struct Weighted(Arc<Mutex<Vec<Vec<i64>>>>);
+
+    impl BatchWorker for Weighted {
+        type Input = i64;
+        type Output = i64;
+        fn run(&mut self, inputs: Vec<i64>) -> Result<Vec<Result<i64, ServeError>>, ServeError> {
+            self.0.lock().unwrap().push(inputs.clone());
+            std::thread::sleep(Duration::from_millis(30));
+            Ok(inputs.into_iter().map(Ok).collect())
+        }
+        fn weight(&self, input: &i64) -> usize {
+            *input as usize
+        }
+    }
+
+    #[tokio::test]
+    async fn a_weight_budget_bounds_each_padded_batch_and_a_heavy_item_runs_alone() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let cfg = BatchConfig { max_batch_size: 8, max_queue_delay: Duration::from_millis(20), queue_capacity: 64, max_queue_time: None, nice: 0, max_batch_weight: Some(12) };
+        let b = Batcher::spawn("weighted", "1".into(), cfg, Weighted(seen.clone()));
+        // Short items with a few long ones among them, all queued while the first batch runs.
+        let inputs: Vec<i64> = [2, 2, 3, 2, 10, 2, 3, 2, 20, 2, 2, 2, 4, 2, 2, 2].to_vec();
+        let handles: Vec<_> = inputs.iter().map(|&x| { let b = b.clone(); tokio::spawn(async move { b.submit(x, None).await.unwrap().value }) }).collect();
+        for (h, x) in handles.into_iter().zip(&inputs) {
+            assert_eq!(h.await.unwrap(), *x, "every item answered, none lost when held over");
+        }
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.iter().map(Vec::len).sum::<usize>(), inputs.len(), "{seen:?}");
+        for batch in seen.iter() {
+            let padded = batch.len() as i64 * batch.iter().max().unwrap();
+            assert!(batch.len() == 1 || padded <= 12, "batch {batch:?} pads to {padded} > 12");
+        }
+        assert!(seen.iter().any(|b| b == &vec![20]), "heavier than the budget: alone: {seen:?}");
+        assert!(seen.iter().any(|b| b.len() > 1), "short items still share batches: {seen:?}");
+    }
+
+    #[test]
+    fn the_budget_counts_items_times_the_heaviest() {
+        let mut b = WeightBudget::new(12, 2);
+        assert!(b.admits(1, 3)); // 2 × 3
+        assert!(b.admits(2, 4)); // 3 × 4
+        assert!(!b.admits(3, 4)); // 4 × 4 > 12: not counted
+        assert_eq!(b.heaviest, 4);
+        assert!(!b.admits(3, 13));
+        assert_eq!(b.heaviest, 4, "a refused item leaves the budget as it was");
     }
 
     #[tokio::test]
@@ -469,7 +553,7 @@ mod tests {
     fn gated(budget: Option<Duration>) -> Gate {
         let (release, gate) = std::sync::mpsc::channel();
         let (started, batches) = tokio::sync::mpsc::unbounded_channel();
-        let cfg = BatchConfig { max_batch_size: 1, max_queue_delay: Duration::ZERO, queue_capacity: 64, max_queue_time: budget, nice: 0 };
+        let cfg = BatchConfig { max_batch_size: 1, max_queue_delay: Duration::ZERO, queue_capacity: 64, max_queue_time: budget, nice: 0, max_batch_weight: None };
         (Batcher::spawn("gated", "1".into(), cfg, Gated { gate, started, cost: Duration::from_millis(40) }), release, batches)
     }
 
@@ -582,7 +666,7 @@ mod tests {
     async fn instances_take_from_one_queue_and_run_side_by_side() {
         let (running, most) = (Arc::default(), Arc::new(std::sync::atomic::AtomicUsize::new(0)));
         let workers = (0..2).map(|_| Overlap { running: Arc::clone(&running), most: most.clone() }).collect();
-        let cfg = BatchConfig { max_batch_size: 1, max_queue_delay: Duration::ZERO, queue_capacity: 64, max_queue_time: None, nice: 5 };
+        let cfg = BatchConfig { max_batch_size: 1, max_queue_delay: Duration::ZERO, queue_capacity: 64, max_queue_time: None, nice: 5, max_batch_weight: None };
         let b = Batcher::spawn_instances("pair", "1".into(), cfg, workers);
         assert_eq!(b.instances(), 2);
         let handles: Vec<_> = (0..8).map(|i| { let b = b.clone(); tokio::spawn(async move { b.submit(i, None).await.unwrap().value }) }).collect();

@@ -112,6 +112,12 @@ pub struct Config {
     /// Most items per forward pass (1 = no cross-request batching).
     #[arg(long, env = "IMAGESEARCH_MAX_BATCH_SIZE", default_value_t = 32)]
     pub max_batch_size: usize,
+    /// Most padded tokens per text-encoder pass: texts × the longest one's tokens (as
+    /// text-embeddings-inference's --max-batch-tokens), so one long text does not make every
+    /// short text batched with it pay for its length. 0 = 512 on a CPU (a MiniLM pass of 8 texts
+    /// measured 24 ms at 14 tokens, 210 ms at 128), 16,384 on a GPU.
+    #[arg(long, env = "IMAGESEARCH_MAX_BATCH_TOKENS", default_value_t = 0)]
+    pub max_batch_tokens: usize,
     /// Most photos per image-encoder pass (0 = 4 on a CPU, where larger batches measured no
     /// faster per photo, --max-batch-size on a GPU).
     #[arg(long, env = "IMAGESEARCH_IMAGE_MAX_BATCH_SIZE", default_value_t = 0)]
@@ -304,7 +310,18 @@ impl Config {
             queue_capacity: self.queue_capacity,
             max_queue_time: (self.max_queue_time_ms > 0).then(|| Duration::from_millis(self.max_queue_time_ms)),
             nice: self.model_nice,
+            max_batch_weight: None,
         }
+    }
+
+    /// The text encoder's batching: the shared settings under a padded-token budget on `device`.
+    pub fn text_batch(&self, device: Device) -> BatchConfig {
+        let tokens = match self.max_batch_tokens {
+            0 if device == Device::Cpu => 512,
+            0 => 16_384,
+            n => n,
+        };
+        BatchConfig { max_batch_weight: Some(tokens), ..self.batch() }
     }
 
     /// Most photos per image-encoder pass on `device`.

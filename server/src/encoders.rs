@@ -81,6 +81,9 @@ impl BatchWorker for TextWorker {
         let out = self.0.encode(&texts)?;
         Ok(rows(&out)?.into_iter().map(Ok).collect())
     }
+    fn weight(&self, input: &String) -> usize {
+        self.0.tokenizer().token_count(input)
+    }
 }
 
 /// The image and text encoders of the server, shared by every scorer version.

@@ -168,7 +168,7 @@ fn main() -> anyhow::Result<()> {
         texts,
         EncoderSettings {
             image_batch: batch.with_batch_size(cfg.image_batch_size(device)),
-            text_batch: batch,
+            text_batch: cfg.text_batch(device),
             limits: ImageLimits { max_bytes: cfg.max_image_bytes, max_pixels: cfg.max_image_pixels },
             max_text_chars: cfg.max_text_chars,
             image_cache: cfg.image_cache,
