@@ -36,10 +36,21 @@ impl<I: Send + 'static, O: Send + 'static> Queue for Batcher<I, O> {
     }
 }
 
-/// A request's items on each queue it will pass, admitted together; held until the request ends.
+/// A request's items on each queue it will pass, admitted together; each held until the request
+/// ends or until its items have passed that queue ([`Admitted::take`]), so the expected wait
+/// new requests see counts only work still ahead of each queue.
 #[derive(Debug)]
 pub struct Admitted {
-    _reservations: Vec<Reservation>,
+    reservations: Vec<Reservation>,
+}
+
+impl Admitted {
+    /// The reservation on `queue`, to drop once the request's items have passed it (None when
+    /// the request brings nothing there).
+    pub fn take(&mut self, queue: &dyn Queue) -> Option<Reservation> {
+        let at = self.reservations.iter().position(|r| r.queue() == queue.name())?;
+        Some(self.reservations.swap_remove(at))
+    }
 }
 
 /// Admits a request that brings `items` to each queue: first the `parallel` stages (they run at
@@ -67,7 +78,7 @@ pub fn admit_pipeline(parallel: &[(&dyn Queue, usize)], serial: &[(&dyn Queue, u
         }
     }
     let all = parallel.iter().chain(serial.iter()).filter(|(_, n)| *n > 0);
-    Ok(Admitted { _reservations: all.map(|(q, n)| q.reserve(*n)).collect() })
+    Ok(Admitted { reservations: all.map(|(q, n)| q.reserve(*n)).collect() })
 }
 
 /// The methods with a limit of their own.
@@ -127,6 +138,36 @@ impl CallLimits {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::batcher::{BatchConfig, BatchWorker};
+
+    struct Echo;
+
+    impl BatchWorker for Echo {
+        type Input = ();
+        type Output = ();
+        fn run(&mut self, inputs: Vec<()>) -> Result<Vec<Result<(), ServeError>>, ServeError> {
+            std::thread::sleep(Duration::from_millis(20));
+            Ok(inputs.into_iter().map(Ok).collect())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stage_passed_no_longer_counts_in_the_wait_new_requests_see() {
+        let cfg = BatchConfig { max_batch_size: 1, max_queue_delay: Duration::ZERO, queue_capacity: 8, max_queue_time: None, nice: 0, max_batch_weight: None };
+        let (first, then) = (Batcher::spawn("first", "1".into(), cfg, Echo), Batcher::spawn("then", "1".into(), cfg, Echo));
+        // Measure each queue's cost once.
+        first.submit((), None).await.unwrap();
+        then.submit((), None).await.unwrap();
+        let mut admitted = admit_pipeline(&[(&first, 3)], &[(&then, 1)], None).unwrap();
+        assert!(first.expected_wait() >= Duration::from_millis(60), "3 items promised: {:?}", first.expected_wait());
+        let held = admitted.take(&first).expect("the request brings items to the first queue");
+        assert!(admitted.take(&first).is_none(), "taken once");
+        drop(held);
+        assert_eq!(first.expected_wait(), Duration::ZERO, "passed: no longer ahead of new requests");
+        assert!(then.expected_wait() >= Duration::from_millis(20), "the later stage is still promised");
+        drop(admitted);
+        assert_eq!(then.expected_wait(), Duration::ZERO);
+    }
 
     #[test]
     fn past_the_limit_calls_are_refused_until_a_slot_frees() {

@@ -136,23 +136,35 @@ impl App {
         let images = self.checked_images(req.pairs.into_iter().map(|p| p.image).collect())?;
         // Admitted once over every queue the request passes, before any of its work starts.
         let to_encode = images.iter().filter(|i| matches!(i, ImageInput::Bytes(..))).count();
-        let _admitted = admit_pipeline(
+        let mut admitted = admit_pipeline(
             &[(self.encoders.image_queue(), to_encode), (self.encoders.text_queue(), n)],
             &[(version.worker.queue(), 1)],
             deadline,
         )?;
         let mut timings = Timings::default();
-        // Photos and texts are encoded at the same time, each through its own batcher.
-        let images = futures::future::try_join_all(images.into_iter().enumerate().map(|(i, image)| async move {
-            let mut t = Timings::default();
-            let v = self.image_of(image, i, deadline, &mut t).await?;
-            Ok::<_, ServeError>((v, t))
-        }));
-        let texts = futures::future::try_join_all(model_texts.iter().map(|text| async move {
-            let mut t = Timings::default();
-            let v = self.encoders.text_vector(text, deadline, &mut t).await?;
-            Ok::<_, ServeError>((v, t))
-        }));
+        // Photos and texts are encoded at the same time, each through its own batcher; each
+        // encoder's reservation ends when the request's items are through it.
+        let (image_held, text_held) = (admitted.take(self.encoders.image_queue()), admitted.take(self.encoders.text_queue()));
+        let images = async move {
+            let out = futures::future::try_join_all(images.into_iter().enumerate().map(|(i, image)| async move {
+                let mut t = Timings::default();
+                let v = self.image_of(image, i, deadline, &mut t).await?;
+                Ok::<_, ServeError>((v, t))
+            }))
+            .await;
+            drop(image_held);
+            out
+        };
+        let texts = async {
+            let out = futures::future::try_join_all(model_texts.iter().map(|text| async move {
+                let mut t = Timings::default();
+                let v = self.encoders.text_vector(text, deadline, &mut t).await?;
+                Ok::<_, ServeError>((v, t))
+            }))
+            .await;
+            drop(text_held);
+            out
+        };
         let (images, texts) = tokio::try_join!(images, texts)?;
         // Encoders run in parallel: a request waited as long as its slowest.
         let slowest = images.iter().chain(texts.iter()).map(|(_, t)| *t).max_by_key(|t| t.queue + t.inference);

@@ -1,16 +1,18 @@
 //! The dynamic batcher: a bounded queue in front of a model and one or more dedicated threads
 //! (instances, as Triton's `instance_group`, each with its own copy of the model) that take what
 //! is waiting (up to `max_batch_size`, waiting at most `max_queue_delay` for more), drop
-//! requests whose deadline passed or whose caller went away, and run one forward pass.
+//! requests whose deadline passed or whose caller went away, and run one forward pass. While
+//! other instances are idle, an instance takes only its share of what is waiting (the items ÷
+//! the idle instances), so a burst is spread over every core instead of one batch on one thread.
 //!
 //! libtorch only ever runs on these threads, never on the async workers; they run at a lowered
 //! CPU priority so that accepting, refusing and answering calls never waits behind a forward
 //! pass. A full queue or a deadline nearer than the expected wait is refused at once, before
 //! anything is queued. The queue-time budget is decided once per request, before any of its work
 //! starts, over every queue it will pass ([`crate::admission::admit_pipeline`]): a request holds
-//! a [`Reservation`] on each queue while it runs, so the expected wait a batcher reports (the
-//! measured cost per item × the items promised to it ÷ instances) counts work that is still being
-//! decoded or waits in another stage.
+//! a [`Reservation`] on each queue until its items are through it, so the expected wait a
+//! batcher reports (the measured cost per item × the items promised to it ÷ instances) counts
+//! work that is still being decoded or waits in an earlier stage.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -107,11 +109,20 @@ struct Load {
     internal_queued: AtomicUsize,
 }
 
-/// Items an admitted request will bring to one queue; released when dropped (the request ended).
+/// Items an admitted request will bring to one queue; released when dropped (the request ended,
+/// or its items have passed this queue).
 #[derive(Debug)]
 pub struct Reservation {
+    queue: &'static str,
     load: Arc<Load>,
     items: usize,
+}
+
+impl Reservation {
+    /// The queue the items are promised to.
+    pub fn queue(&self) -> &'static str {
+        self.queue
+    }
 }
 
 impl Drop for Reservation {
@@ -130,6 +141,7 @@ pub struct Batcher<I, O> {
     max_batch: usize,
     cost: Arc<Cost>,
     load: Arc<Load>,
+    idle: Arc<AtomicUsize>,
 }
 
 impl<I, O> Clone for Batcher<I, O> {
@@ -143,6 +155,7 @@ impl<I, O> Clone for Batcher<I, O> {
             max_batch: self.max_batch,
             cost: self.cost.clone(),
             load: self.load.clone(),
+            idle: self.idle.clone(),
         }
     }
 }
@@ -167,18 +180,20 @@ impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
         metrics::gauge!(m::QUEUE_CAPACITY, "model" => name).set(capacity as f64);
         let cost = Arc::new(Cost::default());
         let load = Arc::new(Load::default());
+        let idle = Arc::new(AtomicUsize::new(0));
         let instances = workers.len();
         for (i, mut worker) in workers.into_iter().enumerate() {
             let (rx, cost, load, version) = (rx.clone(), cost.clone(), load.clone(), version.clone());
+            let idle = idle.clone();
             std::thread::Builder::new()
                 .name(format!("batcher-{name}-{i}"))
                 .spawn(move || {
                     lower_priority(name, cfg.nice);
-                    run_loop(name, &version, cfg, &rx, &mut worker, &cost, &load)
+                    run_loop(name, &version, cfg, Shared { rx: &rx, cost: &cost, load: &load, idle: &idle }, &mut worker)
                 })
                 .expect("spawn batcher thread");
         }
-        Batcher { name, tx, capacity, instances, max_queue_time: cfg.max_queue_time, max_batch: cfg.max_batch_size.max(1), cost, load }
+        Batcher { name, tx, capacity, instances, max_queue_time: cfg.max_queue_time, max_batch: cfg.max_batch_size.max(1), cost, load, idle }
     }
 
     /// Queues `input`; refuses at once when the queue is full or when `deadline` falls before
@@ -236,7 +251,8 @@ impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
 
     /// Expected wait before an item admitted now starts: the measured cost per item × (items
     /// reserved by admitted requests still running + internal items queued) ÷ instances. It
-    /// counts a running request's items until the request ends, so it errs on the long side.
+    /// counts a request's items from admission until they are through this queue (or the request
+    /// ends), so it errs on the long side.
     pub fn expected_wait(&self) -> Duration {
         let ahead = self.load.reserved.load(Ordering::Relaxed) + self.load.internal_queued.load(Ordering::Relaxed);
         self.cost.expected_wait(ahead, self.instances)
@@ -245,7 +261,7 @@ impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
     /// Promises `items` items of an admitted request to this queue, until the reservation drops.
     pub fn reserve(&self, items: usize) -> Reservation {
         self.load.reserved.fetch_add(items, Ordering::Relaxed);
-        Reservation { load: self.load.clone(), items }
+        Reservation { queue: self.name, load: self.load.clone(), items }
     }
 
     /// Most items per forward pass.
@@ -256,6 +272,11 @@ impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
     /// Threads (model instances) taking from this queue.
     pub fn instances(&self) -> usize {
         self.instances
+    }
+
+    /// Instances waiting for work now.
+    pub fn idle_instances(&self) -> usize {
+        self.idle.load(Ordering::Relaxed)
     }
 }
 
@@ -294,27 +315,53 @@ impl WeightBudget {
     }
 }
 
-fn run_loop<W: BatchWorker>(
-    name: &'static str,
-    version: &str,
-    cfg: BatchConfig,
-    rx: &Receiver<Item<W::Input, W::Output>>,
-    worker: &mut W,
-    cost: &Cost,
-    load: &Load,
-) {
+/// Most items an instance takes when `idle` other instances wait and `queued` items wait
+/// behind the one it holds: its share, so that the others start on the rest at once.
+fn share(max: usize, queued: usize, idle: usize) -> usize {
+    if idle == 0 {
+        return max;
+    }
+    (queued + 1).div_ceil(idle + 1).clamp(1, max)
+}
+
+/// What the instances of one batcher share.
+struct Shared<'a, I, O> {
+    rx: &'a Receiver<Item<I, O>>,
+    cost: &'a Cost,
+    load: &'a Load,
+    /// Instances blocked waiting for a first item.
+    idle: &'a AtomicUsize,
+}
+
+fn run_loop<W: BatchWorker>(name: &'static str, version: &str, cfg: BatchConfig, queue: Shared<'_, W::Input, W::Output>, worker: &mut W) {
+    let Shared { rx, cost, load, idle } = queue;
     let max = cfg.max_batch_size.max(1);
     let mut last_batch = 0usize;
     // An item taken that would have pushed its batch past the weight budget starts the next.
     let mut held: Option<Item<W::Input, W::Output>> = None;
-    while let Some(first) = held.take().or_else(|| rx.recv().ok()) {
+    loop {
+        let first = match held.take() {
+            Some(item) => item,
+            None => {
+                idle.fetch_add(1, Ordering::SeqCst);
+                let next = rx.recv();
+                idle.fetch_sub(1, Ordering::SeqCst);
+                match next {
+                    Ok(item) => item,
+                    Err(_) => break,
+                }
+            }
+        };
+        let others_idle = idle.load(Ordering::SeqCst);
+        let take = share(max, rx.len(), others_idle);
         let mut budget = cfg.max_batch_weight.map(|limit| WeightBudget::new(limit, worker.weight(&first.input)));
         let mut items = vec![first];
         let fill_until = Instant::now() + cfg.max_queue_delay;
-        // Wait for a batch to fill only under concurrency (the last batch had company): a lone
-        // request on an idle model runs at once instead of paying the queue delay.
-        let wait = !cfg.max_queue_delay.is_zero() && last_batch > 1;
-        while items.len() < max {
+        // Wait for a batch to fill only under concurrency (the last batch had company) and when
+        // no other instance is idle to take what comes: a lone request on an idle model runs at
+        // once instead of paying the queue delay.
+        let wait = !cfg.max_queue_delay.is_zero() && last_batch > 1 && others_idle == 0;
+        while items.len() < take {
             // Take what is already there without waiting, then wait out the delay.
             let next = match rx.try_recv() {
                 Ok(item) => Some(item),
@@ -674,6 +721,48 @@ mod tests {
             assert_eq!(h.await.unwrap(), i as i64 + 1);
         }
         assert_eq!(most.load(Ordering::SeqCst), 2, "two instances ran batches at the same time");
+    }
+
+    #[test]
+    fn an_instance_takes_its_share_while_others_are_idle() {
+        assert_eq!(share(32, 7, 0), 32, "nobody idle: a full batch");
+        assert_eq!(share(32, 7, 1), 4, "8 items, 2 instances free");
+        assert_eq!(share(32, 0, 1), 1, "alone in the queue: run it now");
+        assert_eq!(share(32, 8, 2), 3);
+        assert_eq!(share(2, 30, 1), 2, "never past the batch size");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_burst_on_idle_instances_is_spread_over_them() {
+        let (running, most) = (Arc::default(), Arc::new(std::sync::atomic::AtomicUsize::new(0)));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let workers = (0..2).map(|_| Spread { overlap: Overlap { running: Arc::clone(&running), most: most.clone() }, seen: seen.clone() }).collect();
+        let cfg = BatchConfig { max_batch_size: 32, max_queue_delay: Duration::from_millis(20), queue_capacity: 64, max_queue_time: None, nice: 0, max_batch_weight: None };
+        let b = Batcher::spawn_instances("spread", "1".into(), cfg, workers);
+        until(|| b.idle_instances() == 2).await;
+        let handles: Vec<_> = (0..8).map(|i| { let b = b.clone(); tokio::spawn(async move { b.submit(i, None).await.unwrap().value }) }).collect();
+        for (i, h) in handles.into_iter().enumerate() {
+            assert_eq!(h.await.unwrap(), i as i64 + 1);
+        }
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.iter().sum::<usize>(), 8, "{seen:?}");
+        assert!(seen.iter().all(|&n| n < 8), "one instance took the whole burst: {seen:?}");
+        assert_eq!(most.load(Ordering::SeqCst), 2, "both instances computed at once: {seen:?}");
+    }
+
+    /// An [`Overlap`] that records its batch sizes.
+    struct Spread {
+        overlap: Overlap,
+        seen: Arc<Mutex<Vec<usize>>>,
+    }
+
+    impl BatchWorker for Spread {
+        type Input = i64;
+        type Output = i64;
+        fn run(&mut self, inputs: Vec<i64>) -> Result<Vec<Result<i64, ServeError>>, ServeError> {
+            self.seen.lock().unwrap().push(inputs.len());
+            self.overlap.run(inputs)
+        }
     }
 
     #[tokio::test]

@@ -79,7 +79,9 @@ impl App {
         let page = (req.k as usize).min(depth.saturating_sub(start));
         let mut timings = Timings::default();
         // Admitted once over the text encoder and the scorer, before either starts.
-        let _admitted = admit_pipeline(&[], &[(self.encoders.text_queue(), 1), (version.worker.queue(), 1)], deadline)?;
+        let mut admitted = admit_pipeline(&[], &[(self.encoders.text_queue(), 1), (version.worker.queue(), 1)], deadline)?;
+        // Held until the query's vector is made (a cached one was never queued).
+        let text_held = admitted.take(self.encoders.text_queue());
         // Where the law applies, the version's query detector reads the text too: a paraphrase
         // the word list misses is withheld all the same.
         let mut text = None;
@@ -105,6 +107,7 @@ impl App {
                     self.encoders.text_vector(&read, deadline, &mut timings).await?
                 }
             };
+            drop(text_held);
             found = if fused {
                 let ranking = Ranking { query: &query, restricted_region: region.restricted, filter: &filter, weight };
                 self.fused(&version, text, &ranking, start + page + 1, deadline, &mut timings).await?
