@@ -11,7 +11,8 @@ import glob
 import os
 import time
 
-import torch, numpy as np
+import numpy as np
+import torch
 from PIL import Image
 torch.set_num_threads(int(os.environ.get("THREADS", "1")))
 E = os.path.join(os.environ.get("IMAGESEARCH_HOME", os.path.expanduser("~/.cache/imagesearch")), "encoders")
@@ -24,28 +25,27 @@ def timeit(f, n=30):
         t = time.perf_counter(); f(); ts.append(time.perf_counter() - t)
     return 1000 * float(np.median(ts))
 
-class Cast(torch.nn.Module):
-    def __init__(self, inner, cl):
-        super().__init__(); self.inner, self.cl = inner, cl
+class Bf16(torch.nn.Module):
+    """The network in bf16 behind a cast of its fp32 input to bf16, channels-last."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
     def forward(self, x):
-        x = x.to(torch.bfloat16)
-        if self.cl: x = x.contiguous(memory_format=torch.channels_last)
-        return self.inner(x).float()
+        return self.inner(x.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)).float()
 
-def cos(a, b):
-    return torch.nn.functional.cosine_similarity(a.float(), b.float(), dim=1)
 
-if True:
-    files = sorted(glob.glob(D + "/test_images/*"))[:64]
-    x = torch.stack([torch.from_numpy(np.asarray(Image.open(f).convert("RGB").resize((224, 224), Image.BILINEAR), dtype=np.float32) / 255).permute(2, 0, 1) for f in files])
-    ref = torch.jit.load(E + "/efficientnet-lite0/encoder.pt").eval()
-    fast = torch.jit.load(E + "/efficientnet-lite0/encoder.cpu.pt").eval()
-    with torch.no_grad():
-        want = ref(x)
-        b16 = torch.jit.load(E + "/efficientnet-lite0/encoder.pt").eval().to(torch.bfloat16)
-        bf = torch.jit.freeze(torch.jit.trace(Cast(b16, True), x[:2]).eval())
-        got = torch.cat([bf(x[i:i+8]) for i in range(0, len(x), 8)])
-        c = cos(got, want)
-        print(f"image bf16: min cos {c.min():.5f} mean {c.mean():.6f} max abs {(got-want).abs().max():.3e}")
-        for b in (1, 4):
-            print(f"image b{b}: fp32 cpu.pt {timeit(lambda: fast(x[:b])):.2f} ms, bf16 {timeit(lambda: bf(x[:b])):.2f} ms")
+files = sorted(glob.glob(D + "/test_images/*"))[:64]
+x = torch.stack([torch.from_numpy(np.asarray(Image.open(f).convert("RGB").resize((224, 224), Image.BILINEAR), dtype=np.float32) / 255).permute(2, 0, 1) for f in files])
+ref = torch.jit.load(E + "/efficientnet-lite0/encoder.pt").eval()
+fast = torch.jit.load(E + "/efficientnet-lite0/encoder.cpu.pt").eval()
+with torch.no_grad():
+    want = ref(x)
+    b16 = torch.jit.load(E + "/efficientnet-lite0/encoder.pt").eval().to(torch.bfloat16)
+    bf = torch.jit.freeze(torch.jit.trace(Bf16(b16), x[:2]).eval())
+    got = torch.cat([bf(x[i:i + 8]) for i in range(0, len(x), 8)])
+    c = torch.nn.functional.cosine_similarity(got, want, dim=1)
+    print(f"image bf16: min cos {c.min():.5f} mean {c.mean():.6f} max abs {(got - want).abs().max():.3e}")
+    for b in (1, 4):
+        print(f"image b{b}: fp32 cpu.pt {timeit(lambda: fast(x[:b])):.2f} ms, bf16 {timeit(lambda: bf(x[:b])):.2f} ms")

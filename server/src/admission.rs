@@ -53,6 +53,13 @@ impl Admitted {
     }
 }
 
+/// Runs `work`, then ends `reservation`: a stage's reservation lasts as long as its work.
+pub async fn holding<T>(reservation: Option<Reservation>, work: impl std::future::Future<Output = T>) -> T {
+    let out = work.await;
+    drop(reservation);
+    out
+}
+
 /// Admits a request that brings `items` to each queue: first the `parallel` stages (they run at
 /// the same time, the slowest counts), then the `serial` ones. Its expected wait is the sum; past
 /// the queues' budget (RESOURCE_EXHAUSTED) or past `deadline` (DEADLINE_EXCEEDED) it is refused

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use imagesearch_compliance::{describes_child, quote, RegionPolicy};
 
-use crate::admission::{admit_pipeline, CallLimits};
+use crate::admission::{admit_pipeline, holding, CallLimits};
 use crate::config::Config;
 use crate::decode::Admission;
 use crate::encoders::{Encoders, Timings};
@@ -144,27 +144,22 @@ impl App {
         let mut timings = Timings::default();
         // Photos and texts are encoded at the same time, each through its own batcher; each
         // encoder's reservation ends when the request's items are through it.
-        let (image_held, text_held) = (admitted.take(self.encoders.image_queue()), admitted.take(self.encoders.text_queue()));
-        let images = async move {
-            let out = futures::future::try_join_all(images.into_iter().enumerate().map(|(i, image)| async move {
+        let images = holding(
+            admitted.take(self.encoders.image_queue()),
+            futures::future::try_join_all(images.into_iter().enumerate().map(|(i, image)| async move {
                 let mut t = Timings::default();
                 let v = self.image_of(image, i, deadline, &mut t).await?;
                 Ok::<_, ServeError>((v, t))
-            }))
-            .await;
-            drop(image_held);
-            out
-        };
-        let texts = async {
-            let out = futures::future::try_join_all(model_texts.iter().map(|text| async move {
+            })),
+        );
+        let texts = holding(
+            admitted.take(self.encoders.text_queue()),
+            futures::future::try_join_all(model_texts.iter().map(|text| async move {
                 let mut t = Timings::default();
                 let v = self.encoders.text_vector(text, deadline, &mut t).await?;
                 Ok::<_, ServeError>((v, t))
-            }))
-            .await;
-            drop(text_held);
-            out
-        };
+            })),
+        );
         let (images, texts) = tokio::try_join!(images, texts)?;
         // Encoders run in parallel: a request waited as long as its slowest.
         let slowest = images.iter().chain(texts.iter()).map(|(_, t)| *t).max_by_key(|t| t.queue + t.inference);

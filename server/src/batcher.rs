@@ -275,7 +275,8 @@ impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
     }
 
     /// Instances waiting for work now.
-    pub fn idle_instances(&self) -> usize {
+    #[cfg(test)]
+    fn idle_instances(&self) -> usize {
         self.idle.load(Ordering::Relaxed)
     }
 }
