@@ -233,6 +233,11 @@ fn two_replicas_on_one_database_serve_one_gallery_and_one_rollout() {
             cb.gallery_stats().await.map(|s| s.photos == 5).unwrap_or(false)
         })
         .await;
+        // B's stats read the shared store; its search index follows the store within a poll.
+        eventually("every photo acknowledged by A, in B's search", || async {
+            cb.search("a photo", Some("US"), 10).await.map(|r| r.hits.len() == 5).unwrap_or(false)
+        })
+        .await;
         let us = cb.search("a photo", Some("US"), 10).await.unwrap();
         assert_eq!(us.hits.len(), 5);
         assert!(us.hits.iter().all(|s| !matches!(s, Slot::Photo(p) if p.id.starts_with("unacked-"))));
