@@ -6,7 +6,8 @@
 #
 #   bash bench/ab.sh A_CMD B_CMD "op:concurrency ..."      e.g. "score:8 search:1"
 #
-# AB_DURATION_S (8) per point, AB_DATA (the product dataset: test_queries.csv, test_images/).
+# AB_DURATION_S (8) per point, AB_DATA (the product dataset: test_queries.csv, test_images/),
+# AB_LOAD_FLAGS (more flags for `imagesearch loadtest`, e.g. --ignore-pushback).
 # Prints one line per point: answered req/s, refusals, p50 / p99 ms, the server's CPU seconds;
 # writes each point's loadtest JSON and the server's /metrics to var/ab/.
 set -euo pipefail
@@ -27,7 +28,7 @@ point() { # label cmd op concurrency repeat
   for _ in $(seq 1 600); do IMAGESEARCH_ENDPOINT=$EP "$BIN_DIR/imagesearch" health >/dev/null 2>&1 && break; sleep 0.5; done
   t0=$(awk '{print $14 + $15}' "/proc/$pid/stat")
   IMAGESEARCH_ENDPOINT=$EP "$BIN_DIR/imagesearch" --json loadtest --data "$DATA" --mix "$3" --concurrency "$4" \
-    --duration-s "${AB_DURATION_S:-8}" --warmup-s 2 --region US > "$name.json"
+    --duration-s "${AB_DURATION_S:-8}" --warmup-s 2 --region US ${AB_LOAD_FLAGS:-} > "$name.json"
   t1=$(awk '{print $14 + $15}' "/proc/$pid/stat")
   curl -s "127.0.0.1:$METRICS/metrics" > "$name.metrics" || true
   kill -TERM "$pid"; wait "$pid" || true

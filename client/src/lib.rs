@@ -79,6 +79,15 @@ impl ClientError {
             _ => None,
         }
     }
+
+    /// How long the server asked the caller to wait before sending the request again (its
+    /// retry pushback on a refusal), when it asked.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            ClientError::Status(s) => retry::pushback(s),
+            _ => None,
+        }
+    }
 }
 
 impl From<Status> for ClientError {

@@ -77,12 +77,39 @@ pub struct LoadConfig {
     pub seed: u64,
     /// Most requests outstanding in open-loop mode before new ones count as client overload.
     pub max_outstanding: usize,
+    /// Closed loop: a worker whose request was refused with a retry pushback waits that long
+    /// before its next request, as a well-behaved client does (the refusal is still counted).
+    pub honour_pushback: bool,
+}
+
+/// A request that did not succeed: the status code's name, and the wait the server asked for.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Failure {
+    pub code: String,
+    pub retry_after: Option<Duration>,
+}
+
+impl Failure {
+    /// A failure without a pushback.
+    pub fn code(code: impl Into<String>) -> Self {
+        Failure { code: code.into(), retry_after: None }
+    }
+}
+
+impl From<&ClientError> for Failure {
+    fn from(e: &ClientError) -> Self {
+        let code = match e.code() {
+            Some(c) => crate::code_name(c),
+            None => "CLIENT".into(),
+        };
+        Failure { code, retry_after: e.retry_after() }
+    }
 }
 
 /// Something to send requests to (the server, or a stub in tests).
 pub trait Target: Send + Sync + 'static {
     /// Sends request number `i` of kind `op`; returns the version that served, or the status code name.
-    fn call(&self, op: Op, i: u64) -> impl std::future::Future<Output = Result<u32, String>> + Send;
+    fn call(&self, op: Op, i: u64) -> impl std::future::Future<Output = Result<u32, Failure>> + Send;
 }
 
 /// Latency percentiles in milliseconds.
@@ -126,6 +153,10 @@ pub struct Report {
     pub latency: Latency,
     pub by_op: BTreeMap<String, Latency>,
     pub versions: BTreeMap<u32, u64>,
+    /// Closed loop: how often a worker waited as a refusal's pushback asked, and for how long
+    /// in all (seconds).
+    pub pushbacks: u64,
+    pub pushed_back_s: f64,
 }
 
 struct Recorder {
@@ -135,6 +166,8 @@ struct Recorder {
     errors: BTreeMap<String, u64>,
     versions: BTreeMap<u32, u64>,
     ok: u64,
+    pushbacks: u64,
+    pushed_back: Duration,
 }
 
 fn histogram() -> Histogram<u64> {
@@ -143,10 +176,10 @@ fn histogram() -> Histogram<u64> {
 
 impl Recorder {
     fn new() -> Self {
-        Recorder { all: histogram(), failed: histogram(), by_op: BTreeMap::new(), errors: BTreeMap::new(), versions: BTreeMap::new(), ok: 0 }
+        Recorder { all: histogram(), failed: histogram(), by_op: BTreeMap::new(), errors: BTreeMap::new(), versions: BTreeMap::new(), ok: 0, pushbacks: 0, pushed_back: Duration::ZERO }
     }
 
-    fn record(&mut self, op: Op, latency: Duration, outcome: Result<u32, String>) {
+    fn record(&mut self, op: Op, latency: Duration, outcome: Result<u32, Failure>) {
         match outcome {
             Ok(v) => {
                 let us = (latency.as_micros() as u64).clamp(1, 120_000_000);
@@ -155,9 +188,9 @@ impl Recorder {
                 *self.versions.entry(v).or_default() += 1;
                 self.ok += 1;
             }
-            Err(code) => {
+            Err(f) => {
                 self.failed.saturating_record((latency.as_micros() as u64).clamp(1, 120_000_000));
-                *self.errors.entry(code).or_default() += 1
+                *self.errors.entry(f.code).or_default() += 1
             }
         }
     }
@@ -190,7 +223,7 @@ pub async fn run<T: Target>(target: Arc<T>, cfg: &LoadConfig) -> Report {
     };
     let finish = {
         let counted = counted.clone();
-        move |rec: &Arc<Mutex<Recorder>>, op: Op, scheduled: Instant, outcome: Result<u32, String>| {
+        move |rec: &Arc<Mutex<Recorder>>, op: Op, scheduled: Instant, outcome: Result<u32, Failure>| {
             let in_window = scheduled >= measure_from && end.is_none_or(|e| scheduled < e);
             if in_window && counted.fetch_add(1, Ordering::Relaxed) < limit {
                 rec.lock().unwrap_or_else(|e| e.into_inner()).record(op, scheduled.elapsed(), outcome);
@@ -204,6 +237,7 @@ pub async fn run<T: Target>(target: Arc<T>, cfg: &LoadConfig) -> Report {
                 let (target, rec, mix, issued) = (target.clone(), rec.clone(), cfg.mix.clone(), issued.clone());
                 let done = done.clone();
                 let finish = finish.clone();
+                let honour = cfg.honour_pushback;
                 let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed.wrapping_add(w as u64));
                 workers.spawn(async move {
                     while !done() {
@@ -211,7 +245,17 @@ pub async fn run<T: Target>(target: Arc<T>, cfg: &LoadConfig) -> Report {
                         let i = issued.fetch_add(1, Ordering::Relaxed);
                         let t0 = Instant::now();
                         let outcome = target.call(op, i).await;
+                        let asked = outcome.as_ref().err().and_then(|f| f.retry_after).filter(|_| honour);
                         finish(&rec, op, t0, outcome);
+                        if let Some(wait) = asked {
+                            let asked_until = Instant::now() + crate::retry::jittered(wait);
+                            let until = end.map_or(asked_until, |e| e.min(asked_until));
+                            let waited = until.saturating_duration_since(Instant::now());
+                            tokio::time::sleep_until(until.into()).await;
+                            let mut rec = rec.lock().unwrap_or_else(|e| e.into_inner());
+                            rec.pushbacks += 1;
+                            rec.pushed_back += waited;
+                        }
                     }
                 });
             }
@@ -228,7 +272,7 @@ pub async fn run<T: Target>(target: Arc<T>, cfg: &LoadConfig) -> Report {
                 tokio::time::sleep_until(scheduled.into()).await;
                 let op = pick(&cfg.mix, &mut rng);
                 if outstanding.load(Ordering::Relaxed) as usize >= cfg.max_outstanding {
-                    finish(&rec, op, scheduled, Err("CLIENT_OVERLOAD".into()));
+                    finish(&rec, op, scheduled, Err(Failure::code("CLIENT_OVERLOAD")));
                 } else {
                     outstanding.fetch_add(1, Ordering::Relaxed);
                     let (target, rec, outstanding, finish) = (target.clone(), rec.clone(), outstanding.clone(), finish.clone());
@@ -258,6 +302,8 @@ pub async fn run<T: Target>(target: Arc<T>, cfg: &LoadConfig) -> Report {
         latency: summarise(&rec.all),
         by_op: rec.by_op.iter().map(|(op, h)| (op.name().to_string(), summarise(h))).collect(),
         versions: rec.versions.clone(),
+        pushbacks: rec.pushbacks,
+        pushed_back_s: rec.pushed_back.as_secs_f64(),
     }
 }
 
@@ -295,7 +341,7 @@ impl Workload {
     }
 }
 
-type StreamJob = (pb::ScoreRequest, oneshot::Sender<Result<u32, String>>);
+type StreamJob = (pb::ScoreRequest, oneshot::Sender<Result<u32, Failure>>);
 
 /// The server as a load target: Score, Search, and ScoreStream over one shared stream.
 pub struct GrpcTarget {
@@ -304,20 +350,13 @@ pub struct GrpcTarget {
     stream: mpsc::Sender<StreamJob>,
 }
 
-fn code_of(e: &ClientError) -> String {
-    match e.code() {
-        Some(c) => crate::code_name(c),
-        None => "CLIENT".into(),
-    }
-}
-
 impl GrpcTarget {
     /// Opens the shared ScoreStream (at most `in_flight` requests outstanding on it).
     pub async fn new(client: Client, work: Workload, in_flight: usize) -> Result<Self, ClientError> {
         let mut stream = ScoreStream::open(&client, in_flight).await?;
         let (tx, mut rx) = mpsc::channel::<StreamJob>(in_flight.max(1));
         tokio::spawn(async move {
-            let mut waiting: std::collections::HashMap<u64, oneshot::Sender<Result<u32, String>>> = Default::default();
+            let mut waiting: std::collections::HashMap<u64, oneshot::Sender<Result<u32, Failure>>> = Default::default();
             let mut next_id = 0u64;
             let mut open = true;
             loop {
@@ -326,7 +365,7 @@ impl GrpcTarget {
                         Some((req, reply)) => {
                             next_id += 1;
                             if let Err(e) = stream.send(next_id, req).await {
-                                let _ = reply.send(Err(code_of(&e)));
+                                let _ = reply.send(Err(Failure::from(&e)));
                             } else {
                                 waiting.insert(next_id, reply);
                             }
@@ -336,12 +375,12 @@ impl GrpcTarget {
                     answer = stream.recv(), if !waiting.is_empty() => match answer {
                         Ok((id, r)) => {
                             if let Some(reply) = waiting.remove(&id) {
-                                let _ = reply.send(r.map(|(resp, _)| resp.version).map_err(|e| code_of(&e)));
+                                let _ = reply.send(r.map(|(resp, _)| resp.version).map_err(|e| Failure::from(&e)));
                             }
                         }
                         Err(e) => {
                             for (_, reply) in waiting.drain() {
-                                let _ = reply.send(Err(code_of(&e)));
+                                let _ = reply.send(Err(Failure::from(&e)));
                             }
                             break;
                         }
@@ -367,13 +406,13 @@ impl GrpcTarget {
 }
 
 impl Target for GrpcTarget {
-    async fn call(&self, op: Op, i: u64) -> Result<u32, String> {
+    async fn call(&self, op: Op, i: u64) -> Result<u32, Failure> {
         match op {
-            Op::Score => self.client.score_request(self.pairs(i)).await.map(|(r, _)| r.version).map_err(|e| code_of(&e)),
+            Op::Score => self.client.score_request(self.pairs(i)).await.map(|(r, _)| r.version).map_err(|e| Failure::from(&e)),
             Op::Stream => {
                 let (tx, rx) = oneshot::channel();
-                self.stream.send((self.pairs(i), tx)).await.map_err(|_| "STREAM_CLOSED".to_string())?;
-                rx.await.map_err(|_| "STREAM_CLOSED".to_string())?
+                self.stream.send((self.pairs(i), tx)).await.map_err(|_| Failure::code("STREAM_CLOSED"))?;
+                rx.await.map_err(|_| Failure::code("STREAM_CLOSED"))?
             }
             Op::Search => {
                 let w = &self.work;
@@ -383,7 +422,7 @@ impl Target for GrpcTarget {
                     Ok(r) => Ok(r.version),
                     // The client refused a child query itself: a correct answer, not an error.
                     Err(ClientError::QueryWithheld { .. }) => Ok(0),
-                    Err(e) => Err(code_of(&e)),
+                    Err(e) => Err(Failure::from(&e)),
                 }
             }
         }
@@ -454,11 +493,43 @@ mod tests {
     struct Stub;
 
     impl Target for Stub {
-        async fn call(&self, _op: Op, i: u64) -> Result<u32, String> {
+        async fn call(&self, _op: Op, i: u64) -> Result<u32, Failure> {
             let ms = if i % 10 == 9 { 40 } else { 4 };
             tokio::time::sleep(Duration::from_millis(ms)).await;
-            if i % 25 == 24 { Err("Unavailable".into()) } else { Ok(if i % 2 == 0 { 1 } else { 2 }) }
+            if i % 25 == 24 { Err(Failure::code("Unavailable")) } else { Ok(if i % 2 == 0 { 1 } else { 2 }) }
         }
+    }
+
+    /// Refuses every request at once, asking for 30 ms of patience.
+    struct Refuser;
+
+    impl Target for Refuser {
+        async fn call(&self, _op: Op, _i: u64) -> Result<u32, Failure> {
+            Err(Failure { code: "ResourceExhausted".into(), retry_after: Some(Duration::from_millis(30)) })
+        }
+    }
+
+    #[tokio::test]
+    async fn closed_loop_workers_wait_as_a_refusal_asks() {
+        let cfg = |honour_pushback| LoadConfig {
+            mode: Mode::Closed { concurrency: 2 },
+            duration: Some(Duration::from_millis(300)),
+            requests: Some(5_000),
+            warmup: Duration::ZERO,
+            mix: vec![(Op::Score, 1)],
+            seed: 1,
+            max_outstanding: 100,
+            honour_pushback,
+        };
+        // Ignoring the pushback, the workers resend at once and reach the request cap.
+        let rude = run(Arc::new(Refuser), &cfg(false)).await;
+        assert_eq!((rude.errors.get("ResourceExhausted"), rude.pushbacks), (Some(&5_000), 0));
+        // Honouring it, each of the 2 workers sends at most one request per 30 ms of the 300.
+        let polite = run(Arc::new(Refuser), &cfg(true)).await;
+        let sent = polite.errors.get("ResourceExhausted").copied().unwrap_or(0);
+        assert!((2..=22).contains(&sent), "{sent} requests in 300 ms from 2 workers told to wait 30 ms");
+        assert_eq!(polite.pushbacks, sent, "every refusal was waited out");
+        assert!(polite.pushed_back_s > 0.0 && polite.ok == 0);
     }
 
     #[tokio::test]
@@ -471,6 +542,7 @@ mod tests {
             mix: vec![(Op::Score, 1)],
             seed: 1,
             max_outstanding: 100,
+            honour_pushback: true,
         };
         let r = run(Arc::new(Stub), &cfg).await;
         assert_eq!(r.ok + r.errors.values().sum::<u64>(), 200);
@@ -495,6 +567,7 @@ mod tests {
             mix: vec![(Op::Search, 1)],
             seed: 1,
             max_outstanding: 1000,
+            honour_pushback: true,
         };
         let r = run(Arc::new(Stub), &cfg).await;
         let total = r.ok + r.errors.values().sum::<u64>();
@@ -518,6 +591,8 @@ mod tests {
             latency: Latency { count: 10, mean_ms: 1.0, p50_ms: 1.0, p90_ms: 2.0, p95_ms: 2.5, p99_ms: 3.0, p999_ms: 3.0, max_ms: 3.0 },
             by_op: BTreeMap::new(),
             versions: BTreeMap::new(),
+            pushbacks: 0,
+            pushed_back_s: 0.0,
         };
         let rows = vec![(8, rep)];
         assert!(sweep_table(&rows).contains("| 8 | 10.0 | 1.00 |"));

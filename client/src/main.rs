@@ -217,6 +217,10 @@ struct LoadArgs {
     /// production client would; 0 counts every refusal (and how fast it came) as the server gave it.
     #[arg(long, default_value_t = 0)]
     retries: u32,
+    /// Closed loop: resend at once after a refusal, ignoring the server's retry pushback (by
+    /// default a refused worker waits as long as the server asked, as a well-behaved client does).
+    #[arg(long)]
+    ignore_pushback: bool,
 }
 
 /// `gallery review --decision`: what the reviewer saw.
@@ -552,6 +556,7 @@ async fn loadtest_cmd(client: Client, a: LoadArgs, json: bool) -> anyhow::Result
         mix: a.mix.ops.clone(),
         seed: a.seed,
         max_outstanding: 10_000,
+        honour_pushback: !a.ignore_pushback,
     };
     if !a.sweep.is_empty() {
         let mut rows = Vec::new();
@@ -580,6 +585,9 @@ async fn loadtest_cmd(client: Client, a: LoadArgs, json: bool) -> anyhow::Result
         println!("  {op:<7} n={:<6} p50 {:.2} · p99 {:.2}", l.count, l.p50_ms, l.p99_ms);
     }
     println!("errors: {:?} · versions: {:?}", r.errors, r.versions);
+    if r.pushbacks > 0 {
+        println!("waited {} times as refusals asked ({:.1} s in all)", r.pushbacks, r.pushed_back_s);
+    }
     Ok(())
 }
 

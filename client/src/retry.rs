@@ -1,6 +1,7 @@
 //! Retries with exponential back-off and full jitter, for UNAVAILABLE and RESOURCE_EXHAUSTED
 //! only (the server is restarting or full: the same request may succeed later), and never past
-//! the caller's deadline. Every other status is final.
+//! the caller's deadline. Every other status is final. Where the server says how long to wait
+//! (its `grpc-retry-pushback-ms`, gRPC's retry design A6), that wait replaces the back-off.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -22,6 +23,21 @@ impl Default for RetryPolicy {
     fn default() -> Self {
         RetryPolicy { max_attempts: 5, initial_backoff: Duration::from_millis(50), max_backoff: Duration::from_secs(2) }
     }
+}
+
+/// The trailer in which a server tells a refused caller how long to wait, in milliseconds.
+pub const RETRY_PUSHBACK: &str = "grpc-retry-pushback-ms";
+
+/// The wait a refused call's server asked for, when it asked (a malformed or negative value
+/// means none, as in gRPC's retry design).
+pub fn pushback(status: &Status) -> Option<Duration> {
+    let ms: u64 = status.metadata().get(RETRY_PUSHBACK)?.to_str().ok()?.trim().parse().ok()?;
+    Some(Duration::from_millis(ms))
+}
+
+/// `wait` stretched by a random 0–25%, so callers told the same wait do not return together.
+pub fn jittered(wait: Duration) -> Duration {
+    wait.mul_f64(rand::thread_rng().gen_range(1.0..=1.25))
 }
 
 /// Whether a status may be retried.
@@ -53,8 +69,10 @@ impl RetryPolicy {
             if !retryable(err.code()) || attempt >= self.max_attempts.max(1) {
                 return (Err(err), attempt);
             }
-            let ceiling = self.ceiling(attempt);
-            let wait = Duration::from_secs_f64(rand::thread_rng().gen_range(0.0..=ceiling.as_secs_f64()));
+            let wait = match pushback(&err) {
+                Some(asked) => jittered(asked),
+                None => Duration::from_secs_f64(rand::thread_rng().gen_range(0.0..=self.ceiling(attempt).as_secs_f64())),
+            };
             if deadline.is_some_and(|d| Instant::now() + wait >= d) {
                 return (Err(err), attempt);
             }
@@ -111,6 +129,37 @@ mod tests {
             .await;
         assert_eq!(r.unwrap_err().code(), Code::Unavailable, "the last status is returned");
         assert!((1..=4).contains(&attempts), "{attempts} attempts of at least 30 ms each within 100 ms");
+    }
+
+    fn pushed_back(ms: &str) -> Status {
+        let mut s = Status::resource_exhausted("busy");
+        s.metadata_mut().insert(RETRY_PUSHBACK, ms.parse().unwrap());
+        s
+    }
+
+    #[test]
+    fn pushback_is_read_only_when_well_formed() {
+        assert_eq!(pushback(&pushed_back("120")), Some(Duration::from_millis(120)));
+        for bad in ["-5", "soon", "1.5", ""] {
+            assert_eq!(pushback(&pushed_back(bad)), None, "{bad:?}");
+        }
+        assert_eq!(pushback(&Status::resource_exhausted("busy")), None);
+    }
+
+    #[tokio::test]
+    async fn the_servers_pushback_replaces_the_backoff() {
+        // A back-off of at most 1 ms would retry at once; the server asked for 40 ms.
+        let start = Instant::now();
+        let calls = AtomicU32::new(0);
+        let (r, attempts) = fast()
+            .run(None, |_| async { if calls.fetch_add(1, Ordering::SeqCst) == 0 { Err(pushed_back("40")) } else { Ok(1) } })
+            .await;
+        assert_eq!((r.unwrap(), attempts), (1, 2));
+        assert!(start.elapsed() >= Duration::from_millis(40), "retried after {:?}", start.elapsed());
+        // A pushback that would pass the deadline ends the call with the refusal.
+        let deadline = Instant::now() + Duration::from_millis(20);
+        let (r, attempts) = fast().run(Some(deadline), |_| async { Err::<(), _>(pushed_back("1000")) }).await;
+        assert_eq!((r.unwrap_err().code(), attempts), (Code::ResourceExhausted, 1));
     }
 
     #[test]

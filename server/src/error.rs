@@ -2,7 +2,20 @@
 
 use imagesearch_compliance::RegionError;
 use imagesearch_model::{ImageError, ModelError, TextError};
+use std::time::Duration;
+
+use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
+
+/// The trailer that tells a refused caller how long to wait before trying again (gRPC's retry
+/// design, proposal A6: the server's pushback, in whole milliseconds).
+pub const RETRY_PUSHBACK: &str = "grpc-retry-pushback-ms";
+
+/// The shortest pushback given: a caller told to come back sooner would mostly be refused again,
+/// and a storm of instant retries costs the cores the admitted requests need.
+const MIN_PUSHBACK: Duration = Duration::from_millis(50);
+/// The longest: past it a caller would rather be told to look elsewhere.
+const MAX_PUSHBACK: Duration = Duration::from_secs(5);
 
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
@@ -27,10 +40,10 @@ pub enum ServeError {
     DeadlineExceeded(&'static str),
     /// Admission control: the queue's expected wait is past its budget (the work is not queued).
     #[error("{queue} is overloaded: a new request would wait about {} ms, past the budget of {} ms; retry with back-off", .expected.as_millis(), .budget.as_millis())]
-    Overloaded { queue: &'static str, expected: std::time::Duration, budget: std::time::Duration },
+    Overloaded { queue: &'static str, expected: Duration, budget: Duration },
     /// The call's deadline falls before the queue's expected wait is over (the work is not started).
     #[error("the call's deadline is {} ms away, nearer than the {queue} queue's expected wait of about {} ms: not started", .left.as_millis(), .expected.as_millis())]
-    WouldMissDeadline { queue: &'static str, expected: std::time::Duration, left: std::time::Duration },
+    WouldMissDeadline { queue: &'static str, expected: Duration, left: Duration },
     /// Too many calls of one method in flight (--max-concurrent-requests).
     #[error("{limit} {method} calls are in flight, the server's limit; retry with back-off")]
     TooManyRequests { method: &'static str, limit: usize },
@@ -97,9 +110,28 @@ impl ServeError {
     }
 }
 
+impl ServeError {
+    /// How long a refused caller should wait before sending the same request again: for an
+    /// overloaded queue, until the work ahead has drained to within the budget; for a full queue
+    /// or too many calls in flight, the shortest pushback. None where waiting would not help
+    /// (every other error, a full disk, a deadline too near).
+    pub fn retry_after(&self) -> Option<Duration> {
+        let wait = match self {
+            ServeError::Overloaded { expected, budget, .. } => expected.saturating_sub(*budget),
+            ServeError::QueueFull { .. } | ServeError::TooManyRequests { .. } => Duration::ZERO,
+            _ => return None,
+        };
+        Some(wait.clamp(MIN_PUSHBACK, MAX_PUSHBACK))
+    }
+}
+
 impl From<ServeError> for Status {
     fn from(e: ServeError) -> Status {
-        Status::new(e.code(), e.to_string())
+        let mut status = Status::new(e.code(), e.to_string());
+        if let Some(wait) = e.retry_after() {
+            status.metadata_mut().insert(RETRY_PUSHBACK, MetadataValue::from(wait.as_millis() as u64));
+        }
+        status
     }
 }
 
@@ -149,5 +181,26 @@ mod tests {
         }
         let s = Status::from(ServeError::BadImage { index: 2, source: ImageError::Empty });
         assert_eq!(s.message(), "pair 2: image is empty (0 bytes)");
+    }
+
+    fn pushback_ms(e: ServeError) -> Option<String> {
+        Status::from(e).metadata().get(RETRY_PUSHBACK).map(|v| v.to_str().unwrap().to_string())
+    }
+
+    #[test]
+    fn refusals_that_waiting_cures_carry_a_pushback() {
+        let ms = Duration::from_millis;
+        let over = |expected, budget| ServeError::Overloaded { queue: "scorer", expected: ms(expected), budget: ms(budget) };
+        // Until the work ahead is within the budget, never under the floor nor past the ceiling.
+        assert_eq!(pushback_ms(over(1_400, 1_000)).as_deref(), Some("400"));
+        assert_eq!(pushback_ms(over(1_010, 1_000)).as_deref(), Some("50"));
+        assert_eq!(pushback_ms(over(60_000, 1_000)).as_deref(), Some("5000"));
+        assert_eq!(pushback_ms(ServeError::TooManyRequests { method: "Score", limit: 64 }).as_deref(), Some("50"));
+        assert_eq!(pushback_ms(ServeError::QueueFull { queue: "scorer", capacity: 4 }).as_deref(), Some("50"));
+        // Waiting does not cure these: no pushback, so a polite client does not come back.
+        let deadline = ServeError::WouldMissDeadline { queue: "scorer", expected: ms(900), left: ms(10) };
+        for e in [ServeError::DiskFull, deadline, ServeError::Unavailable("warming".into()), ServeError::InvalidArgument("x".into())] {
+            assert_eq!(pushback_ms(e), None);
+        }
     }
 }

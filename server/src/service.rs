@@ -94,7 +94,13 @@ where
         Err(e) => {
             let status = Status::from(e);
             observe(method, 0, status.code(), start);
-            span.in_scope(|| tracing::info!(code = code_label(status.code()), message = status.message(), "refused"));
+            // Shed load is counted in the metrics; a line per refusal would cost an overloaded
+            // server the cores it sheds for.
+            if status.code() == tonic::Code::ResourceExhausted {
+                span.in_scope(|| tracing::debug!(code = code_label(status.code()), message = status.message(), "refused"));
+            } else {
+                span.in_scope(|| tracing::info!(code = code_label(status.code()), message = status.message(), "refused"));
+            }
             let mut status = status;
             if let Ok(v) = id.parse() {
                 status.metadata_mut().insert(REQUEST_ID, v);

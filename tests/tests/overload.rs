@@ -1,6 +1,6 @@
 //! Overload, as behaviour: past its limits the real server refuses at once with
-//! RESOURCE_EXHAUSTED and a message naming the limit, serves everything it admitted, and serves
-//! normally again once the load is gone.
+//! RESOURCE_EXHAUSTED, a message naming the limit and a retry pushback, serves everything it
+//! admitted, and serves normally again once the load is gone.
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -49,6 +49,8 @@ fn past_the_in_flight_limit_calls_are_refused_at_once_and_the_rest_served() {
         for e in &refused {
             assert_eq!(status_code(e), Code::ResourceExhausted, "{e}");
             assert!(e.to_string().contains("2 Score calls are in flight, the server's limit"), "{e}");
+            // The refusal says when to come back: the shortest pushback.
+            assert_eq!(e.retry_after(), Some(std::time::Duration::from_millis(50)), "{e}");
         }
         // The load is gone: everything is served again.
         let (ok, refused) = burst(&server, 2).await;
@@ -73,6 +75,10 @@ fn past_the_queue_time_budget_work_is_shed_and_admitted_work_is_served() {
         for e in &refused {
             assert_eq!(status_code(e), Code::ResourceExhausted, "{e}");
             assert!(e.to_string().contains("is overloaded: a new request would wait about"), "{e}");
+            // Come back once the work ahead has drained to within the budget: at least the
+            // floor, never past the ceiling.
+            let wait = e.retry_after().unwrap_or_else(|| panic!("no pushback on {e}"));
+            assert!((50..=5_000).contains(&wait.as_millis()), "{wait:?}");
         }
         let (ok, refused) = burst(&server, 1).await;
         assert_eq!((ok, refused.len()), (1, 0), "{refused:?}");
