@@ -51,11 +51,18 @@ pub struct ServingVariant {
     pub file: String,
     /// Device kinds it runs on: "cpu", "cuda".
     pub devices: Vec<String>,
+    /// Number format of its weights and activations: "fp32" (the reference's) or "bf16".
+    #[serde(default = "fp32")]
+    pub precision: String,
     /// Largest difference from the reference file's outputs, measured at export.
     pub max_abs_diff: f64,
     /// How it was made.
     #[serde(default)]
     pub how: String,
+}
+
+fn fp32() -> String {
+    "fp32".into()
 }
 
 /// Which file of an encoder to load.
@@ -64,8 +71,12 @@ pub struct ServingVariant {
 pub enum EncoderFile {
     /// The reference export (the trainer's: vectors exactly as versions were trained on).
     Reference,
-    /// The first serving variant made for the device, else the reference.
+    /// The first fp32 serving variant made for the device, else the reference.
     Serving,
+    /// The first bfloat16 serving variant made for the device, else as `Serving`: faster on
+    /// CPUs with native bf16 (AVX512-BF16, AMX), with more drift from the reference's vectors
+    /// (`imagesearch-train eval --encoder-files serving-bf16` measures what it costs).
+    ServingBf16,
 }
 
 fn device_kind(device: Device) -> &'static str {
@@ -92,14 +103,22 @@ impl EncoderManifest {
 
     /// The file to load on `device`: a serving variant made for it, or the reference.
     pub fn file_for(&self, which: EncoderFile, device: Device) -> &str {
+        let variant = |precision: &str| {
+            self.serving
+                .iter()
+                .find(|v| v.precision == precision && v.devices.iter().any(|d| d == device_kind(device)))
+                .map(|v| v.file.as_str())
+        };
         match which {
             EncoderFile::Reference => &self.file,
-            EncoderFile::Serving => self
-                .serving
-                .iter()
-                .find(|v| v.devices.iter().any(|d| d == device_kind(device)))
-                .map_or(self.file.as_str(), |v| v.file.as_str()),
+            EncoderFile::Serving => variant("fp32").unwrap_or(&self.file),
+            EncoderFile::ServingBf16 => variant("bf16").or_else(|| variant("fp32")).unwrap_or(&self.file),
         }
+    }
+
+    /// The sha256 of the file [`Self::file_for`] names (what its vectors are cached under).
+    pub fn sha256_of(&self, which: EncoderFile, device: Device) -> &str {
+        self.files.get(self.file_for(which, device)).map(String::as_str).unwrap_or("")
     }
 
     fn input_usize(&self, key: &str) -> Result<usize, ModelError> {
@@ -262,5 +281,38 @@ impl TextEncoder {
             self.module.forward_ts(&[ids.to_device(self.device), mask.to_device(self.device)])
         })?;
         check_output(&self.manifest, &out, texts.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(serving: serde_json::Value) -> EncoderManifest {
+        serde_json::from_value(serde_json::json!({
+            "name": "e", "kind": "image", "file": "ref.pt", "input": {}, "output_dim": 4,
+            "files": {"ref.pt": "r", "cpu.pt": "c", "bf16.pt": "b", "any.pt": "a"},
+            "serving": serving,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn each_file_choice_names_the_variant_for_its_precision_and_device() {
+        let m = manifest(serde_json::json!([
+            {"file": "bf16.pt", "devices": ["cpu"], "precision": "bf16", "max_abs_diff": 0.1},
+            {"file": "cpu.pt", "devices": ["cpu"], "max_abs_diff": 1e-6},
+            {"file": "any.pt", "devices": ["cpu", "cuda"], "precision": "fp32", "max_abs_diff": 1e-6},
+        ]));
+        let cuda = Device::Cuda(0);
+        // A variant without a precision is fp32 (manifests written before bf16 variants).
+        assert_eq!(m.serving[1].precision, "fp32");
+        assert_eq!(m.file_for(EncoderFile::Reference, Device::Cpu), "ref.pt");
+        assert_eq!(m.file_for(EncoderFile::Serving, Device::Cpu), "cpu.pt", "never the bf16 file unless asked");
+        assert_eq!(m.file_for(EncoderFile::ServingBf16, Device::Cpu), "bf16.pt");
+        // No bf16 variant for the device: the fp32 serving file; none at all: the reference.
+        assert_eq!(m.file_for(EncoderFile::ServingBf16, cuda), "any.pt");
+        assert_eq!(m.file_for(EncoderFile::Serving, Device::Mps), "ref.pt");
+        assert_eq!((m.sha256_of(EncoderFile::ServingBf16, Device::Cpu), m.sha256()), ("b", "r"), "the identity stays the reference");
     }
 }

@@ -174,6 +174,10 @@ struct EvalArgs {
     /// `imagesearch-server --image-views`/`--index-views` cost; default: the version's gallery views.
     #[arg(long, value_enum)]
     image_views: Option<ImageViews>,
+    /// Encoder files to make the vectors with: reference (as trained), serving or serving-bf16
+    /// (as `imagesearch-server --encoder-files` would serve them: what a variant costs).
+    #[arg(long, value_enum, default_value_t = imagesearch_model::EncoderFile::Reference)]
+    encoder_files: imagesearch_model::EncoderFile,
 }
 
 /// A count flag with a lower bound.
@@ -305,13 +309,15 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Eval(a) => {
             let cfg = common(&a.common)?;
-            let (version, metrics) = pipeline::eval(&cfg, a.version, a.queries, a.image_views).context("evaluation failed")?;
+            let out = pipeline::eval(&cfg, a.version, a.queries, a.image_views, a.encoder_files).context("evaluation failed")?;
             if a.json {
-                let out = serde_json::json!({ "version": version, "metrics": metrics });
                 println!("{}", serde_json::to_string_pretty(&out)?);
             } else {
-                println!("scorer version {version}");
-                println!("{}", metrics_table(&metrics));
+                println!("scorer version {}", out.version);
+                println!("{}", metrics_table(&out.metrics));
+                for (group, c) in out.child_detector.iter().flatten() {
+                    println!("child detector, {group}: {}", c.line());
+                }
             }
         }
     }

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::Instant;
 
-use imagesearch_model::{ImageEncoder, ImageViews, TextEncoder, WordMap};
+use imagesearch_model::{EncoderFile, ImageEncoder, ImageViews, TextEncoder, WordMap};
 
 use super::select::Selection;
 use super::{CommonConfig, PipelineError, ProblemGate};
@@ -24,12 +24,19 @@ pub(super) struct Encoders {
 }
 
 impl Encoders {
-    /// Loads the configured encoders and opens their caches.
+    /// Loads the configured encoders (their reference files: the vectors versions train on)
+    /// and opens their caches.
     pub fn load(c: &CommonConfig) -> Result<Self, PipelineError> {
-        let image = ImageEncoder::load(&c.encoders.join(&c.image_encoder), c.device)?;
-        let text = TextEncoder::load(&c.encoders.join(&c.text_encoder), c.device)?;
-        let image_cache = VectorCache::open(&c.cache_dir, image.manifest.sha256(), image.manifest.output_dim as usize)?;
-        let text_cache = VectorCache::open(&c.cache_dir, text.manifest.sha256(), text.manifest.output_dim as usize)?;
+        Self::load_files(c, EncoderFile::Reference)
+    }
+
+    /// Loads `which` file of each encoder; each cache is keyed by the file loaded, so vectors of
+    /// a serving variant never mix with the reference's.
+    pub fn load_files(c: &CommonConfig, which: EncoderFile) -> Result<Self, PipelineError> {
+        let image = ImageEncoder::load_file(&c.encoders.join(&c.image_encoder), c.device, which)?;
+        let text = TextEncoder::load_file(&c.encoders.join(&c.text_encoder), c.device, which)?;
+        let cache = |m: &imagesearch_model::EncoderManifest| VectorCache::open(&c.cache_dir, m.sha256_of(which, c.device), m.output_dim as usize);
+        let (image_cache, text_cache) = (cache(&image.manifest)?, cache(&text.manifest)?);
         Ok(Encoders { image, text, image_cache, text_cache })
     }
 }

@@ -2,10 +2,10 @@
 //! version back and evaluates it, and the `eval` job (the metrics of an existing version,
 //! optionally on other queries or with the photo vectors of `--image-views original`).
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 
-use imagesearch_model::{ImageViews, ModelRepository, Scorer, WordMap};
+use imagesearch_model::{ChildDetector, EncoderFile, ImageViews, ModelRepository, Scorer, WordMap};
 use tracing::warn;
 
 use super::encode::{drop_unencoded_test_photos, encode_photos, encode_texts, mapped_texts, served_texts, Encoders, TrainingVectors};
@@ -14,6 +14,7 @@ use super::select::Selection;
 use super::version::Draft;
 use super::{CommonConfig, PipelineError, ProblemGate, TrainConfig};
 use crate::dataset::{queries_on_test_photos, Dataset};
+use crate::detector::{label_from_captions, Confusion};
 use crate::evaluate::{self, Evaluation, Metrics};
 use crate::labels::Aggregation;
 use crate::{split, tables};
@@ -48,15 +49,26 @@ pub(super) fn evaluate_staged(
     Ok(evaluation)
 }
 
+/// What `imagesearch-train eval` measured.
+#[derive(serde::Serialize, Debug)]
+pub struct Evaluated {
+    pub version: u32,
+    pub metrics: Metrics,
+    /// The version's photo child detector at its threshold on these vectors, by group
+    /// (`judged_heldout`, `test_photos`); None when the version ships no detector.
+    pub child_detector: Option<BTreeMap<String, Confusion>>,
+}
+
 /// Evaluates an existing version (default: the newest); `queries` replaces the test queries
-/// (same format), and `views` makes the photo vectors as `imagesearch-server --image-views`
-/// would.
+/// (same format), `views` makes the photo vectors as `imagesearch-server --image-views` would,
+/// and `files` picks the encoder files (`--encoder-files`: what a serving variant costs).
 pub fn eval(
     c: &CommonConfig,
     version: Option<u32>,
     queries: Option<PathBuf>,
     views: Option<ImageViews>,
-) -> Result<(u32, Metrics), PipelineError> {
+    files: EncoderFile,
+) -> Result<Evaluated, PipelineError> {
     let repo = ModelRepository::new(&c.models);
     let available = repo.versions()?;
     let version = match version {
@@ -72,7 +84,7 @@ pub fn eval(
         Some(v) => v,
         None => scorer.manifest.index_views.as_deref().unwrap_or("both").parse().map_err(PipelineError::NoData)?,
     };
-    let mut enc = Encoders::load(c)?;
+    let mut enc = Encoders::load_files(c, files)?;
     scorer.manifest.check_encoders(&enc.image.manifest, &enc.text.manifest)?;
     let method: Aggregation = serde_json::from_value(serde_json::Value::String(scorer.manifest.aggregation.clone()))
         .unwrap_or(Aggregation::Pooled);
@@ -132,7 +144,36 @@ pub fn eval(
         calib_mean,
         seed,
     )?;
-    Ok((version, evaluation.metrics))
+    let judged: BTreeSet<&str> = data.judged.iter().map(|p| p.image.as_str()).collect();
+    let child_detector = scorer.detector.as_ref().map(|d| detector_on(d, &data, &judged, &heldout, &serving));
+    Ok(Evaluated { version, metrics: evaluation.metrics, child_detector })
+}
+
+/// The detector's confusion at its threshold on the captioned held-out judged photos and the
+/// captioned test photos (labels from their own captions, as at training).
+fn detector_on(
+    d: &ChildDetector,
+    data: &Dataset,
+    judged: &BTreeSet<&str>,
+    heldout: &HashSet<String>,
+    serving: &HashMap<String, Vec<f32>>,
+) -> BTreeMap<String, Confusion> {
+    let test: HashSet<&str> = data.test_images.iter().map(String::as_str).collect();
+    let heldout_judged: Vec<&str> = judged.iter().copied().filter(|p| heldout.contains(*p) && !test.contains(p)).collect();
+    let groups = [("judged_heldout", heldout_judged), ("test_photos", test.iter().copied().collect())];
+    groups
+        .into_iter()
+        .map(|(name, photos)| {
+            let (mut scores, mut positive) = (Vec::new(), Vec::new());
+            for p in photos.into_iter().filter(|p| data.captioned.contains(*p)) {
+                if let Some(v) = serving.get(p) {
+                    scores.push(d.probability(v));
+                    positive.push(label_from_captions(data.own_captions.get(p).into_iter().flatten().map(String::as_str)));
+                }
+            }
+            (name.to_string(), Confusion::at(&scores, &positive, d.info.threshold))
+        })
+        .collect()
 }
 
 /// The texts an evaluation reads: the judged pairs' and the test queries'.

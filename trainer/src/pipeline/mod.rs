@@ -29,7 +29,7 @@ use crate::tables::{Problem, TableError};
 use crate::vectors::VectorError;
 
 pub use encode::Pass;
-pub use eval::eval;
+pub use eval::{eval, Evaluated};
 pub use levers::{LeverReport, QueryBankConfig};
 pub use version::{Hyperparameters, TrainingSummary};
 
