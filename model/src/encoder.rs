@@ -77,6 +77,38 @@ pub enum EncoderFile {
     /// CPUs with native bf16 (AVX512-BF16, AMX), with more drift from the reference's vectors
     /// (`imagesearch-train eval --encoder-files serving-bf16` measures what it costs).
     ServingBf16,
+    /// `ServingBf16` on a CPU that does bf16 arithmetic natively (AVX512-BF16 or AMX in
+    /// /proc/cpuinfo), else `Serving` (emulated bf16 would be slower than fp32).
+    Auto,
+}
+
+/// Whether this machine's CPU does bf16 arithmetic natively (Linux x86: `avx512_bf16` or
+/// `amx_bf16` among /proc/cpuinfo's flags); read once.
+pub fn cpu_has_native_bf16() -> bool {
+    static NATIVE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *NATIVE.get_or_init(|| {
+        let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        native_bf16_in(&info)
+    })
+}
+
+fn native_bf16_in(cpuinfo: &str) -> bool {
+    cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("flags"))
+        .flat_map(|l| l.split_whitespace())
+        .any(|f| f == "avx512_bf16" || f == "amx_bf16")
+}
+
+impl EncoderFile {
+    /// What `self` means on `device` on this machine (`Auto` resolved; the rest unchanged).
+    pub fn resolve(self, device: Device) -> EncoderFile {
+        match self {
+            EncoderFile::Auto if device == Device::Cpu && cpu_has_native_bf16() => EncoderFile::ServingBf16,
+            EncoderFile::Auto => EncoderFile::Serving,
+            other => other,
+        }
+    }
 }
 
 fn device_kind(device: Device) -> &'static str {
@@ -109,9 +141,9 @@ impl EncoderManifest {
                 .find(|v| v.precision == precision && v.devices.iter().any(|d| d == device_kind(device)))
                 .map(|v| v.file.as_str())
         };
-        match which {
+        match which.resolve(device) {
             EncoderFile::Reference => &self.file,
-            EncoderFile::Serving => variant("fp32").unwrap_or(&self.file),
+            EncoderFile::Serving | EncoderFile::Auto => variant("fp32").unwrap_or(&self.file),
             EncoderFile::ServingBf16 => variant("bf16").or_else(|| variant("fp32")).unwrap_or(&self.file),
         }
     }
@@ -314,5 +346,17 @@ mod tests {
         assert_eq!(m.file_for(EncoderFile::ServingBf16, cuda), "any.pt");
         assert_eq!(m.file_for(EncoderFile::Serving, Device::Mps), "ref.pt");
         assert_eq!((m.sha256_of(EncoderFile::ServingBf16, Device::Cpu), m.sha256()), ("b", "r"), "the identity stays the reference");
+        // Auto: bf16 only on a CPU that does it natively, never on a GPU.
+        let auto = if cpu_has_native_bf16() { "bf16.pt" } else { "cpu.pt" };
+        assert_eq!(m.file_for(EncoderFile::Auto, Device::Cpu), auto);
+        assert_eq!(m.file_for(EncoderFile::Auto, cuda), "any.pt");
+    }
+
+    #[test]
+    fn native_bf16_is_read_from_the_cpu_flags() {
+        assert!(native_bf16_in("processor : 0\nflags\t\t: fpu sse2 avx512f avx512_bf16 amx_tile\n"));
+        assert!(native_bf16_in("flags : fpu amx_bf16\n"));
+        assert!(!native_bf16_in("flags : fpu sse2 avx512f avx512bw\nbugs : avx512_bf16_is_not_a_flag_here\n"));
+        assert!(!native_bf16_in(""));
     }
 }

@@ -158,6 +158,8 @@ fn main() -> anyhow::Result<()> {
         image_instances = image_copies,
         text_instances = text_copies,
         torch_threads = tch::get_num_threads(),
+        image_file = images[0].manifest.file_for(cfg.encoder_files, device),
+        text_file = texts[0].manifest.file_for(cfg.encoder_files, texts[0].device()),
         image_max_batch_size = cfg.image_batch_size(device),
         "model instances"
     );
