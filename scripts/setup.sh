@@ -69,7 +69,7 @@ fi
 # 2. TorchScript export of both encoders (skipped when the manifests exist).
 # Encoders exported before serving variants existed gain them (their reference files untouched).
 if ! grep -q '"encoder.cpu-bf16.pt"' "$ENCODERS/efficientnet-lite0/manifest.json" 2>/dev/null \
-   || ! grep -q '"serving"' "$ENCODERS/minilm-l6-v2/manifest.json" 2>/dev/null; then
+   || ! grep -q '"encoder.portable-bf16.pt"' "$ENCODERS/minilm-l6-v2/manifest.json" 2>/dev/null; then
   log "exporting encoders to TorchScript into $ENCODERS (and their serving variants)"
   "$VENV/bin/python" "$ROOT/scripts/export_encoders.py" --out "$ENCODERS"
 else

@@ -37,8 +37,8 @@ struct Args {
     /// Views of a photo: both (photo and mirror image) or original.
     #[arg(long, value_enum, default_value_t = ImageViews::Original)]
     image_views: ImageViews,
-    /// Encoder files: serving (the variant made for the device) or reference.
-    #[arg(long, value_enum, default_value_t = EncoderFile::Serving)]
+    /// Encoder files, as the server's --encoder-files: auto, serving, serving-bf16 or reference.
+    #[arg(long, value_enum, default_value_t = EncoderFile::Auto)]
     encoder_files: EncoderFile,
 }
 
