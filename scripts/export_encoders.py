@@ -257,7 +257,7 @@ def serving_image(enc_dir, manifest, have):
     faster at batch 1 on a 2-core CPU. (optimize_for_inference's MKLDNN constants do not load
     back in libtorch: "required keyword attribute 'value' is undefined".) And the same in
     bfloat16, for CPUs with native bf16 (AVX512-BF16, AMX): 1.45x at batch 1 on one thread, with
-    more drift than fp32's (the server loads it only when asked, `--encoder-files serving-bf16`)."""
+    more drift than fp32's (the server's `--encoder-files auto` loads it on CPUs with native bf16)."""
     ref = torch.jit.load(os.path.join(enc_dir, manifest["file"])).eval()
     x = torch.rand(4, 3, manifest["input"]["height"], manifest["input"]["width"])
     variants = []

@@ -203,11 +203,11 @@ pub struct Config {
     /// newest) was chosen and calibrated with: its manifest's `index_views`, `both` when it has none.
     #[arg(long, env = "IMAGESEARCH_INDEX_VIEWS", value_enum)]
     pub index_views: Option<imagesearch_model::ImageViews>,
-    /// Encoder files to serve: auto (serving-bf16 on a CPU with native bf16 — AVX512-BF16 or
-    /// AMX —, else serving), serving (the fp32 variant exported for the device: faster on a CPU,
+    /// Encoder files to serve: auto (the image encoder as serving-bf16 on a CPU with native
+    /// bf16 — AVX512-BF16 or AMX —, everything else as serving), serving (the fp32 variant exported for the device: faster on a CPU,
     /// portable to CUDA, within the tolerance its manifest states), serving-bf16 (the image
-    /// encoder in bfloat16 where exported for the device, at the accuracy README states; other
-    /// encoders as serving) or reference (the files the versions were trained with).
+    /// and text encoders in bfloat16 where exported for the device, at the accuracy README
+    /// states) or reference (the files the versions were trained with).
     #[arg(long, env = "IMAGESEARCH_ENCODER_FILES", value_enum, default_value_t = imagesearch_model::EncoderFile::Auto)]
     pub encoder_files: imagesearch_model::EncoderFile,
     /// Threads libtorch may use per forward pass (0 = one on a CPU, where model instances use
