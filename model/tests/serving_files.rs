@@ -15,6 +15,18 @@ fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
     (a - b).abs().max().double_value(&[])
 }
 
+/// The first `n` test photos (by name) as `encoder`'s input.
+fn first_test_photos(encoder: &ImageEncoder, n: usize) -> Vec<Vec<f32>> {
+    let photos = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/image_search/test_images");
+    let mut files: Vec<_> = std::fs::read_dir(&photos).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    let (w, h) = encoder.input_size();
+    files[..n]
+        .iter()
+        .map(|f| to_input(&decode(&std::fs::read(f).unwrap(), ImageLimits::default()).unwrap(), w, h, false))
+        .collect()
+}
+
 #[test]
 fn the_image_encoder_serving_file_gives_the_reference_vectors() {
     let dir = encoders().join("efficientnet-lite0");
@@ -23,14 +35,7 @@ fn the_image_encoder_serving_file_gives_the_reference_vectors() {
     let m = &serving.manifest;
     assert_ne!(m.file_for(EncoderFile::Serving, Device::Cpu), m.file, "the CPU has a serving variant");
     assert_eq!(m.sha256(), reference.manifest.sha256(), "the identity stays the reference file's");
-    let photos = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/image_search/test_images");
-    let mut files: Vec<_> = std::fs::read_dir(&photos).unwrap().map(|e| e.unwrap().path()).collect();
-    files.sort();
-    let (w, h) = reference.input_size();
-    let inputs: Vec<Vec<f32>> = files[..4]
-        .iter()
-        .map(|f| to_input(&decode(&std::fs::read(f).unwrap(), ImageLimits::default()).unwrap(), w, h, false))
-        .collect();
+    let inputs = first_test_photos(&reference, 4);
     let views: Vec<&[f32]> = inputs.iter().map(Vec::as_slice).collect();
     for n in [4, 1] {
         let (a, b) = (reference.encode(&views[..n]).unwrap(), serving.encode(&views[..n]).unwrap());
@@ -47,14 +52,7 @@ fn the_bf16_image_encoder_file_stays_close_to_the_reference_and_answers_in_fp32(
     let m = &bf16.manifest;
     let file = m.file_for(EncoderFile::ServingBf16, Device::Cpu);
     assert!(m.serving.iter().any(|v| v.file == file && v.precision == "bf16"), "{file} is not the bf16 variant");
-    let photos = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/image_search/test_images");
-    let mut files: Vec<_> = std::fs::read_dir(&photos).unwrap().map(|e| e.unwrap().path()).collect();
-    files.sort();
-    let (w, h) = reference.input_size();
-    let inputs: Vec<Vec<f32>> = files[..4]
-        .iter()
-        .map(|f| to_input(&decode(&std::fs::read(f).unwrap(), ImageLimits::default()).unwrap(), w, h, false))
-        .collect();
+    let inputs = first_test_photos(&reference, 4);
     let views: Vec<&[f32]> = inputs.iter().map(Vec::as_slice).collect();
     for n in [4, 1] {
         let (a, b) = (reference.encode(&views[..n]).unwrap(), bf16.encode(&views[..n]).unwrap());
