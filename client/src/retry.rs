@@ -25,8 +25,7 @@ impl Default for RetryPolicy {
     }
 }
 
-/// The trailer in which a server tells a refused caller how long to wait, in milliseconds.
-pub const RETRY_PUSHBACK: &str = "grpc-retry-pushback-ms";
+pub use imagesearch_proto::metadata::RETRY_PUSHBACK;
 
 /// The wait a refused call's server asked for, when it asked (a malformed or negative value
 /// means none, as in gRPC's retry design).

@@ -6,6 +6,7 @@ pub mod device;
 pub mod encoder;
 pub mod error;
 pub mod hashing;
+pub mod kernel_caches;
 pub mod preprocess;
 pub mod repository;
 pub mod scorer;

@@ -30,4 +30,7 @@ pub mod metadata {
     pub const INFERENCE_US: &str = "x-inference-us";
     /// The writer (gallery) or admin (model) credential: `authorization: Bearer <token>`.
     pub const AUTHORIZATION: &str = "authorization";
+    /// On a refusal that waiting cures: how long the caller should wait before trying again, in
+    /// whole milliseconds (gRPC's retry design, proposal A6, the server's pushback).
+    pub const RETRY_PUSHBACK: &str = "grpc-retry-pushback-ms";
 }

@@ -214,6 +214,13 @@ pub struct Config {
     /// the cores side by side; libtorch's default on a GPU).
     #[arg(long, env = "IMAGESEARCH_TORCH_THREADS", default_value_t = 0)]
     pub torch_threads: i32,
+    /// Entries in each of oneDNN's two per-shape kernel caches on a CPU (its primitive cache and
+    /// ideep's in front of it; 0 = libtorch's default of 1,024 each). Every new input shape a
+    /// model meets adds entries holding compiled kernels and reordered weights, so unbounded
+    /// they grow to gigabytes under text encoders in bf16. An operator's own
+    /// ONEDNN_PRIMITIVE_CACHE_CAPACITY or LRU_CACHE_CAPACITY wins.
+    #[arg(long, env = "IMAGESEARCH_KERNEL_CACHE_CAPACITY", default_value_t = 256)]
+    pub kernel_cache_capacity: usize,
     /// How long in-flight requests may take to finish after SIGTERM, in seconds.
     #[arg(long, env = "IMAGESEARCH_DRAIN_TIMEOUT_S", default_value_t = 20)]
     pub drain_timeout_s: u64,

@@ -7,9 +7,7 @@ use std::time::Duration;
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
 
-/// The trailer that tells a refused caller how long to wait before trying again (gRPC's retry
-/// design, proposal A6: the server's pushback, in whole milliseconds).
-pub const RETRY_PUSHBACK: &str = "grpc-retry-pushback-ms";
+pub use imagesearch_proto::metadata::RETRY_PUSHBACK;
 
 /// The shortest pushback given: a caller told to come back sooner would mostly be refused again,
 /// and a storm of instant retries costs the cores the admitted requests need.

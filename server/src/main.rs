@@ -82,7 +82,12 @@ fn main() -> anyhow::Result<()> {
     if let Err(why) = cfg.validate() {
         Config::command().error(clap::error::ErrorKind::ArgumentConflict, why).exit();
     }
+    // Before any thread starts and before libtorch's first operation (both read it at first use).
+    let kernel_caches = imagesearch_model::kernel_caches::bound_kernel_caches(cfg.kernel_cache_capacity);
     init_tracing(cfg.log_json);
+    for (name, value) in &kernel_caches {
+        tracing::info!(%name, %value, "oneDNN kernel cache bounded");
+    }
     let device = cfg.device.device();
     if cfg.torch_threads(device) > 0 {
         tch::set_num_threads(cfg.torch_threads(device));
