@@ -77,10 +77,8 @@ pub enum EncoderFile {
     /// CPUs with native bf16 (AVX512-BF16, AMX), with more drift from the reference's vectors
     /// (`imagesearch-train eval --encoder-files serving-bf16` measures what it costs).
     ServingBf16,
-    /// For an image encoder, `ServingBf16` on a CPU that does bf16 arithmetic natively
-    /// (AVX512-BF16 or AMX in /proc/cpuinfo); `Serving` otherwise (emulated bf16 would be slower
-    /// than fp32) and for text encoders (MiniLM in bf16 is faster, but the server's memory grew
-    /// under it where fp32 stays flat: see README).
+    /// `ServingBf16` on a CPU that does bf16 arithmetic natively (AVX512-BF16 or AMX in
+    /// /proc/cpuinfo); `Serving` elsewhere (emulated bf16 would be slower than fp32) and on GPUs.
     Auto,
 }
 
@@ -103,13 +101,10 @@ fn native_bf16_in(cpuinfo: &str) -> bool {
 }
 
 impl EncoderFile {
-    /// What `self` means for an encoder of `kind` on `device` on this machine (`Auto`
-    /// resolved; the rest unchanged).
-    pub fn resolve(self, kind: EncoderKind, device: Device) -> EncoderFile {
+    /// What `self` means on `device` on this machine (`Auto` resolved; the rest unchanged).
+    pub fn resolve(self, device: Device) -> EncoderFile {
         match self {
-            EncoderFile::Auto if kind == EncoderKind::Image && device == Device::Cpu && cpu_has_native_bf16() => {
-                EncoderFile::ServingBf16
-            }
+            EncoderFile::Auto if device == Device::Cpu && cpu_has_native_bf16() => EncoderFile::ServingBf16,
             EncoderFile::Auto => EncoderFile::Serving,
             other => other,
         }
@@ -146,7 +141,7 @@ impl EncoderManifest {
                 .find(|v| v.precision == precision && v.devices.iter().any(|d| d == device_kind(device)))
                 .map(|v| v.file.as_str())
         };
-        match which.resolve(self.kind, device) {
+        match which.resolve(device) {
             EncoderFile::Reference => &self.file,
             EncoderFile::Serving | EncoderFile::Auto => variant("fp32").unwrap_or(&self.file),
             EncoderFile::ServingBf16 => variant("bf16").or_else(|| variant("fp32")).unwrap_or(&self.file),
@@ -351,13 +346,13 @@ mod tests {
         assert_eq!(m.file_for(EncoderFile::ServingBf16, cuda), "any.pt");
         assert_eq!(m.file_for(EncoderFile::Serving, Device::Mps), "ref.pt");
         assert_eq!((m.sha256_of(EncoderFile::ServingBf16, Device::Cpu), m.sha256()), ("b", "r"), "the identity stays the reference");
-        // Auto: bf16 only for an image encoder on a CPU that does it natively, never on a GPU.
+        // Auto: bf16 only on a CPU that does it natively, never on a GPU.
         let auto = if cpu_has_native_bf16() { "bf16.pt" } else { "cpu.pt" };
         assert_eq!(m.file_for(EncoderFile::Auto, Device::Cpu), auto);
         assert_eq!(m.file_for(EncoderFile::Auto, cuda), "any.pt");
         let text = EncoderManifest { kind: EncoderKind::Text, ..m.clone() };
-        assert_eq!(text.file_for(EncoderFile::Auto, Device::Cpu), "cpu.pt", "text encoders stay fp32 under auto");
-        assert_eq!(text.file_for(EncoderFile::ServingBf16, Device::Cpu), "bf16.pt", "unless asked");
+        assert_eq!(text.file_for(EncoderFile::Auto, Device::Cpu), auto, "text encoders follow the CPU as image encoders do");
+        assert_eq!(text.file_for(EncoderFile::Auto, cuda), "any.pt");
     }
 
     #[test]

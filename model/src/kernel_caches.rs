@@ -1,40 +1,47 @@
-//! The CPU kernels' per-shape caches and their bound.
+//! The CPU kernels' per-shape caches and their bounds.
 //!
-//! On a CPU, libtorch runs convolutions and bf16 matrix products through oneDNN, which keeps a
-//! compiled primitive (with its weights reordered for it) for each input shape it meets, in two
-//! least-recently-used caches: oneDNN's own (`ONEDNN_PRIMITIVE_CACHE_CAPACITY`) and ideep's in
-//! front of it (`LRU_CACHE_CAPACITY`), 1,024 entries each by default. A text encoder sees a new
-//! shape for every batch size × token length, so in bf16 those caches grow to gigabytes (measured:
-//! MiniLM in bf16 over 296 shapes, 567 → 1,276 MB; with both at 64, 567 → 621 MB, at no
-//! measurable cost per pass). Both are read at their first use, so the bound is set in the
-//! environment before libtorch runs anything.
+//! On a CPU, libtorch runs convolutions and bf16 matrix products through oneDNN, which keeps
+//! what it built for each input shape it meets in two least-recently-used caches, 1,024 entries
+//! each by default: ideep's (`LRU_CACHE_CAPACITY`), whose entries hold the weights reordered for
+//! that shape, and oneDNN's own primitive cache (`ONEDNN_PRIMITIVE_CACHE_CAPACITY`), whose
+//! entries hold the compiled kernels. A text encoder meets a new shape for every batch size ×
+//! token length, so in bf16 ideep's cache grows the process by gigabytes (measured in the
+//! server: 0.86 → 2.03 GB in 90 s of Search, still rising), while the kernels are what a pass
+//! would otherwise rebuild (bounding both at 256 cost ~8% of throughput; ideep's alone, nothing
+//! measurable). Both are read at their first use, so the bounds are set in the environment
+//! before libtorch runs anything.
 
-/// The environment variables that size oneDNN's caches in libtorch, in entries.
-pub const KERNEL_CACHE_VARS: [&str; 2] = ["ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY"];
-
-/// The settings that bound both caches at `capacity` entries, leaving a variable the operator
-/// already set as it is: `(name, value)` pairs to apply. `capacity` 0 keeps libtorch's defaults
-/// (an ideep capacity of 0 crashes libtorch, so 0 is never written).
-pub fn kernel_cache_settings(capacity: usize, current: impl Fn(&str) -> Option<String>) -> Vec<(&'static str, String)> {
-    if capacity == 0 {
-        return Vec::new();
-    }
-    KERNEL_CACHE_VARS
-        .into_iter()
-        .filter(|name| current(name).is_none())
-        .map(|name| (name, capacity.to_string()))
-        .collect()
+/// How many entries each of libtorch's CPU kernel caches may hold (0 = libtorch's default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KernelCaches {
+    /// ideep's cache of weights reordered per input shape (`LRU_CACHE_CAPACITY`).
+    pub weights: usize,
+    /// oneDNN's cache of compiled kernels per input shape (`ONEDNN_PRIMITIVE_CACHE_CAPACITY`).
+    pub primitives: usize,
 }
 
-/// Bounds this process's kernel caches at `capacity` entries each (see
-/// [`kernel_cache_settings`]) and returns what it set. Call it first in `main`: before any other
-/// thread exists (it writes the environment) and before libtorch's first operation.
-pub fn bound_kernel_caches(capacity: usize) -> Vec<(&'static str, String)> {
-    let settings = kernel_cache_settings(capacity, |name| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned()));
-    for (name, value) in &settings {
-        std::env::set_var(name, value);
+impl KernelCaches {
+    /// The settings that apply these bounds, leaving a variable the operator already set as it
+    /// is: `(name, value)` pairs to write. A bound of 0 writes nothing (an ideep capacity of 0
+    /// crashes libtorch).
+    pub fn settings(self, current: impl Fn(&str) -> Option<String>) -> Vec<(&'static str, String)> {
+        [("LRU_CACHE_CAPACITY", self.weights), ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", self.primitives)]
+            .into_iter()
+            .filter(|(name, n)| *n > 0 && current(name).is_none())
+            .map(|(name, n)| (name, n.to_string()))
+            .collect()
     }
-    settings
+
+    /// Applies [`KernelCaches::settings`] to this process's environment and returns what it
+    /// set. Call it first in `main`: before any other thread exists (it writes the environment)
+    /// and before libtorch's first operation.
+    pub fn apply(self) -> Vec<(&'static str, String)> {
+        let settings = self.settings(|name| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned()));
+        for (name, value) in &settings {
+            std::env::set_var(name, value);
+        }
+        settings
+    }
 }
 
 #[cfg(test)]
@@ -42,11 +49,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn both_caches_are_bounded_unless_the_operator_sized_them() {
-        let unset = kernel_cache_settings(64, |_| None);
-        assert_eq!(unset, vec![("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "64".to_string()), ("LRU_CACHE_CAPACITY", "64".to_string())]);
-        let one_set = kernel_cache_settings(64, |n| (n == "LRU_CACHE_CAPACITY").then(|| "2048".to_string()));
-        assert_eq!(one_set, vec![("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "64".to_string())]);
-        assert!(kernel_cache_settings(0, |_| None).is_empty(), "0 keeps libtorch's defaults and never writes a 0");
+    fn each_cache_is_bounded_unless_the_operator_sized_it() {
+        let caches = KernelCaches { weights: 256, primitives: 1024 };
+        assert_eq!(
+            caches.settings(|_| None),
+            vec![("LRU_CACHE_CAPACITY", "256".to_string()), ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "1024".to_string())]
+        );
+        let one_set = caches.settings(|n| (n == "LRU_CACHE_CAPACITY").then(|| "2048".to_string()));
+        assert_eq!(one_set, vec![("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "1024".to_string())]);
+        let defaults = KernelCaches { weights: 0, primitives: 0 };
+        assert!(defaults.settings(|_| None).is_empty(), "0 keeps libtorch's defaults and never writes a 0");
     }
 }

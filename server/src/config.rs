@@ -203,8 +203,8 @@ pub struct Config {
     /// newest) was chosen and calibrated with: its manifest's `index_views`, `both` when it has none.
     #[arg(long, env = "IMAGESEARCH_INDEX_VIEWS", value_enum)]
     pub index_views: Option<imagesearch_model::ImageViews>,
-    /// Encoder files to serve: auto (the image encoder as serving-bf16 on a CPU with native
-    /// bf16 — AVX512-BF16 or AMX —, everything else as serving), serving (the fp32 variant exported for the device: faster on a CPU,
+    /// Encoder files to serve: auto (serving-bf16 on a CPU with native bf16 — AVX512-BF16 or
+    /// AMX —, serving elsewhere and on GPUs), serving (the fp32 variant exported for the device: faster on a CPU,
     /// portable to CUDA, within the tolerance its manifest states), serving-bf16 (the image
     /// and text encoders in bfloat16 where exported for the device, at the accuracy README
     /// states) or reference (the files the versions were trained with).
@@ -214,13 +214,17 @@ pub struct Config {
     /// the cores side by side; libtorch's default on a GPU).
     #[arg(long, env = "IMAGESEARCH_TORCH_THREADS", default_value_t = 0)]
     pub torch_threads: i32,
-    /// Entries in each of oneDNN's two per-shape kernel caches on a CPU (its primitive cache and
-    /// ideep's in front of it; 0 = libtorch's default of 1,024 each). Every new input shape a
-    /// model meets adds entries holding compiled kernels and reordered weights, so unbounded
-    /// they grow to gigabytes under text encoders in bf16. An operator's own
-    /// ONEDNN_PRIMITIVE_CACHE_CAPACITY or LRU_CACHE_CAPACITY wins.
-    #[arg(long, env = "IMAGESEARCH_KERNEL_CACHE_CAPACITY", default_value_t = 256)]
-    pub kernel_cache_capacity: usize,
+    /// Entries in ideep's per-shape cache of reordered weights on a CPU (LRU_CACHE_CAPACITY;
+    /// 0 = libtorch's default of 1,024). Every new input shape a model meets adds entries, so
+    /// under a text encoder in bf16 the default grew the server by over a gigabyte. An
+    /// operator's own LRU_CACHE_CAPACITY wins.
+    #[arg(long, env = "IMAGESEARCH_WEIGHT_CACHE_CAPACITY", default_value_t = 256)]
+    pub weight_cache_capacity: usize,
+    /// Entries in oneDNN's per-shape cache of compiled kernels on a CPU
+    /// (ONEDNN_PRIMITIVE_CACHE_CAPACITY; 0 = libtorch's default). Bounded at 256 it cost ~8% of
+    /// throughput (kernels rebuilt); an operator's own ONEDNN_PRIMITIVE_CACHE_CAPACITY wins.
+    #[arg(long, env = "IMAGESEARCH_PRIMITIVE_CACHE_CAPACITY", default_value_t = 1024)]
+    pub primitive_cache_capacity: usize,
     /// How long in-flight requests may take to finish after SIGTERM, in seconds.
     #[arg(long, env = "IMAGESEARCH_DRAIN_TIMEOUT_S", default_value_t = 20)]
     pub drain_timeout_s: u64,
@@ -356,6 +360,11 @@ impl Config {
     /// says otherwise. (Measured: a libtorch forward pass with 2 intra-op threads on any thread
     /// but the process's first runs ~2x slower than with 1 — MiniLM 10.7 vs 6.0 ms — so the
     /// cores are used by model instances side by side instead.)
+    /// The bounds of libtorch's CPU kernel caches.
+    pub fn kernel_caches(&self) -> imagesearch_model::kernel_caches::KernelCaches {
+        imagesearch_model::kernel_caches::KernelCaches { weights: self.weight_cache_capacity, primitives: self.primitive_cache_capacity }
+    }
+
     pub fn torch_threads(&self, device: Device) -> i32 {
         match self.torch_threads {
             0 if device == Device::Cpu => 1,

@@ -83,10 +83,10 @@ fn main() -> anyhow::Result<()> {
         Config::command().error(clap::error::ErrorKind::ArgumentConflict, why).exit();
     }
     // Before any thread starts and before libtorch's first operation (both read it at first use).
-    let kernel_caches = imagesearch_model::kernel_caches::bound_kernel_caches(cfg.kernel_cache_capacity);
+    let kernel_caches = cfg.kernel_caches().apply();
     init_tracing(cfg.log_json);
     for (name, value) in &kernel_caches {
-        tracing::info!(%name, %value, "oneDNN kernel cache bounded");
+        tracing::info!(%name, %value, "CPU kernel cache bounded");
     }
     let device = cfg.device.device();
     if cfg.torch_threads(device) > 0 {

@@ -40,14 +40,17 @@ struct Args {
     /// Encoder files, as the server's --encoder-files: auto, serving, serving-bf16 or reference.
     #[arg(long, value_enum, default_value_t = EncoderFile::Auto)]
     encoder_files: EncoderFile,
-    /// Entries in each of oneDNN's per-shape kernel caches, as the server's --kernel-cache-capacity.
+    /// Entries in ideep's per-shape weight cache, as the server's --weight-cache-capacity.
     #[arg(long, default_value_t = 256)]
-    kernel_cache_capacity: usize,
+    weight_cache_capacity: usize,
+    /// Entries in oneDNN's per-shape kernel cache, as the server's --primitive-cache-capacity.
+    #[arg(long, default_value_t = 1024)]
+    primitive_cache_capacity: usize,
 }
 
 fn main() -> anyhow::Result<()> {
     let a = Args::parse();
-    imagesearch_model::kernel_caches::bound_kernel_caches(a.kernel_cache_capacity);
+    imagesearch_model::kernel_caches::KernelCaches { weights: a.weight_cache_capacity, primitives: a.primitive_cache_capacity }.apply();
     let device = a.device.device();
     let repo = ModelRepository::new(&a.models);
     let version = match a.version {
