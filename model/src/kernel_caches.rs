@@ -21,13 +21,17 @@ pub struct KernelCaches {
 }
 
 impl KernelCaches {
-    /// The settings that apply these bounds, leaving a variable the operator already set as it
-    /// is: `(name, value)` pairs to write. A bound of 0 writes nothing (an ideep capacity of 0
-    /// crashes libtorch).
-    pub fn settings(self, current: impl Fn(&str) -> Option<String>) -> Vec<(&'static str, String)> {
+    /// The serving defaults: weights bounded at 256 entries (the memory), kernels at libtorch's
+    /// 1,024 (the speed).
+    pub const SERVING: KernelCaches = KernelCaches { weights: 256, primitives: 1024 };
+
+    /// The settings that apply these bounds, leaving a variable the operator already set
+    /// (`is_set`) as it is: `(name, value)` pairs to write. A bound of 0 writes nothing (an ideep
+    /// capacity of 0 crashes libtorch).
+    pub fn settings(self, is_set: impl Fn(&str) -> bool) -> Vec<(&'static str, String)> {
         [("LRU_CACHE_CAPACITY", self.weights), ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", self.primitives)]
             .into_iter()
-            .filter(|(name, n)| *n > 0 && current(name).is_none())
+            .filter(|(name, n)| *n > 0 && !is_set(name))
             .map(|(name, n)| (name, n.to_string()))
             .collect()
     }
@@ -36,7 +40,7 @@ impl KernelCaches {
     /// set. Call it first in `main`: before any other thread exists (it writes the environment)
     /// and before libtorch's first operation.
     pub fn apply(self) -> Vec<(&'static str, String)> {
-        let settings = self.settings(|name| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned()));
+        let settings = self.settings(|name| std::env::var_os(name).is_some());
         for (name, value) in &settings {
             std::env::set_var(name, value);
         }
@@ -52,12 +56,12 @@ mod tests {
     fn each_cache_is_bounded_unless_the_operator_sized_it() {
         let caches = KernelCaches { weights: 256, primitives: 1024 };
         assert_eq!(
-            caches.settings(|_| None),
+            caches.settings(|_| false),
             vec![("LRU_CACHE_CAPACITY", "256".to_string()), ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "1024".to_string())]
         );
-        let one_set = caches.settings(|n| (n == "LRU_CACHE_CAPACITY").then(|| "2048".to_string()));
+        let one_set = caches.settings(|n| n == "LRU_CACHE_CAPACITY");
         assert_eq!(one_set, vec![("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "1024".to_string())]);
         let defaults = KernelCaches { weights: 0, primitives: 0 };
-        assert!(defaults.settings(|_| None).is_empty(), "0 keeps libtorch's defaults and never writes a 0");
+        assert!(defaults.settings(|_| false).is_empty(), "0 keeps libtorch's defaults and never writes a 0");
     }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 use imagesearch_compliance::RegionPolicy;
 use imagesearch_model::device::DeviceChoice;
+use imagesearch_model::kernel_caches::KernelCaches;
 use tch::Device;
 
 use crate::batcher::BatchConfig;
@@ -218,12 +219,12 @@ pub struct Config {
     /// 0 = libtorch's default of 1,024). Every new input shape a model meets adds entries, so
     /// under a text encoder in bf16 the default grew the server by over a gigabyte. An
     /// operator's own LRU_CACHE_CAPACITY wins.
-    #[arg(long, env = "IMAGESEARCH_WEIGHT_CACHE_CAPACITY", default_value_t = 256)]
+    #[arg(long, env = "IMAGESEARCH_WEIGHT_CACHE_CAPACITY", default_value_t = KernelCaches::SERVING.weights)]
     pub weight_cache_capacity: usize,
     /// Entries in oneDNN's per-shape cache of compiled kernels on a CPU
     /// (ONEDNN_PRIMITIVE_CACHE_CAPACITY; 0 = libtorch's default). Bounded at 256 it cost ~8% of
     /// throughput (kernels rebuilt); an operator's own ONEDNN_PRIMITIVE_CACHE_CAPACITY wins.
-    #[arg(long, env = "IMAGESEARCH_PRIMITIVE_CACHE_CAPACITY", default_value_t = 1024)]
+    #[arg(long, env = "IMAGESEARCH_PRIMITIVE_CACHE_CAPACITY", default_value_t = KernelCaches::SERVING.primitives)]
     pub primitive_cache_capacity: usize,
     /// How long in-flight requests may take to finish after SIGTERM, in seconds.
     #[arg(long, env = "IMAGESEARCH_DRAIN_TIMEOUT_S", default_value_t = 20)]
@@ -356,15 +357,15 @@ impl Config {
         (image, if self.text_instances == 0 { image } else { self.text_instances })
     }
 
+    /// The bounds of libtorch's CPU kernel caches.
+    pub fn kernel_caches(&self) -> KernelCaches {
+        KernelCaches { weights: self.weight_cache_capacity, primitives: self.primitive_cache_capacity }
+    }
+
     /// Threads libtorch may use per forward pass on `device`: on a CPU one unless --torch-threads
     /// says otherwise. (Measured: a libtorch forward pass with 2 intra-op threads on any thread
     /// but the process's first runs ~2x slower than with 1 — MiniLM 10.7 vs 6.0 ms — so the
     /// cores are used by model instances side by side instead.)
-    /// The bounds of libtorch's CPU kernel caches.
-    pub fn kernel_caches(&self) -> imagesearch_model::kernel_caches::KernelCaches {
-        imagesearch_model::kernel_caches::KernelCaches { weights: self.weight_cache_capacity, primitives: self.primitive_cache_capacity }
-    }
-
     pub fn torch_threads(&self, device: Device) -> i32 {
         match self.torch_threads {
             0 if device == Device::Cpu => 1,

@@ -13,6 +13,7 @@ use clap::Parser;
 use imagesearch_model::preprocess::{decode, to_input};
 use imagesearch_model::{EncoderFile, ImageEncoder, ImageLimits, ImageViews, ModelRepository, Scorer, TextEncoder};
 use imagesearch_model::device::DeviceChoice;
+use imagesearch_model::kernel_caches::KernelCaches;
 use tch::Tensor;
 
 #[derive(Parser)]
@@ -41,16 +42,16 @@ struct Args {
     #[arg(long, value_enum, default_value_t = EncoderFile::Auto)]
     encoder_files: EncoderFile,
     /// Entries in ideep's per-shape weight cache, as the server's --weight-cache-capacity.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = KernelCaches::SERVING.weights)]
     weight_cache_capacity: usize,
     /// Entries in oneDNN's per-shape kernel cache, as the server's --primitive-cache-capacity.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = KernelCaches::SERVING.primitives)]
     primitive_cache_capacity: usize,
 }
 
 fn main() -> anyhow::Result<()> {
     let a = Args::parse();
-    imagesearch_model::kernel_caches::KernelCaches { weights: a.weight_cache_capacity, primitives: a.primitive_cache_capacity }.apply();
+    KernelCaches { weights: a.weight_cache_capacity, primitives: a.primitive_cache_capacity }.apply();
     let device = a.device.device();
     let repo = ModelRepository::new(&a.models);
     let version = match a.version {
