@@ -135,7 +135,7 @@ fn column_stats(x: &Tensor) -> (Tensor, Tensor) {
 
 /// Symmetric InfoNCE with label smoothing; `same` marks off-diagonal pairs that share a photo
 /// (not negatives: masked out).
-fn contrastive_loss(img: &Tensor, txt: &Tensor, scale: &Tensor, same: &Tensor, smoothing: f64) -> Tensor {
+pub(crate) fn contrastive_loss(img: &Tensor, txt: &Tensor, scale: &Tensor, same: &Tensor, smoothing: f64) -> Tensor {
     let b = img.size()[0];
     let logits = img.matmul(&txt.tr()) * scale.exp().clamp_max(100.0);
     let eye = Tensor::eye(b, (Kind::Bool, img.device()));
@@ -157,14 +157,21 @@ fn validate(member: &Member, val: &ValSet, scale: &Tensor) -> (f64, f64, f64) {
         let sims = txt.matmul(&img.tr()); // [C, P]
         let target = Tensor::from_slice(val.caption_photo).to_device(sims.device());
         let loss = (&sims * scale.exp().clamp_max(100.0)).cross_entropy_for_logits(&target).double_value(&[]);
-        let own = sims.gather(1, &target.unsqueeze(1), false);
-        // Pessimistic on ties, like the test metric: every photo scoring at least as high as
-        // the own photo (itself included) counts.
-        let rank = sims.ge_tensor(&own).sum_dim_intlist([1i64].as_slice(), false, Kind::Float);
-        let recall = |k: f64| rank.le(k).to_kind(Kind::Float).mean(Kind::Float).double_value(&[]);
-        let (r1, r5, r10) = (recall(1.0), recall(5.0), recall(10.0));
-        (loss, r1, (r1 + r5 + r10) / 3.0)
+        let (r1, mean_recall) = recalls(&sims, val.caption_photo);
+        (loss, r1, mean_recall)
     })
+}
+
+/// Text→image R@1 and the mean of R@1/5/10 of similarities `[C, P]`, caption `c`'s own photo
+/// being `caption_photo[c]`. Pessimistic on ties, like the test metric: every photo scoring at
+/// least as high as the own photo (itself included) counts.
+pub(crate) fn recalls(sims: &Tensor, caption_photo: &[i64]) -> (f64, f64) {
+    let target = Tensor::from_slice(caption_photo).to_device(sims.device());
+    let own = sims.gather(1, &target.unsqueeze(1), false);
+    let rank = sims.ge_tensor(&own).sum_dim_intlist([1i64].as_slice(), false, Kind::Float);
+    let recall = |k: f64| rank.le(k).to_kind(Kind::Float).mean(Kind::Float).double_value(&[]);
+    let (r1, r5, r10) = (recall(1.0), recall(5.0), recall(10.0));
+    (r1, (r1 + r5 + r10) / 3.0)
 }
 
 /// Trains one member with early stopping on the validation mean recall; returns the member at

@@ -17,4 +17,5 @@ pub mod query_detector;
 pub mod report;
 pub mod split;
 pub mod tables;
+pub mod text_tuning;
 pub mod vectors;

@@ -193,17 +193,41 @@ pub(super) fn encode_for_training(
     drop_unencoded_test_photos(data, &photos);
     let photo_pass = Pass::sum(&flickr_pass, &gallery_pass);
 
+    let (texts, text_pass) = encode_texts(enc, c, &training_texts(sel, data))?;
+    let serving = serving_vectors(&photos, ImageViews::Both);
+    Ok(TrainingVectors { photos, serving, texts, photo_pass, gallery_pass, text_pass })
+}
+
+/// Every text the training job encodes: the captions of the scorer's photos, the judged
+/// queries, the photos' own captions, the test queries, the query detector's lists, and the
+/// queries as an open region reads them through the word map (a lever).
+pub(super) fn training_texts(sel: &Selection, data: &Dataset) -> Vec<String> {
     let mut text_list: Vec<String> =
         sel.flickr_photos.iter().flat_map(|p| data.captions[p].iter().map(|cap| cap.text.clone())).collect();
     text_list.extend(data.judged.iter().map(|p| p.text.clone()));
     text_list.extend(data.own_captions.values().flatten().cloned());
     text_list.extend(data.test_queries.iter().map(|q| q.text.clone()));
     text_list.extend(crate::query_detector::list_texts());
-    // The queries as an open region reads them through the word map (a lever).
     let queries = data.own_captions.values().flatten().chain(data.judged.iter().map(|p| &p.text));
     let mapped = mapped_texts(WordMap::builtin(), queries.chain(data.test_queries.iter().map(|q| &q.text)));
     text_list.extend(mapped);
-    let (texts, text_pass) = encode_texts(enc, c, &text_list)?;
-    let serving = serving_vectors(&photos, ImageViews::Both);
-    Ok(TrainingVectors { photos, serving, texts, photo_pass, gallery_pass, text_pass })
+    text_list
+}
+
+/// Step (after the text encoder was tuned): `name` becomes the run's text encoder, and every
+/// training text is encoded again with it.
+pub(super) fn switch_text_encoder(
+    enc: &mut Encoders,
+    c: &CommonConfig,
+    name: &str,
+    sel: &Selection,
+    data: &Dataset,
+    v: &mut TrainingVectors,
+) -> Result<(), PipelineError> {
+    enc.text = TextEncoder::load(&c.encoders.join(name), c.device)?;
+    enc.text_cache = VectorCache::open(&c.cache_dir, enc.text.manifest.sha256(), enc.text.manifest.output_dim as usize)?;
+    let (texts, pass) = encode_texts(enc, c, &training_texts(sel, data))?;
+    v.texts = texts;
+    v.text_pass = pass;
+    Ok(())
 }

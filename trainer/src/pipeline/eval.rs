@@ -84,6 +84,13 @@ pub fn eval(
         Some(v) => v,
         None => scorer.manifest.index_views.as_deref().unwrap_or("both").parse().map_err(PipelineError::NoData)?,
     };
+    // The encoders the version names (a tuned text encoder has its own name).
+    let named = CommonConfig {
+        image_encoder: scorer.manifest.image_encoder.name.clone(),
+        text_encoder: scorer.manifest.text_encoder.name.clone(),
+        ..c.clone()
+    };
+    let c = &named;
     let mut enc = Encoders::load_files(c, files)?;
     scorer.manifest.check_encoders(&enc.image.manifest, &enc.text.manifest)?;
     let method: Aggregation = serde_json::from_value(serde_json::Value::String(scorer.manifest.aggregation.clone()))

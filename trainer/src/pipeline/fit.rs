@@ -16,16 +16,20 @@ use super::{PipelineError, TrainConfig};
 use crate::dataset::Dataset;
 use crate::evaluate::stack;
 use crate::head::{self, EpochLog, Ensemble, TrainSet, ValSet};
+use crate::text_tuning::{self, TuneReport, TuneSet};
 
 /// The head's training and validation data as tensors.
 pub(super) struct TrainingTensors {
     photos_original: Tensor,
     photos_mirrored: Tensor,
     captions: Tensor,
+    /// Each caption row's text.
+    caption_texts: Vec<String>,
     /// (photo row, caption row) positives.
     pairs: Vec<(i64, i64)>,
     val_photos: Tensor,
     val_captions: Tensor,
+    val_caption_texts: Vec<String>,
     val_caption_photo: Vec<i64>,
     /// Training photos (rows of the photo tensors).
     pub train_photos: usize,
@@ -50,12 +54,14 @@ pub(super) fn training_tensors(data: &Dataset, sel: &Selection, v: &TrainingVect
     let (train_photos, val_photos): (Vec<&String>, Vec<&String>) =
         usable.into_iter().partition(|p| !sel.val_set.contains(p.as_str()));
     let mut captions_rows: Vec<&[f32]> = Vec::new();
+    let mut caption_texts = Vec::new();
     let mut pairs = Vec::new();
     for (i, p) in train_photos.iter().enumerate() {
         for cap in &data.captions[*p] {
             if let Some(t) = texts.get(&cap.text) {
                 pairs.push((i as i64, captions_rows.len() as i64));
                 captions_rows.push(t);
+                caption_texts.push(cap.text.clone());
             }
         }
     }
@@ -65,11 +71,13 @@ pub(super) fn training_tensors(data: &Dataset, sel: &Selection, v: &TrainingVect
     let (photos_original, photos_mirrored) = (view(View::ORIGINAL), view(View::MIRRORED));
     let captions = stack(&captions_rows);
     let mut val_caps: Vec<&[f32]> = Vec::new();
+    let mut val_caption_texts = Vec::new();
     let mut val_caption_photo = Vec::new();
     for (i, p) in val_photos.iter().enumerate() {
         for cap in &data.captions[*p] {
             if let Some(t) = texts.get(&cap.text) {
                 val_caps.push(t);
+                val_caption_texts.push(cap.text.clone());
                 val_caption_photo.push(i as i64);
             }
         }
@@ -79,9 +87,11 @@ pub(super) fn training_tensors(data: &Dataset, sel: &Selection, v: &TrainingVect
         photos_original,
         photos_mirrored,
         captions,
+        caption_texts,
         pairs,
         val_photos: val_photo_t,
         val_captions: stack(&val_caps),
+        val_caption_texts,
         val_caption_photo,
         train_photos: train_photos.len(),
         val_photo_count: val_photos.len(),
@@ -112,6 +122,38 @@ pub(super) fn train_members(cfg: &TrainConfig, t: &TrainingTensors) -> Result<(E
         logs.extend(log);
     }
     Ok((Ensemble { members, query_bank: None }, logs))
+}
+
+/// Step: tunes the text encoder with the image side locked (LiT) on the head's training set,
+/// its validation photos choosing the epoch; the report names the encoder written, if any.
+pub(super) fn tune_text_encoder(
+    cfg: &TrainConfig,
+    base: &imagesearch_model::TextEncoder,
+    t: &TrainingTensors,
+) -> Result<TuneReport, PipelineError> {
+    let set = TuneSet {
+        photos_original: &t.photos_original,
+        photos_mirrored: &t.photos_mirrored,
+        captions: &t.caption_texts,
+        caption_vectors: &t.captions,
+        pairs: &t.pairs,
+        val_photos: &t.val_photos,
+        val_captions: &t.val_caption_texts,
+        val_caption_photo: &t.val_caption_photo,
+    };
+    let c = &cfg.common;
+    info!("tuning the text encoder {} on {} pairs ({} epochs)", base.manifest.name, t.pairs.len(), cfg.text_tuning.epochs);
+    let report = text_tuning::tune(&cfg.text_tuning, base, &c.encoders, &set, c.device, &mut |e| {
+        info!(
+            "text tuning epoch {}: train loss {:.4}, val R@1 {:.3}, mean recall {:.3} ({:.0} s)",
+            e.epoch, e.train_loss, e.val_r1, e.val_mean_recall, e.seconds
+        )
+    })?;
+    match &report.encoder {
+        Some(name) => info!("text encoder tuned: {name} (epoch {})", report.best_epoch),
+        None => info!("text tuning did not beat the base encoder on validation; the base encoder stays"),
+    }
+    Ok(report)
 }
 
 /// The fitted calibration and what it was fitted on.

@@ -40,6 +40,8 @@ pub enum PipelineError {
     Table(#[from] TableError),
     #[error(transparent)]
     Vector(#[from] VectorError),
+    #[error("text-encoder tuning: {0}")]
+    Tuning(#[from] crate::text_tuning::TuneError),
     #[error(transparent)]
     Model(#[from] ModelError),
     #[error("libtorch: {0}")]
@@ -90,6 +92,8 @@ pub struct TrainConfig {
     pub query_bank: QueryBankConfig,
     /// Open-region queries read through the word map; None = chosen on validation.
     pub query_word_map: Option<bool>,
+    /// Tuning of the text encoder before the head (epochs 0: none).
+    pub text_tuning: crate::text_tuning::TuneConfig,
 }
 
 /// What `train` produced.
@@ -161,7 +165,18 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainOutcome, PipelineError> {
     let mut vectors = encode::encode_for_training(&mut enc, c, &selection, gallery_views, &mut data, &mut gate)?;
     let encode_seconds = started.elapsed().as_secs_f64();
 
-    let tensors = fit::training_tensors(&data, &selection, &vectors);
+    let mut tensors = fit::training_tensors(&data, &selection, &vectors);
+    let text_tuning = match cfg.text_tuning.epochs {
+        0 => None,
+        _ => {
+            let report = fit::tune_text_encoder(cfg, &enc.text, &tensors)?;
+            if let Some(name) = &report.encoder {
+                encode::switch_text_encoder(&mut enc, c, name, &selection, &data, &mut vectors)?;
+                tensors = fit::training_tensors(&data, &selection, &vectors);
+            }
+            Some(report)
+        }
+    };
     let train_started = Instant::now();
     let (mut ensemble, epochs) = fit::train_members(cfg, &tensors)?;
     // The test-time levers, chosen on validation; the calibration is then fitted on what is
@@ -178,6 +193,7 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainOutcome, PipelineError> {
 
     let mut training = TrainingSummary::new(&data, &selection, &vectors, &tensors, &calibrated, epochs, run);
     training.levers = Some(chosen.report);
+    training.text_tuning = text_tuning;
     let mut draft = version::write_modules(cfg, &enc, &mut ensemble, calibrated.calibration, training)?;
     draft.manifest.index_views = Some(chosen.index_views.to_string());
     draft.manifest.query_word_map = chosen.query_word_map.then(|| WordMap::builtin().id().to_string());

@@ -36,6 +36,8 @@ pub struct Hyperparameters<'a> {
     /// Gallery views asked for (None: chosen on validation).
     pub index_views: Option<String>,
     pub query_bank: &'a super::QueryBankConfig,
+    /// The text-encoder tuning asked for (epochs 0: none).
+    pub text_tuning: &'a crate::text_tuning::TuneConfig,
 }
 
 impl<'a> Hyperparameters<'a> {
@@ -50,6 +52,7 @@ impl<'a> Hyperparameters<'a> {
             limit_flickr_photos: cfg.limit_flickr_photos,
             index_views: cfg.index_views.map(|v| v.to_string()),
             query_bank: &cfg.query_bank,
+            text_tuning: &cfg.text_tuning,
         }
     }
 }
@@ -84,6 +87,10 @@ pub struct TrainingSummary {
     /// The gallery views and query bank chosen on validation, with every candidate's metrics.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub levers: Option<super::levers::LeverReport>,
+    /// Set when the text encoder was tuned (LiT): every epoch's validation recall and the
+    /// encoder written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text_tuning: Option<crate::text_tuning::TuneReport>,
     pub text_encoding: Pass,
     pub encode_seconds: f64,
     pub train_seconds: f64,
@@ -139,6 +146,7 @@ impl TrainingSummary {
             photo_encoding: vectors.photo_pass.clone(),
             gallery_photo_encoding: vectors.gallery_pass.clone(),
             levers: None,
+            text_tuning: None,
             text_encoding: vectors.text_pass.clone(),
             encode_seconds: run.encode_seconds,
             train_seconds: run.train_seconds,
