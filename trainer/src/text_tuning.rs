@@ -2,8 +2,9 @@
 //!
 //! The text encoder's TorchScript module is trained contrastively (symmetric InfoNCE) against
 //! the frozen image-encoder vectors of the training photos, through a linear projection on each
-//! side. The projections are first fitted alone on the cached text vectors (warm-up, cheap);
-//! then the encoder's weights train too. The epoch with the best validation recall is kept and
+//! side. The projections are first fitted alone on the cached text vectors (warm-up, cheap,
+//! dropout on the image features); then the image side is locked and the encoder's weights
+//! train with the text projection. The epoch with the best validation recall is kept and
 //! saved as a new encoder — its own directory, manifest and sha256 next to the base encoder —
 //! that the head is then trained on and the version names. Only the photos and captions the
 //! law allows take part (the caller passes the head's training set).
@@ -38,6 +39,8 @@ pub struct TuneConfig {
     pub batch_size: usize,
     /// Width of the shared space of the projections.
     pub dim: i64,
+    /// Dropout on the standardised image features while the image projection trains.
+    pub input_dropout: f64,
     pub weight_decay: f64,
     pub seed: u64,
 }
@@ -51,6 +54,7 @@ impl Default for TuneConfig {
             warmup_epochs: 5,
             batch_size: 128,
             dim: 512,
+            input_dropout: 0.4,
             weight_decay: 0.01,
             seed: 42,
         }
@@ -114,30 +118,35 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TuneError + '_ {
     move |source| TuneError::Io { path: path.to_path_buf(), source }
 }
 
-/// The linear projections on both sides and the temperature.
+/// The linear projections on both sides and the temperature. The image side (projection and
+/// temperature) has its own variables: it trains in the warm-up only and is locked after.
 struct Projections {
     image_mean: Tensor,
     image_std: Tensor,
     image: nn::Linear,
     text: nn::Linear,
     scale: Tensor,
+    input_dropout: f64,
 }
 
 impl Projections {
-    fn new(p: &nn::Path, photos: &Tensor, text_dim: i64, dim: i64) -> Self {
+    fn new(image_side: &nn::Path, text_side: &nn::Path, photos: &Tensor, text_dim: i64, cfg: &TuneConfig) -> Self {
         let mean = photos.mean_dim([0i64].as_slice(), false, Kind::Float);
         let std = photos.std_dim([0i64].as_slice(), false, false).clamp_min(1e-6);
         Projections {
-            image_mean: mean.to_device(p.device()),
-            image_std: std.to_device(p.device()),
-            image: nn::linear(p / "image", photos.size()[1], dim, Default::default()),
-            text: nn::linear(p / "text", text_dim, dim, Default::default()),
-            scale: p.var("logit_scale", &[1], nn::Init::Const((1.0f64 / 0.07).ln())),
+            image_mean: mean.to_device(image_side.device()),
+            image_std: std.to_device(image_side.device()),
+            image: nn::linear(image_side / "image", photos.size()[1], cfg.dim, Default::default()),
+            text: nn::linear(text_side / "text", text_dim, cfg.dim, Default::default()),
+            scale: image_side.var("logit_scale", &[1], nn::Init::Const((1.0f64 / 0.07).ln())),
+            input_dropout: cfg.input_dropout,
         }
     }
 
-    fn images(&self, x: &Tensor) -> Tensor {
-        l2_normalize(&self.image.forward(&((x - &self.image_mean) / &self.image_std)))
+    /// Unit image embeddings; in training the standardised features pass through dropout.
+    fn images(&self, x: &Tensor, train: bool) -> Tensor {
+        let x = ((x - &self.image_mean) / &self.image_std).dropout(self.input_dropout, train);
+        l2_normalize(&self.image.forward(&x))
     }
 
     fn texts(&self, x: &Tensor) -> Tensor {
@@ -189,7 +198,7 @@ impl Trainable {
 /// Text→image R@1 and mean of R@1/5/10 on the validation set, the captions embedded by `texts`.
 fn validate(proj: &Projections, set: &TuneSet, texts: &Tensor) -> (f64, f64) {
     tch::no_grad(|| {
-        let img = proj.images(&set.val_photos.to_device(texts.device()));
+        let img = proj.images(&set.val_photos.to_device(texts.device()), false);
         recalls(&proj.texts(texts).matmul(&img.tr()), set.val_caption_photo)
     })
 }
@@ -232,11 +241,12 @@ pub fn tune(
     tch::manual_seed(cfg.seed as i64);
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     let enc = Trainable::load(&base.dir.join(&base.manifest.file), device)?;
-    let head_vs = nn::VarStore::new(device);
+    let (mut image_vs, text_vs) = (nn::VarStore::new(device), nn::VarStore::new(device));
     let all_photos = Tensor::cat(&[set.photos_original, set.photos_mirrored], 0);
-    let proj = Projections::new(&head_vs.root(), &all_photos, set.caption_vectors.size()[1], cfg.dim);
-    let mut head_opt = nn::AdamW { wd: cfg.weight_decay, ..Default::default() }.build(&head_vs, cfg.head_lr)?;
-    let mut enc_opt = nn::AdamW { wd: cfg.weight_decay, ..Default::default() }.build(&enc.vs, cfg.lr)?;
+    let proj = Projections::new(&image_vs.root(), &text_vs.root(), &all_photos, set.caption_vectors.size()[1], cfg);
+    let adamw = |vs: &nn::VarStore, lr: f64| nn::AdamW { wd: cfg.weight_decay, ..Default::default() }.build(vs, lr);
+    let (mut image_opt, mut text_opt) = (adamw(&image_vs, cfg.head_lr)?, adamw(&text_vs, cfg.head_lr)?);
+    let mut enc_opt = adamw(&enc.vs, cfg.lr)?;
     let caption_vectors = set.caption_vectors.to_device(device);
     let mut order: Vec<usize> = (0..set.pairs.len()).collect();
     let mut epochs = Vec::new();
@@ -250,8 +260,12 @@ pub fn tune(
             let (photos, same) = batch_photos(set, chunk, device);
             let ci = Tensor::from_slice(&chunk.iter().map(|&i| set.pairs[i].1).collect::<Vec<_>>()).to_device(device);
             let txt = proj.texts(&caption_vectors.index_select(0, &ci));
-            let loss = contrastive_loss(&proj.images(&photos), &txt, &proj.scale, &same, 0.0);
-            head_opt.backward_step(&loss);
+            let loss = contrastive_loss(&proj.images(&photos, true), &txt, &proj.scale, &same, 0.0);
+            image_opt.zero_grad();
+            text_opt.zero_grad();
+            loss.backward();
+            image_opt.step();
+            text_opt.step();
             sum += loss.double_value(&[]);
             steps += 1;
         }
@@ -262,6 +276,8 @@ pub fn tune(
     on_epoch(&first);
     let mut best = (val_mean_recall, 0usize, None);
     epochs.push(first);
+    // The image side is locked from here on: only the text side learns (LiT).
+    image_vs.freeze();
 
     for epoch in 1..=cfg.epochs {
         let epoch_started = Instant::now();
@@ -272,11 +288,11 @@ pub fn tune(
             let (photos, same) = batch_photos(set, chunk, device);
             let texts: Vec<&str> = chunk.iter().map(|&i| set.captions[set.pairs[i].1 as usize].as_str()).collect();
             let txt = proj.texts(&enc.forward(base, &texts, device)?);
-            let loss = contrastive_loss(&proj.images(&photos), &txt, &proj.scale, &same, 0.0);
-            head_opt.zero_grad();
+            let loss = contrastive_loss(&proj.images(&photos, false), &txt, &proj.scale, &same, 0.0);
+            text_opt.zero_grad();
             enc_opt.zero_grad();
             loss.backward();
-            head_opt.step();
+            text_opt.step();
             enc_opt.step();
             sum += loss.double_value(&[]);
             steps += 1;

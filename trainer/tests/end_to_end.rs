@@ -208,3 +208,62 @@ fn bad_rows_stop_the_run_unless_skipped() {
     assert!(!m.files.contains_key("child_detector.json") && !dir.join("child_detector.json").exists());
     assert!(Scorer::load(&dir, Device::Cpu).unwrap().detector.is_none());
 }
+
+/// `train --tune-text-epochs 2`: the tuning is recorded with every epoch's validation recall.
+/// On 17 photos the tuned encoder over-fits and never beats the base one on validation (0.70
+/// against 0.77 mean recall), so the base encoder stays, nothing is written beside it, and the
+/// version and `eval` use the base. (The tuned encoder's own files: tests/text_tuning.rs.)
+#[test]
+fn a_version_trained_on_a_tuned_text_encoder_names_it_and_evaluates_with_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    imagesearch_tests::data_subset(&root.join("data"));
+    // The tuned encoder is written beside the base ones: a private encoder repository.
+    let repo_dir = root.join("encoders");
+    fs::create_dir_all(&repo_dir).unwrap();
+    for name in ["efficientnet-lite0", "minilm-l6-v2"] {
+        std::os::unix::fs::symlink(encoders().join(name), repo_dir.join(name)).unwrap();
+    }
+    let args = ["train", "--members", "1", "--max-epochs", "2", "--val-photos", "8", "--batch-size", "32"];
+    let out = Command::new(env!("CARGO_BIN_EXE_imagesearch-train"))
+        .args(args)
+        .args(["--report-queries", "1", "--holdout-fraction", "0.25", "--index-views", "both", "--query-bank", "0"])
+        .args(["--tune-text-epochs", "2", "--tune-text-lr", "1e-4", "--tune-text-batch", "16", "--device", "cpu"])
+        .arg("--data-dir")
+        .arg(root.join("data"))
+        .arg("--models")
+        .arg(root.join("models"))
+        .arg("--encoders")
+        .arg(&repo_dir)
+        .arg("--cache-dir")
+        .arg(root.join("cache"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let manifest = ScorerManifest::load(&ModelRepository::new(root.join("models")).version_dir(1)).unwrap();
+    let tuning = &manifest.training["text_tuning"];
+    assert_eq!(tuning["epochs"].as_array().unwrap().len(), 3, "{tuning}");
+    assert_eq!(tuning["base_encoder"], "minilm-l6-v2");
+    assert_eq!(manifest.hyperparameters["text_tuning"]["epochs"], 2);
+    let epochs = tuning["epochs"].as_array().unwrap();
+    let base = epochs[0]["val_mean_recall"].as_f64().unwrap();
+    assert!(epochs[1..].iter().all(|e| e["val_mean_recall"].as_f64().unwrap() <= base), "{tuning}");
+    assert_eq!(tuning["best_epoch"], 0);
+    assert!(tuning["encoder"].is_null());
+    assert_eq!(manifest.text_encoder.name, "minilm-l6-v2");
+    assert_eq!(fs::read_dir(&repo_dir).unwrap().count(), 2, "nothing written beside the base encoders");
+    let eval = Command::new(env!("CARGO_BIN_EXE_imagesearch-train"))
+        .args(["eval", "--json", "--device", "cpu", "--data-dir"])
+        .arg(root.join("data"))
+        .arg("--models")
+        .arg(root.join("models"))
+        .arg("--encoders")
+        .arg(&repo_dir)
+        .arg("--cache-dir")
+        .arg(root.join("cache"))
+        .output()
+        .unwrap();
+    assert!(eval.status.success(), "{}", String::from_utf8_lossy(&eval.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&eval.stdout).unwrap();
+    assert_eq!(json["metrics"]["retrieval"], manifest.metrics["retrieval"]);
+}
