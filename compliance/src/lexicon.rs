@@ -45,6 +45,11 @@
 //! children; `tomboy` is, as it nearly always describes a girl. The lexicon is
 //! English only.
 //!
+//! Slang and nicknames for children count (`nipper`, `sprogs`, `rugrats`, `ankle biters`,
+//! `small fry`, `little fella`), and so do the things only a baby or toddler uses (`pram`,
+//! `stroller`, `pushchair`, `nappies`, `high chair`, `sippy cup`): a text about a pram is about
+//! the baby in it. `baby boomers` are adults.
+//!
 //! `young` alone is not a child (`young woman`, `young man`, `young adult`), nor is
 //! `little` alone; `little one`, `young ones` and the other phrases in
 //! [`CHILD_PHRASES`] are. A few fixed uses of a child word that name no child are
@@ -84,25 +89,31 @@ pub const CHILD_AGE_LIMIT: u32 = 16;
 #[rustfmt::skip]
 pub const CHILD_WORDS: &[&str] = &[
     "adolescent", "adolescents", "babies", "baby", "bairn", "bairns", "ballboy", "ballboys",
-    "ballgirl", "ballgirls", "boy", "boys", "brat", "brats", "cherub", "cherubs", "child",
+    "ballgirl", "ballgirls", "bambina", "bambinas", "bambini", "bambino", "bambinos",
+    "bassinet", "bassinets", "boy", "boys", "brat", "brats", "cherub", "cherubs", "child",
     "children", "childs", "choirboy", "choirboys", "choirgirl", "choirgirls", "daughter",
-    "daughters", "girl", "girls", "godchild", "godchildren", "goddaughter", "goddaughters",
-    "godson", "godsons", "grandchild", "grandchildren", "granddaughter", "granddaughters",
-    "grandkid", "grandkids", "grandson", "grandsons", "infant", "infants", "juvenile",
-    "juveniles", "kid", "kiddie", "kiddies", "kiddo", "kiddos", "kiddy", "kids", "kindergarten",
-    "kindergartener", "kindergarteners", "kindergartens", "kindergartner", "kindergartners",
-    "lad", "lads", "lass", "lasses", "minors", "moppet", "moppets", "nephew", "nephews",
-    "newborn", "newborns", "newsboy", "newsboys", "niece", "nieces", "orphan", "orphans",
-    "paperboy", "paperboys", "papoose", "papooses", "preadolescent", "preadolescents",
-    "prepubescent", "prepubescents", "preschool", "preschooler", "preschoolers", "preschools",
-    "preteen", "preteens", "pubescent", "quinceanera", "quinceaneras", "quinceañera",
-    "quinceañeras", "schoolboy", "schoolboys", "schoolchild", "schoolchildren", "schoolgirl",
-    "schoolgirls", "schoolkid", "schoolkids", "son", "sons", "stepchild", "stepchildren",
-    "stepdaughter", "stepdaughters", "stepson", "stepsons", "teen", "teenage", "teenaged",
-    "teenager", "teenagers", "teens", "teenybopper", "teenyboppers", "toddler", "toddlers",
-    "tomboy", "tomboys", "tot", "tots", "tween", "tweens", "tyke", "tykes", "underage",
-    "underaged", "urchin", "urchins", "whippersnapper", "whippersnappers", "youngster",
-    "youngsters", "youth", "youths",
+    "daughters", "diaper", "diapers", "girl", "girls", "godchild", "godchildren", "goddaughter",
+    "goddaughters", "godson", "godsons", "grandchild", "grandchildren", "granddaughter",
+    "granddaughters", "grandkid", "grandkids", "grandson", "grandsons", "infant", "infants",
+    "juvenile", "juveniles", "kid", "kiddie", "kiddies", "kiddo", "kiddos", "kiddy", "kids",
+    "kindergarten", "kindergartener", "kindergarteners", "kindergartens", "kindergartner",
+    "kindergartners", "lad", "lads", "lass", "lasses", "minors", "moppet", "moppets",
+    "munchkin", "munchkins", "nappies", "nappy", "neonate", "neonates", "nephew", "nephews",
+    "newborn", "newborns", "newsboy", "newsboys", "niece", "nieces", "nipper", "nippers",
+    "orphan", "orphans", "pacifier", "pacifiers", "paperboy", "paperboys", "papoose",
+    "papooses", "pipsqueak", "pipsqueaks", "playpen", "playpens", "pram", "prams",
+    "preadolescent", "preadolescents", "preemie", "preemies", "prepubescent", "prepubescents",
+    "preschool", "preschooler", "preschoolers", "preschools", "preteen", "preteens",
+    "pubescent", "pushchair", "pushchairs", "quinceanera", "quinceaneras", "quinceañera",
+    "quinceañeras", "rugrat", "rugrats", "schoolboy", "schoolboys", "schoolchild",
+    "schoolchildren", "schoolgirl", "schoolgirls", "schoolkid", "schoolkids", "son", "sons",
+    "sprog", "sprogs", "stepchild", "stepchildren", "stepdaughter", "stepdaughters", "stepson",
+    "stepsons", "stroller", "strollers", "teen", "teenage", "teenaged", "teenager", "teenagers",
+    "teens", "teenybopper", "teenyboppers", "toddler", "toddlers", "tomboy", "tomboys", "tot",
+    "tots", "tween", "tweenager", "tweenagers", "tweens", "tyke", "tykes", "underage",
+    "underaged", "urchin", "urchins", "whippersnapper", "whippersnappers", "youngin",
+    "youngins", "youngling", "younglings", "youngster", "youngsters", "youngun", "younguns",
+    "youth", "youths",
 ];
 
 /// Fixed phrases that describe a child (words separated by single spaces). Besides
@@ -121,6 +132,13 @@ pub const CHILD_PHRASES: &[&str] = &[
     "nursery school", "nursery schools", "bar mitzvah", "bar mitzvahs", "bat mitzvah",
     "bat mitzvahs", "first communion", "trick or treat", "trick or treating",
     "trick or treater", "trick or treaters",
+    // Slang and nicknames for children, and what only a baby or toddler uses.
+    "ankle biter", "ankle biters", "small fry", "little rascal", "little rascals",
+    "little squirt", "little squirts", "little fella", "little fellas", "little feller",
+    "little fellers", "little fellow", "little fellows", "little chap", "little chaps",
+    "little guy", "little guys", "lil guy", "lil guys", "lil one", "lil ones", "lil man",
+    "lil lady", "young un", "young uns", "little leaguer", "little leaguers", "brownie pack",
+    "high chair", "high chairs", "sippy cup", "sippy cups",
 ];
 
 /// Uses of a child word that name no child; their words are skipped.
@@ -128,7 +146,7 @@ pub const CHILD_PHRASES: &[&str] = &[
 pub const EXEMPTIONS: &[&str] = &[
     "baby blue", "baby pink", "baby carrot", "baby carrots", "baby spinach", "baby corn",
     "baby grand", "baby back", "kid glove", "kid gloves", "oh boy", "sea urchin",
-    "sea urchins",
+    "sea urchins", "baby boomer", "baby boomers",
 ];
 
 #[rustfmt::skip]

@@ -6,21 +6,28 @@
 //!   queries; test photos and the scorer's held-out judged photos stay out), labelled by the
 //!   word list ([`imagesearch_compliance::describes_child`]), plus the hand-written, hand-labelled
 //!   paraphrases of `trainer/data/query_paraphrases.tsv`.
-//! - **Measured on** the held-out hand-written list `trainer/data/query_heldout.tsv` (100 child,
-//!   100 adult texts in other words than the captions and the training paraphrases), the test
-//!   queries and the held-out judged photos' captions (both labelled by the word list).
+//! - **Measured on** two held-out hand-written lists, `trainer/data/query_heldout.tsv` and
+//!   `query_heldout_2.tsv` (100 child, 100 adult texts each, in other words than the captions
+//!   and the training paraphrases; the second written after the first had been used to find
+//!   what the word list missed), the test queries and the held-out judged photos' captions
+//!   (both labelled by the word list). On the lists it is also measured as the server decides:
+//!   child when the word list **or** the detector says so ([`served`]).
 
 use std::collections::{HashMap, HashSet};
 
 use imagesearch_compliance::describes_child;
 
 use crate::dataset::Dataset;
-use crate::detector::{Described, Example};
+use imagesearch_model::DetectorWeights;
+
+use crate::detector::{Confusion, Described, Example};
 
 /// Hand-labelled training paraphrases: `child|adult<TAB>text` per line.
 pub const PARAPHRASES: &str = include_str!("../data/query_paraphrases.tsv");
-/// The held-out hand-labelled list (never trained on).
+/// The held-out hand-labelled lists (never trained on), by group name.
 pub const HELDOUT: &str = include_str!("../data/query_heldout.tsv");
+pub const HELDOUT_2: &str = include_str!("../data/query_heldout_2.tsv");
+pub const HELDOUT_LISTS: [(&str, &str); 2] = [("heldout_list", HELDOUT), ("heldout_list_2", HELDOUT_2)];
 
 /// Copies of each hand-written paraphrase in the training pool (an example weight: 400
 /// paraphrases beside ~30,000 captions would barely move the fit). Copies share their group,
@@ -49,7 +56,33 @@ pub fn parse_list(list: &str) -> Vec<(bool, String)> {
 
 /// Every text of the two hand-written lists (to be encoded with the rest).
 pub fn list_texts() -> Vec<String> {
-    parse_list(PARAPHRASES).into_iter().chain(parse_list(HELDOUT)).map(|(_, t)| t).collect()
+    let lists = HELDOUT_LISTS.iter().flat_map(|(_, l)| parse_list(l));
+    parse_list(PARAPHRASES).into_iter().chain(lists).map(|(_, t)| t).collect()
+}
+
+/// How the server judges each text of the held-out lists, by list: the word list alone, and
+/// the word list or the detector at `threshold` (a text the word list flags counts as
+/// probability 1). Texts without a vector are left out.
+pub fn served(texts: &HashMap<String, Vec<f32>>, weights: &DetectorWeights, threshold: f32) -> serde_json::Value {
+    let mut out = serde_json::Map::new();
+    for (name, list) in HELDOUT_LISTS {
+        let (mut words, mut either, mut labels) = (Vec::new(), Vec::new(), Vec::new());
+        for (positive, text) in parse_list(list) {
+            let Some(v) = texts.get(&text) else { continue };
+            let listed = describes_child(&text).is_some();
+            words.push(if listed { 1.0 } else { 0.0 });
+            either.push(if listed { 1.0 } else { weights.probability(v) });
+            labels.push(positive);
+        }
+        out.insert(
+            name.to_string(),
+            serde_json::json!({
+                "word_list": Confusion::at(&words, &labels, 0.5),
+                "word_list_or_detector": Confusion::at(&either, &labels, threshold),
+            }),
+        );
+    }
+    serde_json::Value::Object(out)
 }
 
 /// The query detector's description for its manifest entry.
@@ -89,17 +122,19 @@ pub fn examples(data: &Dataset, heldout: &HashSet<String>, texts: &HashMap<Strin
     for (i, (p, t)) in parse_list(PARAPHRASES).iter().enumerate() {
         pool.extend((0..PARAPHRASE_WEIGHT).filter_map(|_| example(format!("paraphrase:{i}"), t, *p)));
     }
-    let listed: Vec<Example> =
-        parse_list(HELDOUT).iter().enumerate().filter_map(|(i, (p, t))| example(format!("heldout:{i}"), t, *p)).collect();
+    let mut groups = Vec::new();
+    for (name, list) in HELDOUT_LISTS {
+        let rows = parse_list(list).iter().enumerate().filter_map(|(i, (p, t))| example(format!("{name}:{i}"), t, *p)).collect();
+        groups.push((name, rows));
+    }
     let test_queries: Vec<Example> = data
         .test_queries
         .iter()
         .filter_map(|q| example(q.image.clone(), &q.text, describes_child(&q.text).is_some()))
         .collect();
-    QueryExamples {
-        pool,
-        groups: vec![("heldout_list", listed), ("test_queries", test_queries), ("judged_heldout", judged_heldout)],
-    }
+    groups.push(("test_queries", test_queries));
+    groups.push(("judged_heldout", judged_heldout));
+    QueryExamples { pool, groups }
 }
 
 #[cfg(test)]
@@ -109,16 +144,19 @@ mod tests {
     #[test]
     fn the_lists_parse_and_do_not_overlap() {
         let train = parse_list(PARAPHRASES);
-        let held = parse_list(HELDOUT);
         assert!(train.iter().filter(|(p, _)| *p).count() >= 100, "training paraphrases of children");
         assert!(train.iter().filter(|(p, _)| !*p).count() >= 100, "training adult texts");
-        assert_eq!(held.iter().filter(|(p, _)| *p).count(), 100);
-        assert_eq!(held.iter().filter(|(p, _)| !*p).count(), 100);
         let norm = |t: &str| imagesearch_compliance::normalize(t);
-        let train_texts: HashSet<String> = train.iter().map(|(_, t)| norm(t)).collect();
-        for (_, t) in &held {
-            assert!(!train_texts.contains(&norm(t)), "held-out text also in training: {t}");
+        let mut seen: HashSet<String> = train.iter().map(|(_, t)| norm(t)).collect();
+        for (name, list) in HELDOUT_LISTS {
+            let held = parse_list(list);
+            assert_eq!(held.iter().filter(|(p, _)| *p).count(), 100, "{name}");
+            assert_eq!(held.iter().filter(|(p, _)| !*p).count(), 100, "{name}");
+            for (_, t) in &held {
+                assert!(seen.insert(norm(t)), "{name}: text also in training or another list: {t}");
+            }
         }
+        let held = parse_list(HELDOUT);
         for must in ["a little fella on a pony", "a mom pushing a pram", "three young sisters", "the junior high band"] {
             assert!(held.iter().any(|(p, t)| *p && t == must), "{must} is in the held-out list");
         }

@@ -115,6 +115,17 @@ fn trains_a_tiny_scorer_and_loads_it_back() {
         assert_eq!(detector.flags(row), p >= info.threshold);
     }
 
+    // The query detector is measured on both held-out lists as the server decides: the word
+    // list or the detector, which flags at least every text the word list flags.
+    let served = &manifest.query_detector.as_ref().expect("a query detector").metrics["served"];
+    for list in ["heldout_list", "heldout_list_2"] {
+        let (words, either) = (&served[list]["word_list"], &served[list]["word_list_or_detector"]);
+        assert_eq!((words["positives"].as_u64(), either["positives"].as_u64()), (Some(100), Some(100)), "{served}");
+        assert!(either["true_positives"].as_u64() >= words["true_positives"].as_u64(), "{served}");
+        assert!(either["false_positives"].as_u64() >= words["false_positives"].as_u64(), "{served}");
+        assert!(words["true_positives"].as_u64().unwrap() > 50, "the word list reads most child texts: {served}");
+    }
+
     // Loaded twice, the same artifact gives identical scores.
     let again = Scorer::load(&dir, Device::Cpu).unwrap().score(&iv, &tv).unwrap();
     let s2: Vec<f32> = Vec::try_from(again).unwrap();

@@ -566,3 +566,47 @@ fn fuzz_regression_possessive_across_tokens() {
     let _ = child_matches(text);
     let _ = describes_child("boy' 's s''s");
 }
+
+#[test]
+fn slang_nicknames_and_baby_things() {
+    let words = [
+        ("a nipper with a bucket", "nipper"),
+        ("two sprogs in the bath", "sprogs"),
+        ("rugrats everywhere", "rugrats"),
+        ("a munchkin asleep", "munchkin"),
+        ("a mum pushing a pram", "pram"),
+        ("a stroller on the pavement", "stroller"),
+        ("a pushchair by the door", "pushchair"),
+        ("a bassinet by the bed", "bassinet"),
+        ("nappies drying on a line", "nappies"),
+        ("a bambino in a cafe", "bambino"),
+        ("preemies in the ward", "preemies"),
+        ("a youngling with a toy sword", "youngling"),
+    ];
+    for (text, word) in words {
+        assert_eq!(assert_child(text).rule, Rule::Word(word), "for {text:?}");
+    }
+    let phrases = [
+        ("ankle-biters in the kitchen", "ankle biters"),
+        ("small fry at the pool", "small fry"),
+        ("a little fella on a pony", "little fella"),
+        ("a little rascal in the mud", "little rascal"),
+        ("a lil guy in new shoes", "lil guy"),
+        ("Little Leaguers at bat", "little leaguers"),
+        ("a baby in a high chair", "baby"),
+        ("an empty high chair", "high chair"),
+        ("a sippy cup on the table", "sippy cup"),
+        ("the young 'uns at the fair", "young uns"),
+    ];
+    for (text, phrase) in phrases {
+        let found = assert_child(text);
+        let expected = if phrase == "baby" { Rule::Word("baby") } else { Rule::Phrase(phrase) };
+        assert_eq!(found.rule, expected, "for {text:?}");
+    }
+    // Adults the new entries must leave alone.
+    assert_no_child("baby boomers at a rally");
+    assert_no_child("a little cafe in the old town");
+    assert_no_child("a guy on a bench");
+    assert_no_child("a young couple dancing");
+    assert_no_child("a small fryer of chips");
+}

@@ -321,14 +321,20 @@ pub(super) fn add_query_detector(
     let groups: Vec<(&str, &[Example])> = ex.groups.iter().map(|(n, g)| (*n, g.as_slice())).collect();
     let trained = detector::train(qcfg, &ex.pool, &groups, text_dim, &crate::query_detector::described(text_dim))?;
     write_detector(draft, QUERY_DETECTOR_FILE, &trained.weights)?;
-    let g = &trained.info.metrics["groups"]["heldout_list"];
-    info!(
-        "query detector on the held-out list: recall {}, adult texts flagged {} of {}",
-        g["recall"],
-        g["false_positives"],
-        g["photos"].as_u64().unwrap_or(0).saturating_sub(g["positives"].as_u64().unwrap_or(0))
-    );
-    draft.manifest.query_detector = Some(trained.info);
+    let mut info = trained.info;
+    let served = crate::query_detector::served(texts, &trained.weights, info.threshold);
+    for (name, _) in crate::query_detector::HELDOUT_LISTS {
+        let (g, s) = (&info.metrics["groups"][name], &served[name]["word_list_or_detector"]);
+        let adults = |g: &serde_json::Value| g["photos"].as_u64().unwrap_or(0).saturating_sub(g["positives"].as_u64().unwrap_or(0));
+        info!(
+            "{name}: query detector recall {}, adult texts flagged {} of {}; with the word list (as served) recall {}, adults flagged {} of {}",
+            g["recall"], g["false_positives"], adults(g), s["recall"], s["false_positives"], adults(s)
+        );
+    }
+    if let Some(m) = info.metrics.as_object_mut() {
+        m.insert("served".into(), served);
+    }
+    draft.manifest.query_detector = Some(info);
     draft.training.query_detector_seconds = Some(started.elapsed().as_secs_f64());
     Ok(())
 }
