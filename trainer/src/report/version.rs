@@ -18,6 +18,7 @@ use crate::evaluate::{self, Evaluation};
 use crate::head::EpochLog;
 use crate::metrics::histogram;
 use crate::pipeline::{LeverReport, TrainingSummary};
+use crate::text_tuning::TuneReport;
 
 /// Hits shown per example query.
 const HITS_SHOWN: usize = 5;
@@ -43,7 +44,7 @@ pub fn version_report(
         created: manifest.created.clone(),
         summary: summary(manifest, training),
         metrics: metric_rows(manifest, eval),
-        tables: training.levers.iter().map(lever_table).collect(),
+        tables: training.levers.iter().map(lever_table).chain(training.text_tuning.iter().map(tuning_table)).collect(),
         curves: curves(&training.epochs),
         histograms: histograms(manifest, eval, data),
         queries: example_queries(eval, data, n_queries, seed),
@@ -55,6 +56,34 @@ pub fn version_report(
             "Child detector: recall is the share of photos whose own captions describe a child that it flags (goal: the target recall its threshold was chosen for on validation photos); the baseline of its precision is the share of such photos, the precision of flagging everything.".into(),
             format!("Queries that describe a child show the disclaimer instead of photos, and so does the slot of every photo whose own captions describe a child (or that has no caption to clear it): “{DISCLAIMER}”."),
         ],
+    }
+}
+
+/// Every epoch of the text-encoder tuning with its validation recall, the kept one bold.
+fn tuning_table(t: &TuneReport) -> Table {
+    let rows = t
+        .epochs
+        .iter()
+        .map(|e| {
+            vec![
+                if e.epoch == 0 { "0 (projections only)".to_string() } else { e.epoch.to_string() },
+                format!("{:.4}", e.train_loss),
+                format!("{:.3}", e.val_r1),
+                format!("{:.3}", e.val_mean_recall),
+                format!("{:.0}", e.seconds),
+            ]
+        })
+        .collect();
+    let kept = match &t.encoder {
+        Some(name) => format!("epoch {} was kept as the encoder {name}", t.best_epoch),
+        None => format!("no epoch beat the untuned {} on validation mean recall, so it was kept", t.base_encoder),
+    };
+    Table {
+        title: "Text-encoder tuning (LiT)".into(),
+        header: ["epoch", "train loss", "val R@1", "val mean recall", "seconds"].iter().map(|h| h.to_string()).collect(),
+        rows,
+        highlighted: vec![t.best_epoch],
+        note: format!("{} training pairs, image side locked; {kept}.", t.pairs),
     }
 }
 
