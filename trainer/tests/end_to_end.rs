@@ -263,6 +263,9 @@ fn a_version_trained_on_a_tuned_text_encoder_names_it_and_evaluates_with_it() {
     assert!(tuning["encoder"].is_null());
     assert_eq!(manifest.text_encoder.name, "minilm-l6-v2");
     assert_eq!(fs::read_dir(&repo_dir).unwrap().count(), 2, "nothing written beside the base encoders");
+    let html = fs::read_to_string(ModelRepository::new(root.join("models")).version_dir(1).join("report.html")).unwrap();
+    let table = &html[html.find("Text-encoder tuning (LiT)").expect("the report shows the tuning")..];
+    assert!(table[..table.find("</table>").unwrap()].contains("0 (projections only)"));
     let eval = Command::new(env!("CARGO_BIN_EXE_imagesearch-train"))
         .args(["eval", "--json", "--device", "cpu", "--data-dir"])
         .arg(root.join("data"))
