@@ -107,7 +107,14 @@ pub struct ScorerManifest {
     /// queries are read as they are.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub query_word_map: Option<String>,
+    /// Of Search: `sigmoid(a·ip + b)` over the towers' inner product (which holds the query
+    /// bank's term when the version has one).
     pub calibration: Calibration,
+    /// Of Score (`scorer.pt`): `sigmoid(a·cos + b)` over the joint cosine alone, without the
+    /// query bank's term, which helps ranking photos for a query but not judging one pair.
+    /// None in versions made before the two were separated: Score used `calibration`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score_calibration: Option<Calibration>,
     /// Every file of the version and its sha256.
     pub files: BTreeMap<String, String>,
     /// Training data files and their sha256.
@@ -249,7 +256,8 @@ impl Scorer {
         self.run(&self.text_tower, &[text_vecs])
     }
 
-    /// Calibrated scores in [0, 1] of aligned pairs `[B, Di]` × `[B, Dt]` → `[B]`.
+    /// Calibrated scores in [0, 1] of aligned pairs `[B, Di]` × `[B, Dt]` → `[B]`: the Score
+    /// entry point (the manifest's `score_calibration`, no query-bank term).
     pub fn score(&self, image_vecs: &Tensor, text_vecs: &Tensor) -> Result<Tensor, ModelError> {
         self.run(&self.score, &[image_vecs, text_vecs])
     }
@@ -337,6 +345,7 @@ mod tests {
             index_views: Some("crops".into()),
             query_word_map: None,
             calibration: Calibration { a: 12.5, b: -4.25 },
+            score_calibration: Some(Calibration { a: 9.5, b: -3.0 }),
             files: BTreeMap::from([(SCORE_FILE.to_string(), "00".to_string())]),
             data: BTreeMap::from([("ExpertAnnotations.tsv".to_string(), "11".to_string())]),
             aggregation: "pooled".into(),

@@ -1,6 +1,6 @@
 //! Writing a scorer version: the ensemble traced into three TorchScript entry points
-//! (`image_tower.pt`, `text_tower.pt`, `scorer.pt`) in a staging directory, with a manifest
-//! listing each file's sha256. The caller commits the staged version (atomic rename).
+//! (`image_tower.pt` and `text_tower.pt` for Search, `scorer.pt` for Score) in a staging
+//! directory, with a manifest listing each file's sha256. The caller commits the staged version (atomic rename).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -12,10 +12,12 @@ use tch::{CModule, Device, Kind, Tensor};
 
 use crate::head::Ensemble;
 
-/// Traces the ensemble's three entry points into `dir`; returns `file -> sha256`.
+/// Traces the ensemble's three entry points into `dir`; returns `file -> sha256`. The towers
+/// serve Search (with the query bank's term when there is one); `scorer.pt` serves Score:
+/// `sigmoid(a·cos + b)` of the joint embeddings alone, with `score_calibration`.
 pub fn write_modules(
     ensemble: &mut Ensemble,
-    calibration: Calibration,
+    score_calibration: Calibration,
     image_dim: i64,
     text_dim: i64,
     dir: &Path,
@@ -31,9 +33,9 @@ pub fn write_modules(
     let text_tower = CModule::create_by_tracing("TextTower", "forward", &[example_txt.shallow_clone()], &mut |x| {
         vec![ens.embed_texts(&x[0])]
     })?;
-    let (a, b) = (calibration.a, calibration.b);
+    let (a, b) = (score_calibration.a, score_calibration.b);
     let scorer = CModule::create_by_tracing("Scorer", "forward", &[example_img, example_txt], &mut |x| {
-        let cos = (ens.embed_images(&x[0]) * ens.embed_texts(&x[1])).sum_dim_intlist(
+        let cos = (ens.joint_images(&x[0]) * ens.joint_texts(&x[1])).sum_dim_intlist(
             [-1i64].as_slice(),
             false,
             Kind::Float,

@@ -226,6 +226,42 @@ fn encode_val(enc: &Trainable, encoder: &TextEncoder, set: &TuneSet, batch: usiz
     Ok(Tensor::cat(&out, 0))
 }
 
+/// One optimisation step of `loss` for every optimiser in `opts`.
+fn step(opts: &mut [&mut nn::Optimizer], loss: &Tensor) {
+    opts.iter_mut().for_each(|o| o.zero_grad());
+    loss.backward();
+    opts.iter_mut().for_each(|o| o.step());
+}
+
+/// One pass over the positives in shuffled batches: `batch_loss(chunk, photos, same)` gives a
+/// batch's loss, `opts` step on it; returns the mean loss. `label` names the pass in the
+/// progress log (every 20 batches) when given.
+fn epoch(
+    cfg: &TuneConfig,
+    set: &TuneSet,
+    order: &mut [usize],
+    rng: &mut ChaCha8Rng,
+    device: Device,
+    opts: &mut [&mut nn::Optimizer],
+    label: Option<String>,
+    batch_loss: &mut dyn FnMut(&[usize], &Tensor, &Tensor) -> Result<Tensor, TuneError>,
+) -> Result<f64, TuneError> {
+    order.shuffle(rng);
+    let (mut sum, mut steps) = (0.0, 0usize);
+    let batches = order.len().div_ceil(cfg.batch_size);
+    for (b, chunk) in order.chunks(cfg.batch_size).enumerate().filter(|(_, c)| c.len() >= 2) {
+        let (photos, same) = batch_photos(set, chunk, device);
+        let loss = batch_loss(chunk, &photos, &same)?;
+        step(opts, &loss);
+        sum += loss.double_value(&[]);
+        steps += 1;
+        if let Some(label) = label.as_deref().filter(|_| (b + 1) % 20 == 0) {
+            info!("{label}: batch {}/{batches}, loss {:.4}", b + 1, sum / steps as f64);
+        }
+    }
+    Ok(sum / steps.max(1) as f64)
+}
+
 /// Tunes `base` (a loaded text encoder) on `set` and, when an epoch beats the base encoder's
 /// validation recall, writes the best epoch as a new encoder under `encoders`; returns the
 /// report (its `encoder` names the new encoder directory).
@@ -249,62 +285,38 @@ pub fn tune(
     let mut enc_opt = adamw(&enc.vs, cfg.lr)?;
     let caption_vectors = set.caption_vectors.to_device(device);
     let mut order: Vec<usize> = (0..set.pairs.len()).collect();
-    let mut epochs = Vec::new();
+    let caption_rows = |chunk: &[usize]| Tensor::from_slice(&chunk.iter().map(|&i| set.pairs[i].1).collect::<Vec<_>>()).to_device(device);
 
-    // Warm-up: the projections alone over the base encoder's cached vectors.
+    // Warm-up: the projections alone over the base encoder's cached vectors, dropout on the
+    // image features.
     let mut warm_loss = 0.0;
     for _ in 0..cfg.warmup_epochs {
-        order.shuffle(&mut rng);
-        let (mut sum, mut steps) = (0.0, 0usize);
-        for chunk in order.chunks(cfg.batch_size).filter(|c| c.len() >= 2) {
-            let (photos, same) = batch_photos(set, chunk, device);
-            let ci = Tensor::from_slice(&chunk.iter().map(|&i| set.pairs[i].1).collect::<Vec<_>>()).to_device(device);
-            let txt = proj.texts(&caption_vectors.index_select(0, &ci));
-            let loss = contrastive_loss(&proj.images(&photos, true), &txt, &proj.scale, &same, 0.0);
-            image_opt.zero_grad();
-            text_opt.zero_grad();
-            loss.backward();
-            image_opt.step();
-            text_opt.step();
-            sum += loss.double_value(&[]);
-            steps += 1;
-        }
-        warm_loss = sum / steps.max(1) as f64;
+        warm_loss = epoch(cfg, set, &mut order, &mut rng, device, &mut [&mut image_opt, &mut text_opt], None, &mut |chunk, photos, same| {
+            let txt = proj.texts(&caption_vectors.index_select(0, &caption_rows(chunk)));
+            Ok(contrastive_loss(&proj.images(photos, true), &txt, &proj.scale, same, 0.0))
+        })?;
     }
     let (val_r1, val_mean_recall) = validate(&proj, set, &encode_val(&enc, base, set, cfg.batch_size, device)?);
     let first = TuneEpoch { epoch: 0, train_loss: warm_loss, val_r1, val_mean_recall, seconds: started.elapsed().as_secs_f64() };
     on_epoch(&first);
     let mut best = (val_mean_recall, 0usize, None);
-    epochs.push(first);
+    let mut epochs = vec![first];
+
     // The image side is locked from here on: only the text side learns (LiT).
     image_vs.freeze();
-
-    for epoch in 1..=cfg.epochs {
+    for n in 1..=cfg.epochs {
         let epoch_started = Instant::now();
-        order.shuffle(&mut rng);
-        let (mut sum, mut steps) = (0.0, 0usize);
-        let batches = order.len().div_ceil(cfg.batch_size);
-        for (b, chunk) in order.chunks(cfg.batch_size).enumerate().filter(|(_, c)| c.len() >= 2) {
-            let (photos, same) = batch_photos(set, chunk, device);
+        let label = Some(format!("text tuning epoch {n}"));
+        let train_loss = epoch(cfg, set, &mut order, &mut rng, device, &mut [&mut text_opt, &mut enc_opt], label, &mut |chunk, photos, same| {
             let texts: Vec<&str> = chunk.iter().map(|&i| set.captions[set.pairs[i].1 as usize].as_str()).collect();
             let txt = proj.texts(&enc.forward(base, &texts, device)?);
-            let loss = contrastive_loss(&proj.images(&photos, false), &txt, &proj.scale, &same, 0.0);
-            text_opt.zero_grad();
-            enc_opt.zero_grad();
-            loss.backward();
-            text_opt.step();
-            enc_opt.step();
-            sum += loss.double_value(&[]);
-            steps += 1;
-            if (b + 1) % 20 == 0 {
-                info!("text tuning epoch {epoch}: batch {}/{batches}, loss {:.4}", b + 1, sum / steps as f64);
-            }
-        }
+            Ok(contrastive_loss(&proj.images(photos, false), &txt, &proj.scale, same, 0.0))
+        })?;
         let (val_r1, val_mean_recall) = validate(&proj, set, &encode_val(&enc, base, set, cfg.batch_size, device)?);
-        let e = TuneEpoch { epoch, train_loss: sum / steps.max(1) as f64, val_r1, val_mean_recall, seconds: epoch_started.elapsed().as_secs_f64() };
+        let e = TuneEpoch { epoch: n, train_loss, val_r1, val_mean_recall, seconds: epoch_started.elapsed().as_secs_f64() };
         on_epoch(&e);
         if val_mean_recall > best.0 {
-            best = (val_mean_recall, epoch, Some(enc.snapshot()));
+            best = (val_mean_recall, n, Some(enc.snapshot()));
         }
         epochs.push(e);
     }

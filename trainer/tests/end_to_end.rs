@@ -13,6 +13,11 @@ use tch::{Device, Kind, Tensor};
 
 /// `imagesearch-train <args>` on the data, models and cache under `root`, on the CPU.
 fn trainer(args: &[&str], root: &Path) -> Command {
+    trainer_with(args, root, &encoders())
+}
+
+/// [`trainer`] with the encoder repository `encoders`.
+fn trainer_with(args: &[&str], root: &Path, encoders: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_imagesearch-train"));
     cmd.args(args)
         .arg("--data-dir")
@@ -20,7 +25,7 @@ fn trainer(args: &[&str], root: &Path) -> Command {
         .arg("--models")
         .arg(root.join("models"))
         .arg("--encoders")
-        .arg(encoders())
+        .arg(encoders)
         .arg("--cache-dir")
         .arg(root.join("cache"))
         .args(["--device", "cpu"]);
@@ -90,10 +95,15 @@ fn trains_a_tiny_scorer_and_loads_it_back() {
     if banked {
         assert!((te.narrow(1, 0, 1) - 1.0).abs().max().double_value(&[]) < 1e-6);
     }
-    let cos = (&ie * &te).sum_dim_intlist([-1i64].as_slice(), false, Kind::Float);
-    let c = manifest.calibration;
-    let expected = (cos * c.a + c.b).sigmoid();
+    // Score is the joint cosine alone (no query-bank term) under its own calibration; Search's
+    // calibration is fitted on the towers' inner product.
+    let joint = (ie.narrow(1, skip, 2 * 512) * te.narrow(1, skip, 2 * 512)).sum_dim_intlist([-1i64].as_slice(), false, Kind::Float);
+    let c = manifest.score_calibration.expect("a score calibration");
+    let expected = (joint * c.a + c.b).sigmoid();
     assert!((&scores - &expected).abs().max().double_value(&[]) < 1e-5);
+    if !banked {
+        assert!((c.a - manifest.calibration.a).abs() < 1e-6 && (c.b - manifest.calibration.b).abs() < 1e-6, "no bank: one calibration");
+    }
     let s: Vec<f32> = Vec::try_from(scores).unwrap();
     assert!(s.iter().all(|x| (0.0..=1.0).contains(x)));
 
@@ -235,21 +245,12 @@ fn a_version_trained_on_a_tuned_text_encoder_names_it_and_evaluates_with_it() {
     for name in ["efficientnet-lite0", "minilm-l6-v2"] {
         std::os::unix::fs::symlink(encoders().join(name), repo_dir.join(name)).unwrap();
     }
-    let args = ["train", "--members", "1", "--max-epochs", "2", "--val-photos", "8", "--batch-size", "32"];
-    let out = Command::new(env!("CARGO_BIN_EXE_imagesearch-train"))
-        .args(args)
-        .args(["--report-queries", "1", "--holdout-fraction", "0.25", "--index-views", "both", "--query-bank", "0"])
-        .args(["--tune-text-epochs", "2", "--tune-text-lr", "1e-4", "--tune-text-batch", "16", "--device", "cpu"])
-        .arg("--data-dir")
-        .arg(root.join("data"))
-        .arg("--models")
-        .arg(root.join("models"))
-        .arg("--encoders")
-        .arg(&repo_dir)
-        .arg("--cache-dir")
-        .arg(root.join("cache"))
-        .output()
-        .unwrap();
+    let args = [
+        "train", "--members", "1", "--max-epochs", "2", "--val-photos", "8", "--batch-size", "32", "--report-queries", "1",
+        "--holdout-fraction", "0.25", "--index-views", "both", "--query-bank", "0", "--tune-text-epochs", "2",
+        "--tune-text-lr", "1e-4", "--tune-text-batch", "16",
+    ];
+    let out = trainer_with(&args, root, &repo_dir).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let manifest = ScorerManifest::load(&ModelRepository::new(root.join("models")).version_dir(1)).unwrap();
     let tuning = &manifest.training["text_tuning"];
@@ -266,17 +267,7 @@ fn a_version_trained_on_a_tuned_text_encoder_names_it_and_evaluates_with_it() {
     let html = fs::read_to_string(ModelRepository::new(root.join("models")).version_dir(1).join("report.html")).unwrap();
     let table = &html[html.find("Text-encoder tuning (LiT)").expect("the report shows the tuning")..];
     assert!(table[..table.find("</table>").unwrap()].contains("0 (projections only)"));
-    let eval = Command::new(env!("CARGO_BIN_EXE_imagesearch-train"))
-        .args(["eval", "--json", "--device", "cpu", "--data-dir"])
-        .arg(root.join("data"))
-        .arg("--models")
-        .arg(root.join("models"))
-        .arg("--encoders")
-        .arg(&repo_dir)
-        .arg("--cache-dir")
-        .arg(root.join("cache"))
-        .output()
-        .unwrap();
+    let eval = trainer_with(&["eval", "--json"], root, &repo_dir).output().unwrap();
     assert!(eval.status.success(), "{}", String::from_utf8_lossy(&eval.stderr));
     let json: serde_json::Value = serde_json::from_slice(&eval.stdout).unwrap();
     assert_eq!(json["metrics"]["retrieval"], manifest.metrics["retrieval"]);

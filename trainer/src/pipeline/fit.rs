@@ -156,9 +156,12 @@ pub(super) fn tune_text_encoder(
     Ok(report)
 }
 
-/// The fitted calibration and what it was fitted on.
+/// The fitted calibrations and what they were fitted on.
 pub(super) struct Calibrated {
+    /// Of the served inner product (the towers', with the query bank's term): Search's scores.
     pub calibration: Calibration,
+    /// Of the joint cosine alone (no query-bank term): the Score entry point's.
+    pub score_calibration: Calibration,
     /// Judged pairs it was fitted on.
     pub pairs: usize,
     /// Mean target of those pairs (the baseline prediction of the RMSE).
@@ -181,19 +184,28 @@ pub(super) fn calibrate(
         .filter(|p| !heldout.contains(&p.image) && !data.excluded(&p.image, &p.text))
         .filter(|p| serving.contains_key(&p.image) && texts.contains_key(&p.text))
         .collect();
-    let (cos, target): (Vec<f64>, Vec<f64>) = tch::no_grad(|| {
-        let iv = stack(&calib.iter().map(|p| serving[&p.image].as_slice()).collect::<Vec<_>>());
-        let tv = stack(&calib.iter().map(|p| texts[&p.text].as_slice()).collect::<Vec<_>>());
-        let cos = (ensemble.embed_images(&iv.to_device(device)) * ensemble.embed_texts(&tv.to_device(device)))
-            .sum_dim_intlist([-1i64].as_slice(), false, tch::Kind::Float)
-            .to_device(Device::Cpu);
-        let cos: Vec<f32> = Vec::try_from(cos).unwrap_or_default();
-        (cos.into_iter().map(f64::from).collect(), calib.iter().map(|p| p.target).collect())
-    });
-    if cos.is_empty() {
+    let target: Vec<f64> = calib.iter().map(|p| p.target).collect();
+    if target.is_empty() {
         return Err(PipelineError::NoData("no judged training pairs to calibrate on".into()));
     }
-    let calibration = head::fit_calibration(&cos, &target);
-    info!("calibration on {} judged pairs: a = {:.3}, b = {:.3}", calib.len(), calibration.a, calibration.b);
-    Ok(Calibrated { calibration, pairs: calib.len(), target_mean: crate::metrics::mean(&target) })
+    let (served, joint) = tch::no_grad(|| {
+        let iv = stack(&calib.iter().map(|p| serving[&p.image].as_slice()).collect::<Vec<_>>()).to_device(device);
+        let tv = stack(&calib.iter().map(|p| texts[&p.text].as_slice()).collect::<Vec<_>>()).to_device(device);
+        let dot = |a: Tensor, b: Tensor| -> Vec<f64> {
+            let d = (a * b).sum_dim_intlist([-1i64].as_slice(), false, tch::Kind::Float).to_device(Device::Cpu);
+            Vec::<f32>::try_from(d).unwrap_or_default().into_iter().map(f64::from).collect()
+        };
+        (dot(ensemble.embed_images(&iv), ensemble.embed_texts(&tv)), dot(ensemble.joint_images(&iv), ensemble.joint_texts(&tv)))
+    });
+    let calibration = head::fit_calibration(&served, &target);
+    let score_calibration = head::fit_calibration(&joint, &target);
+    info!(
+        "calibration on {} judged pairs: Search a = {:.3}, b = {:.3}; Score (no query-bank term) a = {:.3}, b = {:.3}",
+        calib.len(),
+        calibration.a,
+        calibration.b,
+        score_calibration.a,
+        score_calibration.b
+    );
+    Ok(Calibrated { calibration, score_calibration, pairs: calib.len(), target_mean: crate::metrics::mean(&target) })
 }

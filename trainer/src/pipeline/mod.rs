@@ -194,7 +194,7 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainOutcome, PipelineError> {
     let mut training = TrainingSummary::new(&data, &selection, &vectors, &tensors, &calibrated, epochs, run);
     training.levers = Some(chosen.report);
     training.text_tuning = text_tuning;
-    let mut draft = version::write_modules(cfg, &enc, &mut ensemble, calibrated.calibration, training)?;
+    let mut draft = version::write_modules(cfg, &enc, &mut ensemble, (calibrated.calibration, calibrated.score_calibration), training)?;
     draft.manifest.index_views = Some(chosen.index_views.to_string());
     draft.manifest.query_word_map = chosen.query_word_map.then(|| WordMap::builtin().id().to_string());
     if let Some(dcfg) = &cfg.detector {

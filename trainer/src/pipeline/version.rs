@@ -188,14 +188,14 @@ pub(super) fn write_modules(
     cfg: &TrainConfig,
     enc: &Encoders,
     ensemble: &mut Ensemble,
-    calibration: Calibration,
+    (calibration, score_calibration): (Calibration, Calibration),
     training: TrainingSummary,
 ) -> Result<Draft, PipelineError> {
     let c = &cfg.common;
     let staged = ModelRepository::new(&c.models).stage()?;
     let files = artifact::write_modules(
         ensemble,
-        calibration,
+        score_calibration,
         enc.image.manifest.output_dim,
         enc.text.manifest.output_dim,
         &staged.dir,
@@ -213,6 +213,7 @@ pub(super) fn write_modules(
         index_views: None,
         query_word_map: None,
         calibration,
+        score_calibration: Some(score_calibration),
         files,
         data: data_hashes(&c.paths)?,
         aggregation: cfg.aggregation.to_string(),
