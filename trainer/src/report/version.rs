@@ -267,6 +267,16 @@ fn example_queries(eval: &Evaluation, data: &Dataset, n: usize, seed: u64) -> Ve
         .collect()
 }
 
+/// Search's calibration and, when the version has its own, Score's.
+fn calibration_fact(manifest: &ScorerManifest) -> String {
+    let c = manifest.calibration;
+    let search = format!("sigmoid({:.3} · ip {:+.3})", c.a, c.b);
+    match manifest.score_calibration {
+        Some(s) if s != c => format!("Search: {search}; Score (no query-bank term): sigmoid({:.3} · cos {:+.3})", s.a, s.b),
+        _ => format!("Search and Score: {search}"),
+    }
+}
+
 /// The summary facts: encoders, aggregation, calibration, data and exclusions, the child
 /// detector, device and commit.
 fn summary(manifest: &ScorerManifest, t: &TrainingSummary) -> Vec<(String, String)> {
@@ -274,7 +284,7 @@ fn summary(manifest: &ScorerManifest, t: &TrainingSummary) -> Vec<(String, Strin
         ("image encoder".to_string(), format!("{} ({})", manifest.image_encoder.name, short(&manifest.image_encoder.sha256))),
         ("text encoder".to_string(), format!("{} ({})", manifest.text_encoder.name, short(&manifest.text_encoder.sha256))),
         ("aggregation".to_string(), manifest.aggregation.clone()),
-        ("calibration".to_string(), format!("sigmoid({:.3} · cos {:+.3})", manifest.calibration.a, manifest.calibration.b)),
+        ("calibration".to_string(), calibration_fact(manifest)),
         ("training pairs".to_string(), format!("{} captions of {} photos", t.train_pairs, t.train_photos)),
         (
             "excluded by the child rule".to_string(),
