@@ -306,7 +306,11 @@ impl Ensemble {
     /// Image embeddings as served: [`Ensemble::joint_images`], followed by `−t` when a query
     /// bank is used (`[B, M·dim + 1]`).
     pub fn embed_images(&self, x: &Tensor) -> Tensor {
-        let e = self.joint_images(x);
+        self.served_images(self.joint_images(x))
+    }
+
+    /// Joint image embeddings `e` as served: `−t` prepended when a query bank is used.
+    pub fn served_images(&self, e: Tensor) -> Tensor {
         match &self.query_bank {
             Some(bank) => Tensor::cat(&[-bank.term(&e).unsqueeze(1), e], 1),
             None => e,
@@ -316,7 +320,11 @@ impl Ensemble {
     /// Text embeddings as served: [`Ensemble::joint_texts`], followed by `1` when a query bank
     /// is used (`ones_like`, so a traced tower follows the batch size).
     pub fn embed_texts(&self, x: &Tensor) -> Tensor {
-        let e = self.joint_texts(x);
+        self.served_texts(self.joint_texts(x))
+    }
+
+    /// Joint text embeddings `e` as served: `1` prepended when a query bank is used.
+    pub fn served_texts(&self, e: Tensor) -> Tensor {
         match &self.query_bank {
             Some(_) => Tensor::cat(&[e.narrow(1, 0, 1).ones_like(), e], 1),
             None => e,

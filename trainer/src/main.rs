@@ -157,7 +157,7 @@ struct TrainArgs {
     query_word_map: Option<bool>,
     /// Epochs of tuning the text encoder with the image side locked (LiT) before the head
     /// trains; the best epoch on validation becomes a new encoder that the version names
-    /// (0 = the base encoder as is; ~8 min an epoch on 2 CPU cores).
+    /// (0 = the base encoder as is; about 170 s an epoch on 2 CPU cores).
     #[arg(long, env = "IMAGESEARCH_TUNE_TEXT_EPOCHS", default_value_t = 0, value_parser = at_least(0))]
     tune_text_epochs: usize,
     /// AdamW learning rate of the text encoder's weights while tuning.

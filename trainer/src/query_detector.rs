@@ -16,10 +16,9 @@
 use std::collections::{HashMap, HashSet};
 
 use imagesearch_compliance::describes_child;
-
-use crate::dataset::Dataset;
 use imagesearch_model::DetectorWeights;
 
+use crate::dataset::Dataset;
 use crate::detector::{Confusion, Described, Example};
 
 /// Hand-labelled training paraphrases: `child|adult<TAB>text` per line.

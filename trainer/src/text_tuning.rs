@@ -203,14 +203,27 @@ fn validate(proj: &Projections, set: &TuneSet, texts: &Tensor) -> (f64, f64) {
     })
 }
 
-/// One batch's photos (each as is or mirrored at random) and the mask of pairs sharing a photo.
-fn batch_photos(set: &TuneSet, chunk: &[usize], device: Device) -> (Tensor, Tensor) {
-    let photo_idx: Vec<i64> = chunk.iter().map(|&i| set.pairs[i].0).collect();
-    let pi = Tensor::from_slice(&photo_idx).to_device(device);
-    let flip = Tensor::rand([chunk.len() as i64, 1], (Kind::Float, device)).lt(0.5);
-    let o = set.photos_original.to_device(device).index_select(0, &pi);
-    let m = set.photos_mirrored.to_device(device).index_select(0, &pi);
-    (o.where_self(&flip, &m), pi.unsqueeze(1).eq_tensor(&pi.unsqueeze(0)))
+/// The locked photo vectors, original and mirrored, moved to the training device once.
+struct LockedPhotos {
+    original: Tensor,
+    mirrored: Tensor,
+}
+
+impl LockedPhotos {
+    fn new(set: &TuneSet, device: Device) -> Self {
+        LockedPhotos { original: set.photos_original.to_device(device), mirrored: set.photos_mirrored.to_device(device) }
+    }
+
+    /// One batch's photos (each as is or mirrored at random) and the mask of pairs sharing a
+    /// photo.
+    fn batch(&self, pairs: &[(i64, i64)], chunk: &[usize]) -> (Tensor, Tensor) {
+        let device = self.original.device();
+        let photo_idx: Vec<i64> = chunk.iter().map(|&i| pairs[i].0).collect();
+        let pi = Tensor::from_slice(&photo_idx).to_device(device);
+        let flip = Tensor::rand([chunk.len() as i64, 1], (Kind::Float, device)).lt(0.5);
+        let (o, m) = (self.original.index_select(0, &pi), self.mirrored.index_select(0, &pi));
+        (o.where_self(&flip, &m), pi.unsqueeze(1).eq_tensor(&pi.unsqueeze(0)))
+    }
 }
 
 /// The validation captions' vectors from the encoder being tuned, in batches.
@@ -239,9 +252,9 @@ fn step(opts: &mut [&mut nn::Optimizer], loss: &Tensor) {
 fn epoch(
     cfg: &TuneConfig,
     set: &TuneSet,
+    photos: &LockedPhotos,
     order: &mut [usize],
     rng: &mut ChaCha8Rng,
-    device: Device,
     opts: &mut [&mut nn::Optimizer],
     label: Option<String>,
     batch_loss: &mut dyn FnMut(&[usize], &Tensor, &Tensor) -> Result<Tensor, TuneError>,
@@ -250,8 +263,8 @@ fn epoch(
     let (mut sum, mut steps) = (0.0, 0usize);
     let batches = order.len().div_ceil(cfg.batch_size);
     for (b, chunk) in order.chunks(cfg.batch_size).enumerate().filter(|(_, c)| c.len() >= 2) {
-        let (photos, same) = batch_photos(set, chunk, device);
-        let loss = batch_loss(chunk, &photos, &same)?;
+        let (batch, same) = photos.batch(set.pairs, chunk);
+        let loss = batch_loss(chunk, &batch, &same)?;
         step(opts, &loss);
         sum += loss.double_value(&[]);
         steps += 1;
@@ -284,6 +297,7 @@ pub fn tune(
     let (mut image_opt, mut text_opt) = (adamw(&image_vs, cfg.head_lr)?, adamw(&text_vs, cfg.head_lr)?);
     let mut enc_opt = adamw(&enc.vs, cfg.lr)?;
     let caption_vectors = set.caption_vectors.to_device(device);
+    let photos = LockedPhotos::new(set, device);
     let mut order: Vec<usize> = (0..set.pairs.len()).collect();
     let caption_rows = |chunk: &[usize]| Tensor::from_slice(&chunk.iter().map(|&i| set.pairs[i].1).collect::<Vec<_>>()).to_device(device);
 
@@ -291,9 +305,9 @@ pub fn tune(
     // image features.
     let mut warm_loss = 0.0;
     for _ in 0..cfg.warmup_epochs {
-        warm_loss = epoch(cfg, set, &mut order, &mut rng, device, &mut [&mut image_opt, &mut text_opt], None, &mut |chunk, photos, same| {
+        warm_loss = epoch(cfg, set, &photos, &mut order, &mut rng, &mut [&mut image_opt, &mut text_opt], None, &mut |chunk, batch, same| {
             let txt = proj.texts(&caption_vectors.index_select(0, &caption_rows(chunk)));
-            Ok(contrastive_loss(&proj.images(photos, true), &txt, &proj.scale, same, 0.0))
+            Ok(contrastive_loss(&proj.images(batch, true), &txt, &proj.scale, same, 0.0))
         })?;
     }
     let (val_r1, val_mean_recall) = validate(&proj, set, &encode_val(&enc, base, set, cfg.batch_size, device)?);
@@ -307,10 +321,10 @@ pub fn tune(
     for n in 1..=cfg.epochs {
         let epoch_started = Instant::now();
         let label = Some(format!("text tuning epoch {n}"));
-        let train_loss = epoch(cfg, set, &mut order, &mut rng, device, &mut [&mut text_opt, &mut enc_opt], label, &mut |chunk, photos, same| {
+        let train_loss = epoch(cfg, set, &photos, &mut order, &mut rng, &mut [&mut text_opt, &mut enc_opt], label, &mut |chunk, batch, same| {
             let texts: Vec<&str> = chunk.iter().map(|&i| set.captions[set.pairs[i].1 as usize].as_str()).collect();
             let txt = proj.texts(&enc.forward(base, &texts, device)?);
-            Ok(contrastive_loss(&proj.images(photos, false), &txt, &proj.scale, same, 0.0))
+            Ok(contrastive_loss(&proj.images(batch, false), &txt, &proj.scale, same, 0.0))
         })?;
         let (val_r1, val_mean_recall) = validate(&proj, set, &encode_val(&enc, base, set, cfg.batch_size, device)?);
         let e = TuneEpoch { epoch: n, train_loss, val_r1, val_mean_recall, seconds: epoch_started.elapsed().as_secs_f64() };

@@ -235,7 +235,7 @@ fn bad_rows_stop_the_run_unless_skipped() {
 /// against 0.77 mean recall), so the base encoder stays, nothing is written beside it, and the
 /// version and `eval` use the base. (The tuned encoder's own files: tests/text_tuning.rs.)
 #[test]
-fn a_version_trained_on_a_tuned_text_encoder_names_it_and_evaluates_with_it() {
+fn a_text_tuning_that_does_not_beat_the_base_is_recorded_and_the_base_encoder_stays() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     imagesearch_tests::data_subset(&root.join("data"));

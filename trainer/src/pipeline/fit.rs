@@ -191,11 +191,13 @@ pub(super) fn calibrate(
     let (served, joint) = tch::no_grad(|| {
         let iv = stack(&calib.iter().map(|p| serving[&p.image].as_slice()).collect::<Vec<_>>()).to_device(device);
         let tv = stack(&calib.iter().map(|p| texts[&p.text].as_slice()).collect::<Vec<_>>()).to_device(device);
-        let dot = |a: Tensor, b: Tensor| -> Vec<f64> {
+        let dot = |a: &Tensor, b: &Tensor| -> Vec<f64> {
             let d = (a * b).sum_dim_intlist([-1i64].as_slice(), false, tch::Kind::Float).to_device(Device::Cpu);
             Vec::<f32>::try_from(d).unwrap_or_default().into_iter().map(f64::from).collect()
         };
-        (dot(ensemble.embed_images(&iv), ensemble.embed_texts(&tv)), dot(ensemble.joint_images(&iv), ensemble.joint_texts(&tv)))
+        let (ji, jt) = (ensemble.joint_images(&iv), ensemble.joint_texts(&tv));
+        let joint = dot(&ji, &jt);
+        (dot(&ensemble.served_images(ji), &ensemble.served_texts(jt)), joint)
     });
     let calibration = head::fit_calibration(&served, &target);
     let score_calibration = head::fit_calibration(&joint, &target);
