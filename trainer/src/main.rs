@@ -166,6 +166,11 @@ struct TrainArgs {
     /// Captions per tuning batch (the contrastive loss's negatives).
     #[arg(long, env = "IMAGESEARCH_TUNE_TEXT_BATCH", default_value_t = 128, value_parser = at_least(2))]
     tune_text_batch: usize,
+    /// Share of the lever validation photos (judged, allowed by the law, neither held out nor
+    /// test photos) whose own captions and human-matched texts train a second ensemble, kept
+    /// when it ranks better on the rest of them (0 = off; doubles the members' training time).
+    #[arg(long, env = "IMAGESEARCH_JUDGED_POSITIVES", default_value_t = 0.0, value_parser = share)]
+    judged_positives: f64,
 }
 
 #[derive(Args)]
@@ -198,6 +203,16 @@ fn at_least(min: u64) -> clap::builder::RangedU64ValueParser<usize> {
 }
 
 /// A fraction strictly between 0 and 1.
+/// A share in [0, 1): 0 turns a lever off, 1 would leave nothing to validate it on.
+fn share(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("'{s}' is not a number"))?;
+    if (0.0..1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{v} is not in [0, 1)"))
+    }
+}
+
 fn fraction(s: &str) -> Result<f64, String> {
     let v: f64 = s.parse().map_err(|_| format!("'{s}' is not a number"))?;
     if v > 0.0 && v < 1.0 {
@@ -295,6 +310,7 @@ fn main() -> anyhow::Result<()> {
                 index_views: a.index_views,
                 query_bank: QueryBankConfig { size: a.query_bank, beta: a.query_bank_beta },
                 query_word_map: a.query_word_map,
+                judged_positives: a.judged_positives,
                 text_tuning: TuneConfig {
                     epochs: a.tune_text_epochs,
                     lr: a.tune_text_lr,

@@ -272,3 +272,74 @@ fn a_text_tuning_that_does_not_beat_the_base_is_recorded_and_the_base_encoder_st
     let json: serde_json::Value = serde_json::from_slice(&eval.stdout).unwrap();
     assert_eq!(json["metrics"]["retrieval"], manifest.metrics["retrieval"]);
 }
+
+#[test]
+fn judged_photos_lend_positives_to_a_second_ensemble_measured_on_the_rest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    imagesearch_tests::data_subset(&root.join("data"));
+    let mut args = TRAIN.to_vec();
+    args.extend(["--index-views", "both", "--query-bank", "0", "--judged-positives", "0.5"]);
+    run(&args, root);
+    let manifest = ScorerManifest::load(&ModelRepository::new(root.join("models")).version_dir(1)).unwrap();
+    assert_eq!(manifest.hyperparameters["judged_positives"], 0.5);
+    let p = &manifest.training["judged_positives"];
+    let lent: Vec<&str> = p["photo_list"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    assert!(!lent.is_empty(), "{p}");
+    assert!(p["photos"].as_u64().unwrap() > 0 && p["pairs"].as_u64() >= p["photos"].as_u64(), "{p}");
+    // Only photos the law allows, never a held-out or test photo, and out of the lever
+    // validation set, which both ensembles are measured on.
+    let heldout: Vec<&str> = manifest.training["heldout_photo_list"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    let tests = fs::read_to_string(root.join("data/image_search/test_images.csv")).unwrap();
+    let judged = fs::read_to_string(root.join("data/image_search/train_dataset.csv")).unwrap();
+    for photo in &lent {
+        assert!(!heldout.contains(photo) && !tests.contains(photo), "{photo} is held out or a test photo");
+        for line in judged.lines().filter(|l| l.split(',').nth(1).is_some_and(|q| q.starts_with(photo))) {
+            let text = line.splitn(3, ',').nth(2).unwrap();
+            assert!(imagesearch_compliance::describes_child(text).is_none(), "{photo}'s own caption describes a child: {text}");
+        }
+    }
+    let levers = &manifest.training["levers"];
+    assert_eq!(levers["validation_photos"], p["validation_photos"], "{levers}\n{p}");
+    for side in ["validation_without", "validation_with", "test_without", "test_with"] {
+        assert!(p[side]["mrr"].as_f64().is_some_and(|m| m > 0.0), "{side}: {p}");
+    }
+    // The kept ensemble trained on the lent photos' pairs exactly when it was kept.
+    let used = p["used"].as_bool().unwrap();
+    let (wm, wo) = (p["validation_with"]["mrr"].as_f64().unwrap(), p["validation_without"]["mrr"].as_f64().unwrap());
+    assert_eq!(used, wm > wo + 0.005, "{p}");
+    let html = fs::read_to_string(ModelRepository::new(root.join("models")).version_dir(1).join("report.html")).unwrap();
+    let table = &html[html.find("Judged photos as extra positives").expect("the report shows both ensembles")..];
+    assert_eq!(table[..table.find("</table>").unwrap()].matches("<tr").count(), 3);
+
+    // Without the lever, the lent photos are lever validation photos again.
+    run(&TRAIN.iter().copied().chain(["--index-views", "both", "--query-bank", "0"]).collect::<Vec<_>>(), root);
+    let plain = ScorerManifest::load(&ModelRepository::new(root.join("models")).version_dir(2)).unwrap();
+    assert!(plain.training.get("judged_positives").is_none());
+    let before = plain.training["levers"]["validation_photos"].as_u64().unwrap();
+    assert!(before > levers["validation_photos"].as_u64().unwrap(), "{before} vs {levers}");
+}
+
+#[test]
+fn a_version_trains_on_the_lite_pair_encoder_through_its_manifest_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    imagesearch_tests::data_subset(&root.join("data"));
+    let args = [
+        "train", "--members", "1", "--max-epochs", "1", "--val-photos", "8", "--batch-size", "32", "--report-queries", "1",
+        "--holdout-fraction", "0.25", "--index-views", "both", "--query-bank", "0", "--image-encoder", "efficientnet-lite0-lite2",
+    ];
+    run(&args, root);
+    let dir = ModelRepository::new(root.join("models")).version_dir(1);
+    let manifest = ScorerManifest::load(&dir).unwrap();
+    assert_eq!((manifest.image_encoder.name.as_str(), manifest.image_encoder.output_dim), ("efficientnet-lite0-lite2", 2560));
+    let scorer = Scorer::load(&dir, Device::Cpu).unwrap();
+    let detector = scorer.detector.as_ref().expect("a child detector");
+    assert_eq!(detector.weights().weights.len(), 2560, "the detector reads the pair's features too");
+    let scores = scorer.score(&Tensor::rand([3, 2560], (Kind::Float, Device::Cpu)), &Tensor::randn([3, 384], (Kind::Float, Device::Cpu))).unwrap();
+    assert_eq!(scores.size(), [3]);
+    // eval reads the encoders the version names.
+    let out = run(&["eval", "--json"], root);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["metrics"]["retrieval"], manifest.metrics["retrieval"]);
+}

@@ -35,6 +35,9 @@ pub(super) struct TrainingTensors {
     pub train_photos: usize,
     /// Validation photos.
     pub val_photo_count: usize,
+    /// Judged photos among the training photos, and their pairs (`--judged-positives`).
+    pub positive_photos: usize,
+    pub positive_pairs: usize,
 }
 
 impl TrainingTensors {
@@ -44,14 +47,29 @@ impl TrainingTensors {
     }
 }
 
+/// Judged pairs at least this matched (the pooled target, 0 = no match, 1 = all judges say it
+/// matches) are positives of `--judged-positives`: a majority of the judgments say match.
+pub const MATCH_TARGET: f64 = 0.5;
+
+/// The texts a judged photo is matched with, as positives: its own captions and the judged
+/// texts humans matched with it ([`MATCH_TARGET`]), none the law excludes; each once.
+pub(super) fn positive_texts<'a>(data: &'a Dataset, photo: &str) -> Vec<&'a str> {
+    let own = data.own_captions.get(photo).into_iter().flatten().map(String::as_str);
+    let matched = data.judged.iter().filter(|p| p.image == photo && p.target >= MATCH_TARGET).map(|p| p.text.as_str());
+    let mut seen = HashSet::new();
+    own.chain(matched).filter(|t| !data.excluded(photo, t) && seen.insert(*t)).collect()
+}
+
 /// Step: the training tensors — both views of each training photo, their captions and the
-/// positive pairs — and the validation tensors (photos' serving vectors, captions and the row
-/// of each caption's photo). Photos that could not be encoded are left out.
-pub(super) fn training_tensors(data: &Dataset, sel: &Selection, v: &TrainingVectors) -> TrainingTensors {
+/// positive pairs (with `with_positives`, also the judged positive photos of
+/// [`Selection::positive_photos`] with their [`positive_texts`]) — and the validation tensors
+/// (photos' serving vectors, captions and the row of each caption's photo). Photos that could
+/// not be encoded are left out.
+pub(super) fn training_tensors(data: &Dataset, sel: &Selection, v: &TrainingVectors, with_positives: bool) -> TrainingTensors {
     let (photos, texts) = (&v.photos, &v.texts);
     let usable: Vec<&String> =
         sel.flickr_photos.iter().filter(|p| photos.get(*p).is_some_and(|v| v.has(ImageViews::Both))).collect();
-    let (train_photos, val_photos): (Vec<&String>, Vec<&String>) =
+    let (mut train_photos, val_photos): (Vec<&String>, Vec<&String>) =
         usable.into_iter().partition(|p| !sel.val_set.contains(p.as_str()));
     let mut captions_rows: Vec<&[f32]> = Vec::new();
     let mut caption_texts = Vec::new();
@@ -62,6 +80,28 @@ pub(super) fn training_tensors(data: &Dataset, sel: &Selection, v: &TrainingVect
                 pairs.push((i as i64, captions_rows.len() as i64));
                 captions_rows.push(t);
                 caption_texts.push(cap.text.clone());
+            }
+        }
+    }
+    let (mut positive_photos, mut positive_pairs) = (0, 0);
+    if with_positives {
+        let mut extra: Vec<&String> =
+            sel.positive_photos.iter().filter(|p| photos.get(*p).is_some_and(|v| v.has(ImageViews::Both))).collect();
+        extra.sort();
+        for p in extra {
+            let matched: Vec<(&str, &Vec<f32>)> =
+                positive_texts(data, p).into_iter().filter_map(|t| Some((t, texts.get(t)?))).collect();
+            if matched.is_empty() {
+                continue;
+            }
+            let row = train_photos.len() as i64;
+            train_photos.push(p);
+            positive_photos += 1;
+            for (text, vector) in matched {
+                pairs.push((row, captions_rows.len() as i64));
+                captions_rows.push(vector);
+                caption_texts.push(text.to_string());
+                positive_pairs += 1;
             }
         }
     }
@@ -95,6 +135,8 @@ pub(super) fn training_tensors(data: &Dataset, sel: &Selection, v: &TrainingVect
         val_caption_photo,
         train_photos: train_photos.len(),
         val_photo_count: val_photos.len(),
+        positive_photos,
+        positive_pairs,
     }
 }
 
@@ -169,19 +211,20 @@ pub(super) struct Calibrated {
 }
 
 /// Step: fits the calibration on the judged pairs of the training photos that the law allows
-/// (held-out photos and excluded pairs never take part).
+/// (the photos of `left_out` — held-out photos, and judged photos the head trained on — and
+/// excluded pairs never take part).
 pub(super) fn calibrate(
     ensemble: &Ensemble,
     device: Device,
     data: &Dataset,
-    heldout: &HashSet<String>,
+    left_out: &HashSet<String>,
     v: &TrainingVectors,
 ) -> Result<Calibrated, PipelineError> {
     let (serving, texts) = (&v.serving, &v.texts);
     let calib: Vec<_> = data
         .judged
         .iter()
-        .filter(|p| !heldout.contains(&p.image) && !data.excluded(&p.image, &p.text))
+        .filter(|p| !left_out.contains(&p.image) && !data.excluded(&p.image, &p.text))
         .filter(|p| serving.contains_key(&p.image) && texts.contains_key(&p.text))
         .collect();
     let target: Vec<f64> = calib.iter().map(|p| p.target).collect();

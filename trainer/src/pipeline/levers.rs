@@ -84,7 +84,7 @@ pub(super) struct Chosen {
 }
 
 /// Photos and queries of one retrieval set, as joint embeddings.
-struct RetrievalSet {
+pub(super) struct RetrievalSet {
     images: Tensor,
     texts: Tensor,
     /// Row of each query's photo.
@@ -92,8 +92,13 @@ struct RetrievalSet {
 }
 
 impl RetrievalSet {
+    /// Queries in the set.
+    pub(super) fn queries(&self) -> usize {
+        self.target.len()
+    }
+
     /// The set of `photos` (those with a serving vector) queried by `queries` (text, photo).
-    fn new(
+    pub(super) fn new(
         ensemble: &Ensemble,
         device: Device,
         serving: &HashMap<String, Vec<f32>>,
@@ -122,7 +127,7 @@ impl RetrievalSet {
     }
 
     /// Retrieval with the query bank's term subtracted from each photo's similarity.
-    fn measure(&self, bank: Option<&QueryBank>) -> Retrieval {
+    pub(super) fn measure(&self, bank: Option<&QueryBank>) -> Retrieval {
         tch::no_grad(|| {
             let mut sim = self.texts.matmul(&self.images.tr());
             if let Some(b) = bank {
@@ -207,6 +212,29 @@ impl JudgedSet {
     }
 }
 
+/// The lever validation set: the judged photos that are neither held out, test photos nor
+/// lent to the scorer as positives, and their own captions as queries (text, photo).
+pub(super) fn validation_set<'a>(data: &'a Dataset, sel: &'a Selection) -> (Vec<&'a str>, Vec<(&'a str, &'a str)>) {
+    let test: HashSet<&str> = data.test_images.iter().map(String::as_str).collect();
+    let photos: Vec<&str> = sel
+        .judged_photos
+        .iter()
+        .map(String::as_str)
+        .filter(|p| !sel.heldout.contains(*p) && !test.contains(p) && !sel.positive_photos.contains(*p))
+        .collect();
+    let queries = photos
+        .iter()
+        .flat_map(|p| data.own_captions.get(*p).into_iter().flatten().map(move |t| (t.as_str(), *p)))
+        .collect();
+    (photos, queries)
+}
+
+/// The test photos and queries (text, photo), for reports only.
+pub(super) fn test_set(data: &Dataset) -> (Vec<&str>, Vec<(&str, &str)>) {
+    let photos = data.test_images.iter().map(String::as_str).collect();
+    (photos, data.test_queries.iter().map(|q| (q.text.as_str(), q.image.as_str())).collect())
+}
+
 /// Step: measures every candidate (gallery views × query bank β × word map) on the lever validation set
 /// and the test queries, and picks the one with the best validation MRR.
 pub(super) fn choose(
@@ -217,19 +245,7 @@ pub(super) fn choose(
     vectors: &TrainingVectors,
 ) -> Result<Chosen, PipelineError> {
     let device = cfg.common.device;
-    let test: HashSet<&str> = data.test_images.iter().map(String::as_str).collect();
-    let val_photos: Vec<&str> = sel
-        .judged_photos
-        .iter()
-        .map(String::as_str)
-        .filter(|p| !sel.heldout.contains(*p) && !test.contains(p))
-        .collect();
-    let val_queries: Vec<(&str, &str)> = val_photos
-        .iter()
-        .flat_map(|p| data.own_captions.get(*p).into_iter().flatten().map(move |t| (t.as_str(), *p)))
-        .collect();
-    let test_photos: Vec<&str> = data.test_images.iter().map(String::as_str).collect();
-    let test_queries: Vec<(&str, &str)> = data.test_queries.iter().map(|q| (q.text.as_str(), q.image.as_str())).collect();
+    let ((val_photos, val_queries), (test_photos, test_queries)) = (validation_set(data, sel), test_set(data));
 
     let bank = bank_captions(cfg, ensemble, data, sel, vectors);
     let view_candidates: Vec<ImageViews> = match cfg.index_views {

@@ -10,6 +10,7 @@ mod encode;
 mod eval;
 mod fit;
 mod levers;
+mod positives;
 mod select;
 mod version;
 
@@ -18,7 +19,7 @@ use std::time::Instant;
 
 use imagesearch_model::{DetectorInfo, ImageViews, ModelError, WordMap};
 use tch::Device;
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::dataset::{DataPaths, Dataset};
 use crate::detector::DetectorConfig;
@@ -30,7 +31,8 @@ use crate::vectors::VectorError;
 
 pub use encode::Pass;
 pub use eval::{eval, Evaluated};
-pub use levers::{LeverReport, QueryBankConfig};
+pub use levers::{LeverReport, QueryBankConfig, MRR_TIE};
+pub use positives::PositivesReport;
 pub use version::{Hyperparameters, TrainingSummary};
 
 /// Everything that can stop a training or evaluation run.
@@ -94,6 +96,9 @@ pub struct TrainConfig {
     pub query_word_map: Option<bool>,
     /// Tuning of the text encoder before the head (epochs 0: none).
     pub text_tuning: crate::text_tuning::TuneConfig,
+    /// Share of the lever validation photos (judged, allowed, neither held out nor test) whose
+    /// human-matched texts train a second ensemble, kept when it wins on the rest (0: off).
+    pub judged_positives: f64,
 }
 
 /// What `train` produced.
@@ -165,26 +170,43 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainOutcome, PipelineError> {
     let mut vectors = encode::encode_for_training(&mut enc, c, &selection, gallery_views, &mut data, &mut gate)?;
     let encode_seconds = started.elapsed().as_secs_f64();
 
-    let mut tensors = fit::training_tensors(&data, &selection, &vectors);
+    let mut tensors = fit::training_tensors(&data, &selection, &vectors, false);
     let text_tuning = match cfg.text_tuning.epochs {
         0 => None,
         _ => {
             let report = fit::tune_text_encoder(cfg, &enc.text, &tensors)?;
             if let Some(name) = &report.encoder {
                 encode::switch_text_encoder(&mut enc, c, name, &selection, &data, &mut vectors)?;
-                tensors = fit::training_tensors(&data, &selection, &vectors);
+                tensors = fit::training_tensors(&data, &selection, &vectors, false);
             }
             Some(report)
         }
     };
     let train_started = Instant::now();
-    let (mut ensemble, epochs) = fit::train_members(cfg, &tensors)?;
+    let (mut ensemble, mut epochs) = fit::train_members(cfg, &tensors)?;
+    // Judged photos as extra positives: a second ensemble, kept when it wins on validation.
+    let mut calibration_left_out = selection.heldout.clone();
+    let judged_positives = match selection.positive_photos.is_empty() {
+        true => None,
+        false => {
+            let with = fit::training_tensors(&data, &selection, &vectors, true);
+            info!("training a second ensemble with {} judged photos' {} positives", with.positive_photos, with.positive_pairs);
+            let (other, other_epochs) = fit::train_members(cfg, &with)?;
+            let counts = (with.positive_photos, with.positive_pairs);
+            let report = positives::judge(cfg, &ensemble, &other, counts, &data, &selection, &vectors, gallery_views)?;
+            if report.used {
+                (ensemble, epochs, tensors) = (other, other_epochs, with);
+                calibration_left_out.extend(selection.positive_photos.iter().cloned());
+            }
+            Some(report)
+        }
+    };
     // The test-time levers, chosen on validation; the calibration is then fitted on what is
     // served: the chosen gallery views and the query bank's term.
     let chosen = levers::choose(cfg, &ensemble, &data, &selection, &vectors)?;
     ensemble.query_bank = chosen.query_bank;
     vectors.serve_with(chosen.index_views);
-    let calibrated = fit::calibrate(&ensemble, c.device, &data, &selection.heldout, &vectors)?;
+    let calibrated = fit::calibrate(&ensemble, c.device, &data, &calibration_left_out, &vectors)?;
     let run = version::Run {
         device: imagesearch_model::device::device_name(c.device),
         encode_seconds,
@@ -193,6 +215,7 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainOutcome, PipelineError> {
 
     let mut training = TrainingSummary::new(&data, &selection, &vectors, &tensors, &calibrated, epochs, run);
     training.levers = Some(chosen.report);
+    training.judged_positives = judged_positives;
     training.text_tuning = text_tuning;
     let mut draft = version::write_modules(cfg, &enc, &mut ensemble, (calibrated.calibration, calibrated.score_calibration), training)?;
     draft.manifest.index_views = Some(chosen.index_views.to_string());

@@ -1,7 +1,7 @@
 //! The law's exclusions and the splits of a training run: which captioned photos the scorer may
 //! learn from (none whose own captions describe a child), which of them validate the early
-//! stopping, which judged photos are held out for evaluation, and which photos the child
-//! detector learns from.
+//! stopping, which judged photos are held out for evaluation, which photos the child
+//! detector learns from, and which judged photos may lend the scorer positives.
 
 use std::collections::{BTreeSet, HashSet};
 
@@ -28,6 +28,10 @@ pub(super) struct Selection {
     /// Captioned photos the child detector learns from, those of children included (never
     /// used to train the scorer); empty when no detector is trained.
     pub detector_flickr: Vec<String>,
+    /// Judged photos whose human-matched texts may train the scorer (`--judged-positives`): a
+    /// seeded share of those the law allows that are neither held out nor test photos; they
+    /// leave the lever validation set. Empty when the lever is off.
+    pub positive_photos: HashSet<String>,
 }
 
 /// Step: applies what the law excludes from training — photos whose own captions describe a
@@ -66,5 +70,11 @@ pub(super) fn apply_exclusions(cfg: &TrainConfig, data: &Dataset) -> Result<Sele
         Some(_) => data.captions.keys().take(cfg.limit_flickr_photos.unwrap_or(usize::MAX)).cloned().collect(),
         None => Vec::new(),
     };
-    Ok(Selection { captioned_all, captioned_child, flickr_photos, val_set, heldout, judged_photos, detector_flickr })
+    let test: HashSet<&str> = data.test_images.iter().map(String::as_str).collect();
+    let candidates = judged_photos
+        .iter()
+        .map(String::as_str)
+        .filter(|p| !heldout.contains(*p) && !test.contains(p) && !data.photo_excluded(p));
+    let positive_photos = split::holdout(candidates, cfg.judged_positives, cfg.head.seed ^ 0x6a75_6467);
+    Ok(Selection { captioned_all, captioned_child, flickr_photos, val_set, heldout, judged_photos, detector_flickr, positive_photos })
 }

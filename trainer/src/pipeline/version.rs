@@ -38,6 +38,8 @@ pub struct Hyperparameters<'a> {
     pub query_bank: &'a super::QueryBankConfig,
     /// The text-encoder tuning asked for (epochs 0: none).
     pub text_tuning: &'a crate::text_tuning::TuneConfig,
+    /// Share of the lever validation photos lent to the scorer as positives (0: off).
+    pub judged_positives: f64,
 }
 
 impl<'a> Hyperparameters<'a> {
@@ -53,6 +55,7 @@ impl<'a> Hyperparameters<'a> {
             index_views: cfg.index_views.map(|v| v.to_string()),
             query_bank: &cfg.query_bank,
             text_tuning: &cfg.text_tuning,
+            judged_positives: cfg.judged_positives,
         }
     }
 }
@@ -65,6 +68,7 @@ pub struct TrainingSummary {
     pub captioned_photos: usize,
     /// Captioned photos whose own captions describe a child.
     pub captioned_photos_excluded_child: usize,
+    /// Training photos: captioned ones, and judged ones when their positives were kept.
     pub train_photos: usize,
     /// Training (photo, caption) pairs.
     pub train_pairs: usize,
@@ -91,6 +95,10 @@ pub struct TrainingSummary {
     /// encoder written.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub text_tuning: Option<crate::text_tuning::TuneReport>,
+    /// Set when judged photos were lent as positives: both ensembles on validation and which
+    /// was kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub judged_positives: Option<super::positives::PositivesReport>,
     pub text_encoding: Pass,
     pub encode_seconds: f64,
     pub train_seconds: f64,
@@ -147,6 +155,7 @@ impl TrainingSummary {
             gallery_photo_encoding: vectors.gallery_pass.clone(),
             levers: None,
             text_tuning: None,
+            judged_positives: None,
             text_encoding: vectors.text_pass.clone(),
             encode_seconds: run.encode_seconds,
             train_seconds: run.train_seconds,

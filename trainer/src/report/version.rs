@@ -17,7 +17,7 @@ use crate::dataset::Dataset;
 use crate::evaluate::{self, Evaluation};
 use crate::head::EpochLog;
 use crate::metrics::histogram;
-use crate::pipeline::{LeverReport, TrainingSummary};
+use crate::pipeline::{LeverReport, PositivesReport, TrainingSummary};
 use crate::text_tuning::TuneReport;
 
 /// Hits shown per example query.
@@ -44,7 +44,13 @@ pub fn version_report(
         created: manifest.created.clone(),
         summary: summary(manifest, training),
         metrics: metric_rows(manifest, eval),
-        tables: training.levers.iter().map(lever_table).chain(training.text_tuning.iter().map(tuning_table)).collect(),
+        tables: training
+            .levers
+            .iter()
+            .map(lever_table)
+            .chain(training.text_tuning.iter().map(tuning_table))
+            .chain(training.judged_positives.iter().map(positives_table))
+            .collect(),
         curves: curves(&training.epochs),
         histograms: histograms(manifest, eval, data),
         queries: example_queries(eval, data, n_queries, seed),
@@ -84,6 +90,30 @@ fn tuning_table(t: &TuneReport) -> Table {
         rows,
         highlighted: vec![t.best_epoch],
         note: format!("{} training pairs, image side locked; {kept}.", t.pairs),
+    }
+}
+
+/// The ensembles trained without and with judged photos' positives, the kept one bold.
+fn positives_table(p: &PositivesReport) -> Table {
+    let f = |v: f64| format!("{v:.3}");
+    let row = |name: &str, v: &crate::metrics::Retrieval, t: &crate::metrics::Retrieval| {
+        vec![name.to_string(), f(v.r_at_1), f(v.r_at_5), f(v.r_at_10), f(v.mrr), f(t.r_at_1), f(t.r_at_5), f(t.r_at_10), f(t.mrr)]
+    };
+    Table {
+        title: "Judged photos as extra positives".into(),
+        header: ["scorer trained", "val R@1", "val R@5", "val R@10", "val MRR", "test R@1", "test R@5", "test R@10", "test MRR"]
+            .iter()
+            .map(|h| h.to_string())
+            .collect(),
+        rows: vec![
+            row("on the captioned photos", &p.validation_without, &p.test_without),
+            row(&format!("+ {} judged photos ({} pairs)", p.photos, p.pairs), &p.validation_with, &p.test_with),
+        ],
+        highlighted: vec![usize::from(p.used)],
+        note: format!(
+            "Kept (bold) only when its validation MRR is better by more than {}: {} judged photos the head never trained on, {} gallery views, no query bank or word map; the test columns are shown only.",
+            crate::pipeline::MRR_TIE, p.validation_photos, p.index_views
+        ),
     }
 }
 
