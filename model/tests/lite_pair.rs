@@ -2,27 +2,11 @@
 //! --lite-pair`): drops in through its manifest alone (260 px input, 2,560-d output), its first
 //! 1,280 features are Lite0's own, and its serving files give its reference vectors.
 
-use std::path::PathBuf;
+mod common;
 
-use imagesearch_model::preprocess::{decode, to_input};
-use imagesearch_model::{EncoderFile, ImageEncoder, ImageLimits};
+use common::{encoders, first_test_photos};
+use imagesearch_model::{EncoderFile, ImageEncoder};
 use tch::{Device, Tensor};
-
-fn encoders() -> PathBuf {
-    std::env::var_os("IMAGESEARCH_ENCODERS").map(PathBuf::from).expect("IMAGESEARCH_ENCODERS (scripts/setup.sh sets it)")
-}
-
-/// The first `n` test photos (by name) as `encoder`'s input.
-fn test_photos(encoder: &ImageEncoder, n: usize) -> Vec<Vec<f32>> {
-    let photos = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/image_search/test_images");
-    let mut files: Vec<_> = std::fs::read_dir(&photos).unwrap().map(|e| e.unwrap().path()).collect();
-    files.sort();
-    let (w, h) = encoder.input_size();
-    files[..n]
-        .iter()
-        .map(|f| to_input(&decode(&std::fs::read(f).unwrap(), ImageLimits::default()).unwrap(), w, h, false))
-        .collect()
-}
 
 fn encode(encoder: &ImageEncoder, inputs: &[Vec<f32>]) -> Tensor {
     let views: Vec<&[f32]> = inputs.iter().map(Vec::as_slice).collect();
@@ -35,9 +19,9 @@ fn the_lite_pair_reads_260_pixels_and_its_first_half_is_lite0s_features() {
     let lite0 = ImageEncoder::load_file(&encoders().join("efficientnet-lite0"), Device::Cpu, EncoderFile::Reference).unwrap();
     assert_eq!(pair.input_size(), (260, 260));
     assert_eq!(pair.manifest.output_dim, 2560);
-    let both = encode(&pair, &test_photos(&pair, 6));
+    let both = encode(&pair, &first_test_photos(&pair, 6));
     assert_eq!(both.size(), [6, 2560]);
-    let own = encode(&lite0, &test_photos(&lite0, 6));
+    let own = encode(&lite0, &first_test_photos(&lite0, 6));
     // Lite0 reads a bilinear 224 px copy of the 260 px input instead of the photo resized to
     // 224 directly: close, not equal. Another photo's Lite0 vector is much further.
     let first = both.narrow(1, 0, 1280);
@@ -54,7 +38,7 @@ fn the_lite_pair_reads_260_pixels_and_its_first_half_is_lite0s_features() {
 fn the_lite_pair_serving_files_give_its_reference_vectors() {
     let dir = encoders().join("efficientnet-lite0-lite2");
     let reference = ImageEncoder::load_file(&dir, Device::Cpu, EncoderFile::Reference).unwrap();
-    let inputs = test_photos(&reference, 3);
+    let inputs = first_test_photos(&reference, 3);
     let want = encode(&reference, &inputs);
     let serving = ImageEncoder::load_file(&dir, Device::Cpu, EncoderFile::Serving).unwrap();
     assert_ne!(serving.manifest.file_for(EncoderFile::Serving, Device::Cpu), serving.manifest.file);

@@ -1,30 +1,14 @@
 //! The serving encoder files (`scripts/export_encoders.py`'s variants) give the reference
 //! files' vectors within tolerance, on real photos and texts; the identity stays the reference.
 
-use std::path::PathBuf;
+mod common;
 
-use imagesearch_model::preprocess::{decode, to_input};
-use imagesearch_model::{EncoderFile, ImageEncoder, ImageLimits, TextEncoder};
+use common::{encoders, first_test_photos};
+use imagesearch_model::{EncoderFile, ImageEncoder, TextEncoder};
 use tch::{Device, Tensor};
-
-fn encoders() -> PathBuf {
-    std::env::var_os("IMAGESEARCH_ENCODERS").map(PathBuf::from).expect("IMAGESEARCH_ENCODERS (scripts/setup.sh sets it)")
-}
 
 fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
     (a - b).abs().max().double_value(&[])
-}
-
-/// The first `n` test photos (by name) as `encoder`'s input.
-fn first_test_photos(encoder: &ImageEncoder, n: usize) -> Vec<Vec<f32>> {
-    let photos = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/image_search/test_images");
-    let mut files: Vec<_> = std::fs::read_dir(&photos).unwrap().map(|e| e.unwrap().path()).collect();
-    files.sort();
-    let (w, h) = encoder.input_size();
-    files[..n]
-        .iter()
-        .map(|f| to_input(&decode(&std::fs::read(f).unwrap(), ImageLimits::default()).unwrap(), w, h, false))
-        .collect()
 }
 
 #[test]
