@@ -202,7 +202,6 @@ fn at_least(min: u64) -> clap::builder::RangedU64ValueParser<usize> {
     clap::builder::RangedU64ValueParser::<usize>::new().range(min..)
 }
 
-/// A fraction strictly between 0 and 1.
 /// A share in [0, 1): 0 turns a lever off, 1 would leave nothing to validate it on.
 fn share(s: &str) -> Result<f64, String> {
     let v: f64 = s.parse().map_err(|_| format!("'{s}' is not a number"))?;
@@ -213,6 +212,7 @@ fn share(s: &str) -> Result<f64, String> {
     }
 }
 
+/// A fraction strictly between 0 and 1.
 fn fraction(s: &str) -> Result<f64, String> {
     let v: f64 = s.parse().map_err(|_| format!("'{s}' is not a number"))?;
     if v > 0.0 && v < 1.0 {

@@ -190,7 +190,8 @@ fn trains_a_tiny_scorer_and_loads_it_back() {
 #[test]
 fn nonsense_settings_are_refused_before_any_work() {
     let tmp = tempfile::tempdir().unwrap();
-    for (flag, value) in [("--batch-size", "1"), ("--members", "0"), ("--holdout-fraction", "1"), ("--val-photos", "0")] {
+    let settings = [("--batch-size", "1"), ("--members", "0"), ("--holdout-fraction", "1"), ("--val-photos", "0"), ("--judged-positives", "1"), ("--judged-positives", "1.5")];
+    for (flag, value) in settings {
         let out = trainer(&["train", flag, value], tmp.path()).output().unwrap();
         assert!(!out.status.success(), "{flag} {value} accepted");
         let stderr = String::from_utf8_lossy(&out.stderr);

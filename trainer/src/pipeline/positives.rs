@@ -8,6 +8,7 @@
 
 use std::collections::BTreeSet;
 
+use imagesearch_model::ImageViews;
 use serde::Serialize;
 use tch::Device;
 use tracing::info;
@@ -19,7 +20,6 @@ use super::{PipelineError, TrainConfig};
 use crate::dataset::Dataset;
 use crate::head::Ensemble;
 use crate::metrics::{self, Retrieval};
-use imagesearch_model::ImageViews;
 
 /// Both ensembles on the lever validation set and, for the report only, on the test queries
 /// (the manifest's `training.judged_positives`).
@@ -44,7 +44,14 @@ pub struct PositivesReport {
 
 /// Retrieval of `ensemble` on the lever validation set and on the test queries, photos as a
 /// gallery indexes them with `views`, no query bank.
-fn measure(ensemble: &Ensemble, device: Device, data: &Dataset, sel: &Selection, v: &TrainingVectors, views: ImageViews) -> Result<(Retrieval, Retrieval, usize), PipelineError> {
+fn measure(
+    ensemble: &Ensemble,
+    device: Device,
+    data: &Dataset,
+    sel: &Selection,
+    v: &TrainingVectors,
+    views: ImageViews,
+) -> Result<(Retrieval, Retrieval, usize), PipelineError> {
     let serving = serving_vectors(&v.photos, views);
     let ((vp, vq), (tp, tq)) = (validation_set(data, sel), test_set(data));
     let val = RetrievalSet::new(ensemble, device, &serving, &v.texts, &vp, &vq)
@@ -55,8 +62,8 @@ fn measure(ensemble: &Ensemble, device: Device, data: &Dataset, sel: &Selection,
 }
 
 /// Step: `without` (trained on the captioned photos) against `with` (trained on them and on
-/// `photos` judged photos giving `pairs` positives), on the lever validation set; true when
-/// `with` is to be kept.
+/// `photos` judged photos giving `pairs` positives), on the lever validation set; the report
+/// says whether `with` is to be kept.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn judge(
     cfg: &TrainConfig,
