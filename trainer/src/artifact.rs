@@ -15,10 +15,12 @@ use crate::head::Ensemble;
 
 /// Traces the ensemble's three entry points into `dir`; returns `file -> sha256`. The towers
 /// serve Search (with the query bank's term when there is one); `scorer.pt` serves Score:
-/// `sigmoid(a·cos + b)` of the joint embeddings alone, with `score_calibration`.
+/// `sigmoid(a·Σ g_d·u_d·v_d + b)` of the joint embeddings `u`, `v` alone, with
+/// `score_calibration` and `score_weights` `g` (None: all 1, the cosine).
 pub fn write_modules(
     ensemble: &mut Ensemble,
     score_calibration: Calibration,
+    score_weights: Option<&Tensor>,
     image_dim: i64,
     text_dim: i64,
     dir: &Path,
@@ -35,8 +37,13 @@ pub fn write_modules(
         vec![ens.embed_texts(&x[0])]
     })?;
     let (a, b) = (score_calibration.a, score_calibration.b);
+    let weights = score_weights.map(|g| g.to_kind(Kind::Float).to_device(Device::Cpu));
     let scorer = CModule::create_by_tracing("Scorer", "forward", &[example_img, example_txt], &mut |x| {
-        let cos = (ens.joint_images(&x[0]) * ens.joint_texts(&x[1])).sum_dim_intlist(
+        let texts = match &weights {
+            Some(g) => ens.joint_texts(&x[1]) * g,
+            None => ens.joint_texts(&x[1]),
+        };
+        let cos = (ens.joint_images(&x[0]) * texts).sum_dim_intlist(
             [-1i64].as_slice(),
             false,
             Kind::Float,

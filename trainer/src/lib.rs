@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod progress;
 pub mod query_detector;
+pub mod refine;
 pub mod report;
 pub mod split;
 pub mod tables;

@@ -95,13 +95,21 @@ fn trains_a_tiny_scorer_and_loads_it_back() {
     if banked {
         assert!((te.narrow(1, 0, 1) - 1.0).abs().max().double_value(&[]) < 1e-6);
     }
-    // Score is the joint cosine alone (no query-bank term) under its own calibration; Search's
+    // Score is the joint embeddings' inner product alone (no query-bank term), weighted per
+    // dimension by the refinement when validation kept it, under its own calibration; Search's
     // calibration is fitted on the towers' inner product.
-    let joint = (ie.narrow(1, skip, 2 * 512) * te.narrow(1, skip, 2 * 512)).sum_dim_intlist([-1i64].as_slice(), false, Kind::Float);
+    let refinement = &manifest.training["score_refinement"];
+    assert_eq!(refinement["candidates"].as_array().unwrap().len(), 1 + 3 * 3, "{refinement}");
+    assert_eq!(manifest.hyperparameters["score_refinement"]["enabled"], true);
+    let refined = refinement["used"].as_bool().unwrap();
+    let weights: Vec<f32> = refinement["weights"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+    assert_eq!(weights.len(), if refined { 2 * 512 } else { 0 }, "{refinement}");
+    let g = if refined { Tensor::from_slice(&weights) } else { Tensor::ones([2 * 512], (Kind::Float, Device::Cpu)) };
+    let joint = (ie.narrow(1, skip, 2 * 512) * te.narrow(1, skip, 2 * 512) * g).sum_dim_intlist([-1i64].as_slice(), false, Kind::Float);
     let c = manifest.score_calibration.expect("a score calibration");
     let expected = (joint * c.a + c.b).sigmoid();
     assert!((&scores - &expected).abs().max().double_value(&[]) < 1e-5);
-    if !banked {
+    if !banked && !refined {
         assert!((c.a - manifest.calibration.a).abs() < 1e-6 && (c.b - manifest.calibration.b).abs() < 1e-6, "no bank: one calibration");
     }
     let s: Vec<f32> = Vec::try_from(scores).unwrap();
@@ -150,6 +158,8 @@ fn trains_a_tiny_scorer_and_loads_it_back() {
     assert_eq!(table.matches("<tr").count(), 1 + 2 * 7 * 2, "header and one row per candidate");
     assert_eq!(table.matches("font-weight:bold").count(), 1, "the chosen candidate");
     assert!(html.contains("R@1, queries describing a child"));
+    let table = &html[html.find("refinement from the judged pairs</h2>").expect("refinement table")..];
+    assert_eq!(table[..table.find("</table>").unwrap()].matches("<tr").count(), 1 + 1 + 3 * 3, "header, cosine, candidates");
     let queries = fs::read_to_string(root.join("data/image_search/test_queries.csv")).unwrap();
     let mut child_photos = HashSet::new();
     for l in queries.lines().skip(1) {
@@ -178,6 +188,8 @@ fn trains_a_tiny_scorer_and_loads_it_back() {
     assert_eq!(second.training["text_encoding"]["encoded"], 0);
     // Same seed, same data: deterministic training.
     assert_eq!(second.calibration, manifest.calibration);
+    assert_eq!(second.score_calibration, manifest.score_calibration);
+    assert_eq!(second.training["score_refinement"], manifest.training["score_refinement"]);
     assert_eq!(second.files["child_detector.json"], manifest.files["child_detector.json"]);
     assert_eq!(second.child_detector.as_ref().unwrap().threshold, info.threshold);
 
@@ -314,9 +326,15 @@ fn judged_photos_lend_positives_to_a_second_ensemble_measured_on_the_rest() {
     assert_eq!(table[..table.find("</table>").unwrap()].matches("<tr").count(), 3);
 
     // Without the lever, the lent photos are lever validation photos again.
-    run(&TRAIN.iter().copied().chain(["--index-views", "both", "--query-bank", "0"]).collect::<Vec<_>>(), root);
+    // (And without Score's refinement: Score is then the plain cosine, one calibration.)
+    run(&TRAIN.iter().copied().chain(["--index-views", "both", "--query-bank", "0", "--score-refinement", "off"]).collect::<Vec<_>>(), root);
     let plain = ScorerManifest::load(&ModelRepository::new(root.join("models")).version_dir(2)).unwrap();
     assert!(plain.training.get("judged_positives").is_none());
+    assert_eq!(plain.hyperparameters["score_refinement"]["enabled"], false);
+    let refinement = &plain.training["score_refinement"];
+    assert!(refinement["used"] == false && refinement["candidates"].as_array().unwrap().is_empty(), "{refinement}");
+    let (sc, c) = (plain.score_calibration.unwrap(), plain.calibration);
+    assert!((sc.a - c.a).abs() < 1e-6 && (sc.b - c.b).abs() < 1e-6, "no bank, no refinement: one calibration");
     let before = plain.training["levers"]["validation_photos"].as_u64().unwrap();
     assert!(before > levers["validation_photos"].as_u64().unwrap(), "{before} vs {levers}");
 }

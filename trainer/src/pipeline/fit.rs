@@ -1,7 +1,7 @@
 //! Fitting the scorer: the training tensors built from the captioned photos the law allows, the
 //! ensemble's members trained contrastively on them (early stopping on the validation
-//! photos), then the two calibration parameters fitted on the judged pairs of the training
-//! photos.
+//! photos), then Score's refinement and the calibrations fitted on the judged pairs of the
+//! training photos.
 
 use std::collections::HashSet;
 
@@ -16,6 +16,7 @@ use super::{PipelineError, TrainConfig};
 use crate::dataset::Dataset;
 use crate::evaluate::stack;
 use crate::head::{self, EpochLog, Ensemble, TrainSet, ValSet};
+use crate::refine::{self, RefineConfig, RefineReport};
 use crate::text_tuning::{self, TuneReport, TuneSet};
 
 /// The head's training and validation data as tensors.
@@ -198,23 +199,28 @@ pub(super) fn tune_text_encoder(
     Ok(report)
 }
 
-/// The fitted calibrations and what they were fitted on.
+/// The fitted calibrations, Score's refinement and what they were fitted on.
 pub(super) struct Calibrated {
     /// Of the served inner product (the towers', with the query bank's term): Search's scores.
     pub calibration: Calibration,
-    /// Of the joint cosine alone (no query-bank term): the Score entry point's.
+    /// Of Score's inner product (no query-bank term; weighted by `score_weights` when set).
     pub score_calibration: Calibration,
+    /// Score's weight per joint dimension ([`crate::refine`]); None: the plain cosine.
+    pub score_weights: Option<Tensor>,
+    /// How the refinement was chosen.
+    pub refinement: RefineReport,
     /// Judged pairs it was fitted on.
     pub pairs: usize,
     /// Mean target of those pairs (the baseline prediction of the RMSE).
     pub target_mean: f64,
 }
 
-/// Step: fits the calibration on the judged pairs of the training photos that the law allows
-/// (the photos of `left_out` — held-out photos, and judged photos the head trained on — and
-/// excluded pairs never take part).
+/// Step: fits Score's refinement and both calibrations on the judged pairs of the training
+/// photos that the law allows (the photos of `left_out` — held-out photos, and judged photos
+/// the head trained on — and excluded pairs never take part).
 pub(super) fn calibrate(
     ensemble: &Ensemble,
+    refine: &RefineConfig,
     device: Device,
     data: &Dataset,
     left_out: &HashSet<String>,
@@ -231,16 +237,17 @@ pub(super) fn calibrate(
     if target.is_empty() {
         return Err(PipelineError::NoData("no judged training pairs to calibrate on".into()));
     }
-    let (served, joint) = tch::no_grad(|| {
+    let (served, products) = tch::no_grad(|| {
         let iv = stack(&calib.iter().map(|p| serving[&p.image].as_slice()).collect::<Vec<_>>()).to_device(device);
         let tv = stack(&calib.iter().map(|p| texts[&p.text].as_slice()).collect::<Vec<_>>()).to_device(device);
-        let dot = |a: &Tensor, b: &Tensor| -> Vec<f64> {
-            let d = (a * b).sum_dim_intlist([-1i64].as_slice(), false, tch::Kind::Float).to_device(Device::Cpu);
-            Vec::<f32>::try_from(d).unwrap_or_default().into_iter().map(f64::from).collect()
-        };
         let (ji, jt) = (ensemble.joint_images(&iv), ensemble.joint_texts(&tv));
-        let joint = dot(&ji, &jt);
-        (dot(&ensemble.served_images(ji), &ensemble.served_texts(jt)), joint)
+        let products = &ji * &jt;
+        (row_sums(&(ensemble.served_images(ji) * ensemble.served_texts(jt))), products)
+    });
+    let (refinement, score_weights) = tch::no_grad(|| refine::fit(refine, &calib, &products, &target));
+    let joint = tch::no_grad(|| match &score_weights {
+        Some(g) => row_sums(&(&products * g.to_device(products.device()))),
+        None => row_sums(&products),
     });
     let calibration = head::fit_calibration(&served, &target);
     let score_calibration = head::fit_calibration(&joint, &target);
@@ -252,5 +259,25 @@ pub(super) fn calibrate(
         score_calibration.a,
         score_calibration.b
     );
-    Ok(Calibrated { calibration, score_calibration, pairs: calib.len(), target_mean: crate::metrics::mean(&target) })
+    match (refinement.alpha, refinement.strength) {
+        (Some(alpha), Some(strength)) => info!(
+            "Score's refinement from judged pairs: α {alpha}, strength {strength} (validation: {} pairs of {} photos)",
+            refinement.validation_pairs, refinement.validation_photos
+        ),
+        _ => info!("Score's refinement: not used (the plain cosine ranks the validation pairs as well or better)"),
+    }
+    Ok(Calibrated {
+        calibration,
+        score_calibration,
+        score_weights,
+        refinement,
+        pairs: calib.len(),
+        target_mean: crate::metrics::mean(&target),
+    })
+}
+
+/// The sums of the rows of `[N, E]` as f64 on the CPU.
+fn row_sums(x: &Tensor) -> Vec<f64> {
+    let d = x.sum_dim_intlist([-1i64].as_slice(), false, tch::Kind::Float).to_device(Device::Cpu);
+    Vec::<f32>::try_from(d).unwrap_or_default().into_iter().map(f64::from).collect()
 }

@@ -99,6 +99,8 @@ pub struct TrainConfig {
     /// Share of the lever validation photos (judged, allowed, neither held out nor test) whose
     /// human-matched texts train a second ensemble, kept when it wins on the rest (0: off).
     pub judged_positives: f64,
+    /// Score's refinement from the judged pairs (chosen on validation when enabled).
+    pub refine: crate::refine::RefineConfig,
 }
 
 /// What `train` produced.
@@ -206,7 +208,7 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainOutcome, PipelineError> {
     let chosen = levers::choose(cfg, &ensemble, &data, &selection, &vectors)?;
     ensemble.query_bank = chosen.query_bank;
     vectors.serve_with(chosen.index_views);
-    let calibrated = fit::calibrate(&ensemble, c.device, &data, &calibration_left_out, &vectors)?;
+    let calibrated = fit::calibrate(&ensemble, &cfg.refine, c.device, &data, &calibration_left_out, &vectors)?;
     let run = version::Run {
         device: imagesearch_model::device::device_name(c.device),
         encode_seconds,
@@ -217,7 +219,7 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainOutcome, PipelineError> {
     training.levers = Some(chosen.report);
     training.judged_positives = judged_positives;
     training.text_tuning = text_tuning;
-    let mut draft = version::write_modules(cfg, &enc, &mut ensemble, (calibrated.calibration, calibrated.score_calibration), training)?;
+    let mut draft = version::write_modules(cfg, &enc, &mut ensemble, &calibrated, training)?;
     draft.manifest.index_views = Some(chosen.index_views.to_string());
     draft.manifest.query_word_map = chosen.query_word_map.then(|| WordMap::builtin().id().to_string());
     if let Some(dcfg) = &cfg.detector {

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Instant;
 
 use imagesearch_model::hashing::sha256_file;
-use imagesearch_model::{Calibration, EncoderRef, ImageViews, ModelRepository, ScorerManifest, StagedVersion, DETECTOR_FILE, QUERY_DETECTOR_FILE};
+use imagesearch_model::{EncoderRef, ImageViews, ModelRepository, ScorerManifest, StagedVersion, DETECTOR_FILE, QUERY_DETECTOR_FILE};
 use serde::Serialize;
 use tracing::info;
 
@@ -40,6 +40,8 @@ pub struct Hyperparameters<'a> {
     pub text_tuning: &'a crate::text_tuning::TuneConfig,
     /// Share of the lever validation photos lent to the scorer as positives (0: off).
     pub judged_positives: f64,
+    /// Score's refinement from the judged pairs.
+    pub score_refinement: &'a crate::refine::RefineConfig,
 }
 
 impl<'a> Hyperparameters<'a> {
@@ -56,6 +58,7 @@ impl<'a> Hyperparameters<'a> {
             query_bank: &cfg.query_bank,
             text_tuning: &cfg.text_tuning,
             judged_positives: cfg.judged_positives,
+            score_refinement: &cfg.refine,
         }
     }
 }
@@ -99,6 +102,9 @@ pub struct TrainingSummary {
     /// was kept.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub judged_positives: Option<super::positives::PositivesReport>,
+    /// Score's refinement from the judged pairs: every candidate on validation, the choice
+    /// and the weights.
+    pub score_refinement: crate::refine::RefineReport,
     pub text_encoding: Pass,
     pub encode_seconds: f64,
     pub train_seconds: f64,
@@ -156,6 +162,7 @@ impl TrainingSummary {
             levers: None,
             text_tuning: None,
             judged_positives: None,
+            score_refinement: calibrated.refinement.clone(),
             text_encoding: vectors.text_pass.clone(),
             encode_seconds: run.encode_seconds,
             train_seconds: run.train_seconds,
@@ -197,14 +204,15 @@ pub(super) fn write_modules(
     cfg: &TrainConfig,
     enc: &Encoders,
     ensemble: &mut Ensemble,
-    (calibration, score_calibration): (Calibration, Calibration),
+    calibrated: &Calibrated,
     training: TrainingSummary,
 ) -> Result<Draft, PipelineError> {
     let c = &cfg.common;
     let staged = ModelRepository::new(&c.models).stage()?;
     let files = artifact::write_modules(
         ensemble,
-        score_calibration,
+        calibrated.score_calibration,
+        calibrated.score_weights.as_ref(),
         enc.image.manifest.output_dim,
         enc.text.manifest.output_dim,
         &staged.dir,
@@ -221,8 +229,8 @@ pub(super) fn write_modules(
         query_detector: None,
         index_views: None,
         query_word_map: None,
-        calibration,
-        score_calibration: Some(score_calibration),
+        calibration: calibrated.calibration,
+        score_calibration: Some(calibrated.score_calibration),
         files,
         data: data_hashes(&c.paths)?,
         aggregation: cfg.aggregation.to_string(),

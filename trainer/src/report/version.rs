@@ -18,6 +18,7 @@ use crate::evaluate::{self, Evaluation};
 use crate::head::EpochLog;
 use crate::metrics::histogram;
 use crate::pipeline::{LeverReport, PositivesReport, TrainingSummary};
+use crate::refine::RefineReport;
 use crate::text_tuning::TuneReport;
 
 /// Hits shown per example query.
@@ -50,6 +51,7 @@ pub fn version_report(
             .map(lever_table)
             .chain(training.text_tuning.iter().map(tuning_table))
             .chain(training.judged_positives.iter().map(positives_table))
+            .chain((!training.score_refinement.candidates.is_empty()).then(|| refinement_table(&training.score_refinement)))
             .collect(),
         curves: curves(&training.epochs),
         histograms: histograms(manifest, eval, data),
@@ -58,10 +60,45 @@ pub fn version_report(
         notes: vec![
             "Retrieval: each test query ranks the test photos; its own photo is the relevant one (ties count against it).".into(),
             "Kendall τ: own-caption pairs dropped; expert τc over individual ratings, crowd τb over the share of yes votes; 95% interval from 1000 bootstrap resamples of whole photos.".into(),
-            "The head never trains on the judged pairs; only the two calibration parameters are fitted on the judged pairs of the training photos, so 'all judged photos' τ is nearly as honest as the held-out one (calibration is monotone and cannot change τ).".into(),
+            refinement_note(&training.score_refinement),
             "Child detector: recall is the share of photos whose own captions describe a child that it flags (goal: the target recall its threshold was chosen for on validation photos); the baseline of its precision is the share of such photos, the precision of flagging everything.".into(),
             format!("Queries that describe a child show the disclaimer instead of photos, and so does the slot of every photo whose own captions describe a child (or that has no caption to clear it): “{DISCLAIMER}”."),
         ],
+    }
+}
+
+/// What the judged pairs of the training photos were used for, and so how honest the τ over
+/// all judged photos is.
+fn refinement_note(r: &RefineReport) -> String {
+    let head = "The head never trains on the judged pairs; the calibrations are fitted on the judged pairs of the training photos (monotone: they cannot change τ)";
+    if r.used {
+        format!("{head}, and so is Score's refinement (a weight per joint dimension), which does change τ: only the held-out photos' τ is honest, 'all judged photos' includes the pairs it was fitted on.")
+    } else {
+        format!("{head}, so 'all judged photos' τ is nearly as honest as the held-out one.")
+    }
+}
+
+/// Score's refinement candidates on its validation photos, the chosen one bold.
+fn refinement_table(r: &RefineReport) -> Table {
+    let f = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.3}"));
+    let rows: Vec<Vec<String>> = r
+        .candidates
+        .iter()
+        .map(|c| match c.strength {
+            0.0 => vec!["plain cosine".into(), "–".into(), f(c.expert_tau_c), f(c.crowd_tau_b)],
+            s => vec![format!("{}", c.alpha), format!("{s}"), f(c.expert_tau_c), f(c.crowd_tau_b)],
+        })
+        .collect();
+    let chosen = r.candidates.iter().position(|c| r.used && Some(c.alpha) == r.alpha && Some(c.strength) == r.strength).unwrap_or(0);
+    Table {
+        title: "Score's refinement from the judged pairs".into(),
+        header: ["ridge α", "strength", "val expert τc", "val crowd τb"].iter().map(|h| h.to_string()).collect(),
+        rows,
+        highlighted: vec![chosen],
+        note: format!(
+            "Fitted on {} judged pairs of the training photos the law allows; candidates measured on {} pairs of {} of those photos left out of the fit, the best mean of the two τs kept (bold), then refitted on all. Score only: Search ranks by the cosine.",
+            r.pairs, r.validation_pairs, r.validation_photos
+        ),
     }
 }
 

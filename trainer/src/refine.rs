@@ -1,0 +1,272 @@
+//! Score's refinement from the judged pairs: a weight per dimension of the joint embedding,
+//! fitted by ridge regression on the human targets of the judged training pairs, its
+//! regularisation and strength chosen on a split of those photos.
+//!
+//! Score then ranks a pair by `Σ_d g_d·u_d·v_d` (`u`, `v`: the pair's joint unit embeddings)
+//! instead of the plain cosine (`g = 1`). The contrastive head learns which photo a caption was
+//! written for; the judgments say how well any text describes any photo, across queries,
+//! which is what Kendall's τ over the judged pairs measures. Search keeps the cosine: the
+//! weighting ranks a query's photos no better (README, "Score's refinement").
+//!
+//! The fit: `w = argmin ‖(X − μ)w − (y − ȳ)‖² + α·(tr G / E)·‖w‖²` with `X` the pairs'
+//! element-wise products `u ⊙ v` (`[N, E]`), `G = (X − μ)ᵀ(X − μ)`; then
+//! `g = 1 + s·w·std(cos)/std((X − μ)w)`, so the strength `s` is the learnt term's spread
+//! relative to the cosine's. `s = 0` (no refinement) is always a candidate.
+
+use serde::Serialize;
+use tch::{Device, Kind, Tensor};
+
+use crate::evaluate::judgment_tau_points;
+use crate::labels::JudgedPair;
+use crate::split;
+
+/// Settings of the refinement.
+#[derive(Clone, Debug, Serialize)]
+pub struct RefineConfig {
+    /// False: Score stays the plain cosine.
+    pub enabled: bool,
+    /// Ridge strengths, relative to the mean eigenvalue of `G`.
+    pub alphas: Vec<f64>,
+    /// Strengths `s` of the learnt term (0 is always tried too).
+    pub strengths: Vec<f64>,
+    /// Share of the judged training photos that choose `(α, s)`.
+    pub val_fraction: f64,
+    pub seed: u64,
+}
+
+impl Default for RefineConfig {
+    fn default() -> Self {
+        RefineConfig { enabled: true, alphas: vec![1.0, 10.0, 100.0], strengths: vec![0.5, 1.0, 2.0], val_fraction: 0.25, seed: 42 }
+    }
+}
+
+/// One `(α, s)` candidate on the validation photos (`s = 0`: the plain cosine).
+#[derive(Clone, Debug, Serialize)]
+pub struct Candidate {
+    pub alpha: f64,
+    pub strength: f64,
+    pub expert_tau_c: Option<f64>,
+    pub crowd_tau_b: Option<f64>,
+}
+
+impl Candidate {
+    /// What the choice maximises: the mean of the τs that are defined.
+    pub fn objective(&self) -> f64 {
+        let v: Vec<f64> = [self.expert_tau_c, self.crowd_tau_b].into_iter().flatten().collect();
+        if v.is_empty() {
+            f64::NEG_INFINITY
+        } else {
+            v.iter().sum::<f64>() / v.len() as f64
+        }
+    }
+}
+
+/// What the refinement did: every candidate, the choice and the weights Score applies.
+#[derive(Clone, Debug, Serialize)]
+pub struct RefineReport {
+    /// True when Score applies the weights (a candidate with `s > 0` beat the cosine).
+    pub used: bool,
+    pub alpha: Option<f64>,
+    pub strength: Option<f64>,
+    /// Judged pairs (allowed, training photos) fitted on; of them, on the validation photos.
+    pub pairs: usize,
+    pub validation_pairs: usize,
+    pub validation_photos: usize,
+    pub candidates: Vec<Candidate>,
+    /// Refitted on all `pairs`: `g`, one per joint dimension (empty when not used).
+    pub weights: Vec<f32>,
+}
+
+/// Centered ridge regression of `target` on the rows of `x` (both f64), for every `alpha`
+/// (relative to the mean eigenvalue of the Gram matrix); returns `(w, μ)` per alpha.
+pub fn ridge(x: &Tensor, target: &Tensor, alphas: &[f64]) -> Vec<(Tensor, Tensor)> {
+    let mu = x.mean_dim([0i64].as_slice(), false, Kind::Double);
+    let xc = x - &mu;
+    let yc = target - target.mean(Kind::Double);
+    let gram = xc.tr().matmul(&xc);
+    let e = gram.size()[0];
+    let scale = gram.trace().double_value(&[]) / e.max(1) as f64;
+    let r = xc.tr().matmul(&yc.unsqueeze(1));
+    let eye = Tensor::eye(e, (Kind::Double, x.device()));
+    alphas
+        .iter()
+        .map(|&a| {
+            let w = Tensor::linalg_solve(&(&gram + &eye * (a * scale.max(1e-12))), &r, true).squeeze_dim(1);
+            (w, mu.shallow_clone())
+        })
+        .collect()
+}
+
+/// The weights `g` of a fitted `(w, μ)` at strength `s`, scaled on the rows of `x`.
+fn weights(x: &Tensor, w: &Tensor, mu: &Tensor, strength: f64) -> Tensor {
+    let cos = x.sum_dim_intlist([1i64].as_slice(), false, Kind::Double);
+    let learnt = (x - mu).matmul(w);
+    let spread = learnt.std(true).double_value(&[]);
+    let a = if spread > 0.0 { strength * cos.std(true).double_value(&[]) / spread } else { 0.0 };
+    w * a + 1.0
+}
+
+/// Scores of the rows of `x` under weights `g` (None: the plain cosine).
+fn scored(x: &Tensor, g: Option<&Tensor>) -> Vec<Option<f64>> {
+    let s = match g {
+        Some(g) => x.matmul(g),
+        None => x.sum_dim_intlist([1i64].as_slice(), false, Kind::Double),
+    };
+    Vec::<f64>::try_from(s.to_device(Device::Cpu)).unwrap_or_default().into_iter().map(Some).collect()
+}
+
+/// Chooses and fits the refinement on `pairs` (the judged training pairs the law allows) with
+/// `products` their rows `u ⊙ v` (`[N, E]`) and `target` their aggregated targets. The
+/// validation photos choose `(α, s)` by the mean of expert τc and crowd τb (own-caption pairs
+/// dropped); the chosen α is then refitted on all pairs. Returns the report and `g`.
+pub fn fit(cfg: &RefineConfig, pairs: &[&JudgedPair], products: &Tensor, target: &[f64]) -> (RefineReport, Option<Tensor>) {
+    let mut report = RefineReport {
+        used: false,
+        alpha: None,
+        strength: None,
+        pairs: pairs.len(),
+        validation_pairs: 0,
+        validation_photos: 0,
+        candidates: Vec::new(),
+        weights: Vec::new(),
+    };
+    if !cfg.enabled || pairs.is_empty() {
+        return (report, None);
+    }
+    let x = products.to_kind(Kind::Double);
+    let y = Tensor::from_slice(target).to_device(x.device());
+    let val = split::holdout(pairs.iter().map(|p| p.image.as_str()), cfg.val_fraction, cfg.seed ^ 0x5c0e);
+    let rows = |keep: bool| -> Vec<i64> {
+        pairs.iter().enumerate().filter(|(_, p)| val.contains(&p.image) == keep).map(|(i, _)| i as i64).collect()
+    };
+    let (fit_rows, val_rows) = (rows(false), rows(true));
+    report.validation_pairs = val_rows.len();
+    report.validation_photos = val.len();
+    if fit_rows.len() < 2 || val_rows.is_empty() {
+        return (report, None);
+    }
+    let index = |r: &[i64]| Tensor::from_slice(r).to_device(x.device());
+    let (xf, yf) = (x.index_select(0, &index(&fit_rows)), y.index_select(0, &index(&fit_rows)));
+    let xv = x.index_select(0, &index(&val_rows));
+    let val_pairs: Vec<JudgedPair> = val_rows.iter().map(|&i| pairs[i as usize].clone()).collect();
+    let taus = |g: Option<&Tensor>| judgment_tau_points(&val_pairs, &scored(&xv, g), |_| true);
+    let (c0, b0) = taus(None);
+    let baseline = Candidate { alpha: 0.0, strength: 0.0, expert_tau_c: c0, crowd_tau_b: b0 };
+    let mut best = baseline.clone();
+    report.candidates.push(baseline);
+    for (&alpha, (w, mu)) in cfg.alphas.iter().zip(ridge(&xf, &yf, &cfg.alphas)) {
+        for &strength in &cfg.strengths {
+            let g = weights(&xf, &w, &mu, strength);
+            let (c, b) = taus(Some(&g));
+            let cand = Candidate { alpha, strength, expert_tau_c: c, crowd_tau_b: b };
+            if cand.objective() > best.objective() {
+                best = cand.clone();
+            }
+            report.candidates.push(cand);
+        }
+    }
+    if best.strength == 0.0 {
+        return (report, None);
+    }
+    let (w, mu) = ridge(&x, &y, &[best.alpha]).remove(0);
+    let g = weights(&x, &w, &mu, best.strength).to_kind(Kind::Float).to_device(Device::Cpu);
+    report.used = true;
+    report.alpha = Some(best.alpha);
+    report.strength = Some(best.strength);
+    report.weights = Vec::<f32>::try_from(&g).unwrap_or_default();
+    (report, Some(g))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ridge_recovers_a_linear_rule_and_shrinks_with_alpha() {
+        tch::manual_seed(3);
+        let x = Tensor::randn([400, 6], (Kind::Double, Device::Cpu));
+        let truth = Tensor::from_slice(&[1.0f64, -2.0, 0.0, 0.5, 3.0, 0.0]);
+        let y = x.matmul(&truth) + 7.0;
+        let fits = ridge(&x, &y, &[1e-9, 10.0]);
+        let (w, _) = &fits[0];
+        assert!((w - &truth).abs().max().double_value(&[]) < 1e-6, "{w}");
+        let (w10, _) = &fits[1];
+        assert!(w10.norm().double_value(&[]) < 0.5 * truth.norm().double_value(&[]), "α shrinks the weights");
+    }
+
+    #[test]
+    fn weights_are_one_plus_the_learnt_term_at_its_strength() {
+        tch::manual_seed(4);
+        let x = Tensor::randn([200, 4], (Kind::Double, Device::Cpu));
+        let w = Tensor::from_slice(&[1.0f64, 0.0, 0.0, 0.0]);
+        let mu = Tensor::zeros([4], (Kind::Double, Device::Cpu));
+        let g0 = weights(&x, &w, &mu, 0.0);
+        assert!((g0 - 1.0).abs().max().double_value(&[]) < 1e-12, "strength 0 is the cosine");
+        let g = weights(&x, &w, &mu, 2.0);
+        // The learnt term's spread is twice the cosine's.
+        let cos_sd = x.sum_dim_intlist([1i64].as_slice(), false, Kind::Double).std(true).double_value(&[]);
+        let term_sd = x.select(1, 0).std(true).double_value(&[]) * (g.double_value(&[0]) - 1.0);
+        assert!((term_sd - 2.0 * cos_sd).abs() < 1e-9, "{term_sd} vs {cos_sd}");
+    }
+
+    /// Judged pairs on 40 photos whose human target follows dimension 0 of the product while
+    /// the cosine is mostly noise from the other dimensions.
+    fn synthetic(n: usize) -> (Vec<JudgedPair>, Tensor, Vec<f64>) {
+        tch::manual_seed(5);
+        let x = Tensor::randn([n as i64, 8], (Kind::Float, Device::Cpu));
+        let signal: Vec<f32> = Vec::try_from(x.select(1, 0)).unwrap();
+        let (mut pairs, mut target) = (Vec::new(), Vec::new());
+        for (i, s) in signal.iter().enumerate() {
+            let rating = if *s > 0.8 { 4 } else if *s > 0.0 { 3 } else if *s > -0.8 { 2 } else { 1 };
+            let yes = u32::from(*s > 0.3);
+            pairs.push(JudgedPair {
+                image: format!("p{}.jpg", i % 40),
+                query: crate::tables::QueryId { image: format!("q{i}.jpg"), n: 0 },
+                text: format!("text {i}"),
+                judgments: crate::labels::Judgments { expert: Some([rating; 3]), crowd: Some((yes * 3, 3 - yes * 3)) },
+                target: f64::from(rating - 1) / 3.0,
+            });
+            target.push(f64::from(rating - 1) / 3.0);
+        }
+        (pairs, x, target)
+    }
+
+    #[test]
+    fn fit_learns_what_the_judges_reward_and_beats_the_cosine_on_validation() {
+        let (pairs, x, target) = synthetic(2000);
+        let refs: Vec<&JudgedPair> = pairs.iter().collect();
+        let (report, g) = fit(&RefineConfig::default(), &refs, &x, &target);
+        assert!(report.used, "{report:?}");
+        let g = g.expect("weights");
+        assert_eq!(report.weights.len(), 8);
+        assert_eq!(report.candidates.len(), 1 + 3 * 3);
+        assert!(report.validation_photos == 10 && report.validation_pairs == 500, "{report:?}");
+        // Dimension 0 carries the judgments: its weight dominates.
+        let w: Vec<f32> = Vec::try_from(&g).unwrap();
+        assert!(w[1..].iter().all(|v| v.abs() < w[0].abs()), "{w:?}");
+        let chosen = report.candidates.iter().find(|c| Some(c.strength) == report.strength && Some(c.alpha) == report.alpha).unwrap();
+        assert!(chosen.objective() > report.candidates[0].objective() + 0.1, "{report:?}");
+    }
+
+    #[test]
+    fn disabled_or_uninformative_refinement_leaves_the_cosine() {
+        let (pairs, x, target) = synthetic(400);
+        let refs: Vec<&JudgedPair> = pairs.iter().collect();
+        let off = RefineConfig { enabled: false, ..RefineConfig::default() };
+        let (report, g) = fit(&off, &refs, &x, &target);
+        assert!(!report.used && g.is_none() && report.candidates.is_empty());
+        // Targets that are the cosine's own order: nothing beats the cosine.
+        let cos: Vec<f64> = Vec::try_from(x.sum_dim_intlist([1i64].as_slice(), false, Kind::Double)).unwrap();
+        let mut exact = pairs.clone();
+        for (p, c) in exact.iter_mut().zip(&cos) {
+            let r = if *c > 1.0 { 4 } else if *c > 0.0 { 3 } else if *c > -1.0 { 2 } else { 1 };
+            p.judgments = crate::labels::Judgments { expert: Some([r; 3]), crowd: None };
+            p.target = f64::from(r - 1) / 3.0;
+        }
+        let t: Vec<f64> = exact.iter().map(|p| p.target).collect();
+        let refs: Vec<&JudgedPair> = exact.iter().collect();
+        let (report, g) = fit(&RefineConfig { strengths: vec![2.0], alphas: vec![100.0], ..RefineConfig::default() }, &refs, &x, &t);
+        assert!(report.candidates.len() == 2 && report.candidates[0].expert_tau_c.unwrap() > 0.85, "{report:?}");
+        assert!(!report.used && g.is_none(), "{report:?}");
+    }
+}
