@@ -170,10 +170,15 @@ pub fn fit(cfg: &RefineConfig, pairs: &[&JudgedPair], products: &Tensor, target:
     }
     let (w, mu) = ridge(&x, &y, &[best.alpha]).remove(0);
     let g = weights(&x, &w, &mu, best.strength).to_kind(Kind::Float).to_device(Device::Cpu);
+    let values = Vec::<f32>::try_from(&g).unwrap_or_default();
+    if values.is_empty() || !values.iter().all(|v| v.is_finite()) {
+        tracing::warn!("Score's refinement refitted to non-finite weights; Score keeps the plain cosine");
+        return (report, None);
+    }
     report.used = true;
     report.alpha = Some(best.alpha);
     report.strength = Some(best.strength);
-    report.weights = Vec::<f32>::try_from(&g).unwrap_or_default();
+    report.weights = values;
     (report, Some(g))
 }
 
