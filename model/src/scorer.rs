@@ -6,8 +6,12 @@
 //! - `text_tower.pt`: text encoder vectors `[B, Dt]` → joint embeddings `[B, E]` (unit length);
 //! - `scorer.pt`: `forward(image_vec [B, Di], text_vec [B, Dt]) -> score [B]` in [0, 1].
 //!
-//! The score is `sigmoid(a * cos + b)` of the joint-space cosine, with `a, b` in the manifest,
-//! so a search can rank a whole gallery by one matrix product and calibrate only the top k.
+//! Search's score is `sigmoid(a * ip + b)` of the towers' inner product, with `a, b` in the
+//! manifest, so a search can rank a whole gallery by one matrix product and calibrate only the
+//! top k. Score's (`scorer.pt`) is calibrated on its own: the joint embeddings' product without
+//! the query bank's term, weighted per dimension when the version has a refinement fitted on
+//! the judged pairs (the trainer's `refine` module; the weights are in the manifest's
+//! `training.score_refinement`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -110,8 +114,9 @@ pub struct ScorerManifest {
     /// Of Search: `sigmoid(a·ip + b)` over the towers' inner product (which holds the query
     /// bank's term when the version has one).
     pub calibration: Calibration,
-    /// Of Score (`scorer.pt`): `sigmoid(a·cos + b)` over the joint cosine alone, without the
-    /// query bank's term, which helps ranking photos for a query but not judging one pair.
+    /// Of Score (`scorer.pt`): `sigmoid(a·x + b)` over the joint embeddings' product without
+    /// the query bank's term (which helps ranking photos for a query but not judging one pair),
+    /// `x = Σ g_d·u_d·v_d`, with `g` Score's refinement (all 1, the cosine, when it has none).
     /// None in versions made before the two were separated: Score used `calibration`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub score_calibration: Option<Calibration>,

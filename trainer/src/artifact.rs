@@ -78,3 +78,46 @@ pub fn git_commit() -> Option<String> {
     }
     Some(commit)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::head::{self, HeadConfig, TrainSet, ValSet};
+
+    fn row_sums(x: &Tensor) -> Tensor {
+        x.sum_dim_intlist([-1i64].as_slice(), false, Kind::Float)
+    }
+
+    #[test]
+    fn scorer_pt_applies_the_score_weights_under_its_calibration() {
+        tch::manual_seed(7);
+        let cpu = (Kind::Float, Device::Cpu);
+        let cfg = HeadConfig { dim: 4, hidden: 8, max_epochs: 1, batch_size: 8, members: 1, ..HeadConfig::default() };
+        let photos = Tensor::randn([16, 6], cpu);
+        let mirrored = &photos + 0.01;
+        let captions = Tensor::randn([16, 5], cpu);
+        let pairs: Vec<(i64, i64)> = (0..16).map(|i| (i, i)).collect();
+        let caption_photo: Vec<i64> = (0..16).collect();
+        let train = TrainSet { photos_original: &photos, photos_mirrored: &mirrored, captions: &captions, pairs: &pairs };
+        let val = ValSet { photos: &photos, captions: &captions, caption_photo: &caption_photo };
+        let (member, _) = head::train_member(&cfg, 0, &train, &val, Device::Cpu, &mut |_| {}).unwrap();
+        let mut ensemble = Ensemble { members: vec![member], query_bank: None };
+        let g = Tensor::from_slice(&[3.0f32, -1.0, 0.5, 2.0]);
+        let calibration = Calibration { a: 4.0, b: -1.0 };
+        let dir = tempfile::tempdir().unwrap();
+        write_modules(&mut ensemble, calibration, Some(&g), 6, 5, dir.path()).unwrap();
+
+        let scorer = CModule::load(dir.path().join(SCORE_FILE)).unwrap();
+        let (iv, tv) = (Tensor::randn([7, 6], cpu), Tensor::randn([7, 5], cpu));
+        let got = scorer.forward_ts(&[&iv, &tv]).unwrap();
+        let product = ensemble.joint_images(&iv) * ensemble.joint_texts(&tv);
+        let weighted = (row_sums(&(&product * &g)) * 4.0 - 1.0).sigmoid();
+        let plain = (row_sums(&product) * 4.0 - 1.0).sigmoid();
+        assert!((&got - &weighted).abs().max().double_value(&[]) < 1e-5, "scorer.pt is sigmoid(a·Σ g·u·v + b)");
+        assert!((&got - &plain).abs().max().double_value(&[]) > 1e-3, "the weights are applied");
+        // Without weights, the plain cosine.
+        write_modules(&mut ensemble, calibration, None, 6, 5, dir.path()).unwrap();
+        let got = CModule::load(dir.path().join(SCORE_FILE)).unwrap().forward_ts(&[&iv, &tv]).unwrap();
+        assert!((&got - &plain).abs().max().double_value(&[]) < 1e-5);
+    }
+}

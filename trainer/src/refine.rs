@@ -1,17 +1,21 @@
 //! Score's refinement from the judged pairs: a weight per dimension of the joint embedding,
 //! fitted by ridge regression on the human targets of the judged training pairs, its
-//! regularisation and strength chosen on a split of those photos.
+//! regularisation and strength chosen on pairs whose photo and text both stay out of the fit.
 //!
 //! Score then ranks a pair by `Σ_d g_d·u_d·v_d` (`u`, `v`: the pair's joint unit embeddings)
 //! instead of the plain cosine (`g = 1`). The contrastive head learns which photo a caption was
 //! written for; the judgments say how well any text describes any photo, across queries,
 //! which is what Kendall's τ over the judged pairs measures. Search keeps the cosine: the
-//! weighting ranks a query's photos no better (README, "Score's refinement").
+//! weighting ranks a query's photos worse (README, "Score's refinement").
 //!
 //! The fit: `w = argmin ‖(X − μ)w − (y − ȳ)‖² + α·(tr G / E)·‖w‖²` with `X` the pairs'
 //! element-wise products `u ⊙ v` (`[N, E]`), `G = (X − μ)ᵀ(X − μ)`; then
 //! `g = 1 + s·w·std(cos)/std((X − μ)w)`, so the strength `s` is the learnt term's spread
 //! relative to the cosine's. `s = 0` (no refinement) is always a candidate.
+//!
+//! The choice: a seeded share of the photos and a seeded share of the texts are set aside; the
+//! candidates are fitted on the pairs with neither and measured on the pairs with both, so what
+//! is chosen is what carries over to photos and texts the fit never saw (Score's texts are new).
 
 use serde::Serialize;
 use tch::{Device, Kind, Tensor};
@@ -29,14 +33,20 @@ pub struct RefineConfig {
     pub alphas: Vec<f64>,
     /// Strengths `s` of the learnt term (0 is always tried too).
     pub strengths: Vec<f64>,
-    /// Share of the judged training photos that choose `(α, s)`.
+    /// Share of the judged training photos, and of their texts, set aside to choose `(α, s)`.
     pub val_fraction: f64,
     pub seed: u64,
 }
 
 impl Default for RefineConfig {
     fn default() -> Self {
-        RefineConfig { enabled: true, alphas: vec![1.0, 10.0, 100.0], strengths: vec![0.5, 1.0, 2.0], val_fraction: 0.25, seed: 42 }
+        RefineConfig {
+            enabled: true,
+            alphas: vec![0.3, 1.0, 3.0, 10.0, 100.0],
+            strengths: vec![0.5, 1.0, 2.0, 4.0],
+            val_fraction: 1.0 / 3.0,
+            seed: 42,
+        }
     }
 }
 
@@ -61,17 +71,38 @@ impl Candidate {
     }
 }
 
+/// Why Score applies the weights or keeps the cosine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// `--score-refinement off`.
+    Disabled,
+    /// Too few pairs to fit on or to choose with.
+    TooFewPairs,
+    /// No candidate beat the cosine on the validation pairs.
+    CosineNotBeaten,
+    /// The refit on all pairs gave weights that are not finite.
+    NonFiniteRefit,
+    /// Score applies the weights.
+    Used,
+}
+
 /// What the refinement did: every candidate, the choice and the weights Score applies.
 #[derive(Clone, Debug, Serialize)]
 pub struct RefineReport {
     /// True when Score applies the weights (a candidate with `s > 0` beat the cosine).
     pub used: bool,
+    pub outcome: Outcome,
     pub alpha: Option<f64>,
     pub strength: Option<f64>,
-    /// Judged pairs (allowed, training photos) fitted on; of them, on the validation photos.
+    /// Judged pairs (allowed, training photos) the weights are refitted on in the end.
     pub pairs: usize,
+    /// While choosing: pairs fitted on (photo and text both kept), pairs measured on (photo and
+    /// text both set aside), and the photos and texts set aside.
+    pub choice_fit_pairs: usize,
     pub validation_pairs: usize,
     pub validation_photos: usize,
+    pub validation_texts: usize,
     pub candidates: Vec<Candidate>,
     /// Refitted on all `pairs`: `g`, one per joint dimension (empty when not used).
     pub weights: Vec<f32>,
@@ -115,36 +146,56 @@ fn scored(x: &Tensor, g: Option<&Tensor>) -> Vec<Option<f64>> {
     Vec::<f64>::try_from(s.to_device(Device::Cpu)).unwrap_or_default().into_iter().map(Some).collect()
 }
 
+/// The choice's split of `pairs`: (rows fitted on — photo and text both kept; rows measured
+/// on — photo and text both set aside; photos set aside; texts set aside). Rows with one of the
+/// two set aside take no part in the choice.
+pub fn choice_split(cfg: &RefineConfig, pairs: &[&JudgedPair]) -> (Vec<i64>, Vec<i64>, usize, usize) {
+    let photos = split::holdout(pairs.iter().map(|p| p.image.as_str()), cfg.val_fraction, cfg.seed ^ 0x5c0e);
+    let texts = split::holdout(pairs.iter().map(|p| p.text.as_str()), cfg.val_fraction, cfg.seed ^ 0x7e47);
+    let (mut fit, mut val) = (Vec::new(), Vec::new());
+    for (i, p) in pairs.iter().enumerate() {
+        match (photos.contains(&p.image), texts.contains(&p.text)) {
+            (false, false) => fit.push(i as i64),
+            (true, true) => val.push(i as i64),
+            _ => {}
+        }
+    }
+    (fit, val, photos.len(), texts.len())
+}
+
 /// Chooses and fits the refinement on `pairs` (the judged training pairs the law allows) with
 /// `products` their rows `u ⊙ v` (`[N, E]`) and `target` their aggregated targets. The
-/// validation photos choose `(α, s)` by the mean of expert τc and crowd τb (own-caption pairs
-/// dropped); the chosen α is then refitted on all pairs. Returns the report and `g`.
+/// candidates are fitted and measured on [`choice_split`], ranked by the mean of expert τc and
+/// crowd τb (own-caption pairs dropped); the chosen α is then refitted on all pairs. Returns
+/// the report and `g`.
 pub fn fit(cfg: &RefineConfig, pairs: &[&JudgedPair], products: &Tensor, target: &[f64]) -> (RefineReport, Option<Tensor>) {
     let mut report = RefineReport {
         used: false,
+        outcome: Outcome::Disabled,
         alpha: None,
         strength: None,
         pairs: pairs.len(),
+        choice_fit_pairs: 0,
         validation_pairs: 0,
         validation_photos: 0,
+        validation_texts: 0,
         candidates: Vec::new(),
         weights: Vec::new(),
     };
-    if !cfg.enabled || pairs.is_empty() {
+    if !cfg.enabled {
+        return (report, None);
+    }
+    report.outcome = Outcome::TooFewPairs;
+    let (fit_rows, val_rows, val_photos, val_texts) = choice_split(cfg, pairs);
+    report.choice_fit_pairs = fit_rows.len();
+    report.validation_pairs = val_rows.len();
+    report.validation_photos = val_photos;
+    report.validation_texts = val_texts;
+    if fit_rows.len() < 2 || val_rows.is_empty() {
         return (report, None);
     }
     let x = products.to_kind(Kind::Double);
     let y = Tensor::from_slice(target).to_device(x.device());
-    let val = split::holdout(pairs.iter().map(|p| p.image.as_str()), cfg.val_fraction, cfg.seed ^ 0x5c0e);
-    let rows = |keep: bool| -> Vec<i64> {
-        pairs.iter().enumerate().filter(|(_, p)| val.contains(&p.image) == keep).map(|(i, _)| i as i64).collect()
-    };
-    let (fit_rows, val_rows) = (rows(false), rows(true));
-    report.validation_pairs = val_rows.len();
-    report.validation_photos = val.len();
-    if fit_rows.len() < 2 || val_rows.is_empty() {
-        return (report, None);
-    }
     let index = |r: &[i64]| Tensor::from_slice(r).to_device(x.device());
     let (xf, yf) = (x.index_select(0, &index(&fit_rows)), y.index_select(0, &index(&fit_rows)));
     let xv = x.index_select(0, &index(&val_rows));
@@ -166,16 +217,18 @@ pub fn fit(cfg: &RefineConfig, pairs: &[&JudgedPair], products: &Tensor, target:
         }
     }
     if best.strength == 0.0 {
+        report.outcome = Outcome::CosineNotBeaten;
         return (report, None);
     }
     let (w, mu) = ridge(&x, &y, &[best.alpha]).remove(0);
     let g = weights(&x, &w, &mu, best.strength).to_kind(Kind::Float).to_device(Device::Cpu);
     let values = Vec::<f32>::try_from(&g).unwrap_or_default();
     if values.is_empty() || !values.iter().all(|v| v.is_finite()) {
-        tracing::warn!("Score's refinement refitted to non-finite weights; Score keeps the plain cosine");
+        report.outcome = Outcome::NonFiniteRefit;
         return (report, None);
     }
     report.used = true;
+    report.outcome = Outcome::Used;
     report.alpha = Some(best.alpha);
     report.strength = Some(best.strength);
     report.weights = values;
@@ -241,11 +294,12 @@ mod tests {
         let (pairs, x, target) = synthetic(2000);
         let refs: Vec<&JudgedPair> = pairs.iter().collect();
         let (report, g) = fit(&RefineConfig::default(), &refs, &x, &target);
-        assert!(report.used, "{report:?}");
+        assert!(report.used && report.outcome == Outcome::Used, "{report:?}");
         let g = g.expect("weights");
         assert_eq!(report.weights.len(), 8);
-        assert_eq!(report.candidates.len(), 1 + 3 * 3);
-        assert!(report.validation_photos == 10 && report.validation_pairs == 500, "{report:?}");
+        assert_eq!(report.candidates.len(), 1 + 5 * 4);
+        assert!(report.validation_photos == 13 && report.validation_texts == 667, "{report:?}");
+        assert!(report.validation_pairs > 100 && report.choice_fit_pairs > 3 * report.validation_pairs, "{report:?}");
         // Dimension 0 carries the judgments: its weight dominates.
         let w: Vec<f32> = Vec::try_from(&g).unwrap();
         assert!(w[1..].iter().all(|v| v.abs() < w[0].abs()), "{w:?}");
@@ -260,6 +314,9 @@ mod tests {
         let off = RefineConfig { enabled: false, ..RefineConfig::default() };
         let (report, g) = fit(&off, &refs, &x, &target);
         assert!(!report.used && g.is_none() && report.candidates.is_empty());
+        assert_eq!(report.outcome, Outcome::Disabled);
+        let (report, g) = fit(&RefineConfig::default(), &refs[..1], &x.narrow(0, 0, 1), &target[..1]);
+        assert!(g.is_none() && report.outcome == Outcome::TooFewPairs, "{report:?}");
         // Targets that are the cosine's own order: nothing beats the cosine.
         let cos: Vec<f64> = Vec::try_from(x.sum_dim_intlist([1i64].as_slice(), false, Kind::Double)).unwrap();
         let mut exact = pairs.clone();
@@ -272,6 +329,33 @@ mod tests {
         let refs: Vec<&JudgedPair> = exact.iter().collect();
         let (report, g) = fit(&RefineConfig { strengths: vec![2.0], alphas: vec![100.0], ..RefineConfig::default() }, &refs, &x, &t);
         assert!(report.candidates.len() == 2 && report.candidates[0].expert_tau_c.unwrap() > 0.85, "{report:?}");
-        assert!(!report.used && g.is_none(), "{report:?}");
+        assert!(!report.used && g.is_none() && report.outcome == Outcome::CosineNotBeaten, "{report:?}");
+    }
+
+    #[test]
+    fn the_choice_measures_on_photos_and_texts_the_fit_never_saw() {
+        let (pairs, x, target) = synthetic(2000);
+        let refs: Vec<&JudgedPair> = pairs.iter().collect();
+        let cfg = RefineConfig::default();
+        let (fit_rows, val_rows, _, _) = choice_split(&cfg, &refs);
+        let seen = |rows: &[i64], f: fn(&JudgedPair) -> &str| -> std::collections::HashSet<String> {
+            rows.iter().map(|&i| f(refs[i as usize]).to_string()).collect()
+        };
+        let (fit_photos, val_photos) = (seen(&fit_rows, |p| &p.image), seen(&val_rows, |p| &p.image));
+        let (fit_texts, val_texts) = (seen(&fit_rows, |p| &p.text), seen(&val_rows, |p| &p.text));
+        assert!(fit_photos.is_disjoint(&val_photos) && fit_texts.is_disjoint(&val_texts));
+        // The targets of every row outside the fit rows change nothing the choice sees.
+        let mut other = target.clone();
+        for (i, t) in other.iter_mut().enumerate() {
+            if !fit_rows.contains(&(i as i64)) {
+                *t = 1.0 - *t;
+            }
+        }
+        let (a, _) = fit(&cfg, &refs, &x, &target);
+        let (b, _) = fit(&cfg, &refs, &x, &other);
+        let taus = |r: &RefineReport| r.candidates.iter().map(|c| (c.expert_tau_c, c.crowd_tau_b)).collect::<Vec<_>>();
+        assert_eq!(taus(&a), taus(&b));
+        // The final refit reads them all.
+        assert_ne!(a.weights, b.weights);
     }
 }

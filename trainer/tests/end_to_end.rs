@@ -99,7 +99,8 @@ fn trains_a_tiny_scorer_and_loads_it_back() {
     // dimension by the refinement when validation kept it, under its own calibration; Search's
     // calibration is fitted on the towers' inner product.
     let refinement = &manifest.training["score_refinement"];
-    assert_eq!(refinement["candidates"].as_array().unwrap().len(), 1 + 3 * 3, "{refinement}");
+    assert_eq!(refinement["candidates"].as_array().unwrap().len(), 1 + 5 * 4, "{refinement}");
+    assert_eq!(refinement["outcome"] == "used", refinement["used"] == true, "{refinement}");
     assert_eq!(manifest.hyperparameters["score_refinement"]["enabled"], true);
     let refined = refinement["used"].as_bool().unwrap();
     let weights: Vec<f32> = refinement["weights"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
@@ -159,7 +160,7 @@ fn trains_a_tiny_scorer_and_loads_it_back() {
     assert_eq!(table.matches("font-weight:bold").count(), 1, "the chosen candidate");
     assert!(html.contains("R@1, queries describing a child"));
     let table = &html[html.find("refinement from the judged pairs</h2>").expect("refinement table")..];
-    assert_eq!(table[..table.find("</table>").unwrap()].matches("<tr").count(), 1 + 1 + 3 * 3, "header, cosine, candidates");
+    assert_eq!(table[..table.find("</table>").unwrap()].matches("<tr").count(), 1 + 1 + 5 * 4, "header, cosine, candidates");
     let queries = fs::read_to_string(root.join("data/image_search/test_queries.csv")).unwrap();
     let mut child_photos = HashSet::new();
     for l in queries.lines().skip(1) {
@@ -333,6 +334,7 @@ fn judged_photos_lend_positives_to_a_second_ensemble_measured_on_the_rest() {
     assert_eq!(plain.hyperparameters["score_refinement"]["enabled"], false);
     let refinement = &plain.training["score_refinement"];
     assert!(refinement["used"] == false && refinement["candidates"].as_array().unwrap().is_empty(), "{refinement}");
+    assert_eq!(refinement["outcome"], "disabled");
     let (sc, c) = (plain.score_calibration.unwrap(), plain.calibration);
     assert!((sc.a - c.a).abs() < 1e-6 && (sc.b - c.b).abs() < 1e-6, "no bank, no refinement: one calibration");
     let before = plain.training["levers"]["validation_photos"].as_u64().unwrap();

@@ -261,10 +261,10 @@ pub(super) fn calibrate(
     );
     match (refinement.alpha, refinement.strength) {
         (Some(alpha), Some(strength)) => info!(
-            "Score's refinement from judged pairs: α {alpha}, strength {strength} (validation: {} pairs of {} photos)",
-            refinement.validation_pairs, refinement.validation_photos
+            "Score's refinement from judged pairs: α {alpha}, strength {strength} (chosen on {} pairs of {} photos and {} texts the fit did not see)",
+            refinement.validation_pairs, refinement.validation_photos, refinement.validation_texts
         ),
-        _ => info!("Score's refinement: not used (the plain cosine ranks the validation pairs as well or better)"),
+        _ => info!("Score's refinement not used: {:?}", refinement.outcome),
     }
     Ok(Calibrated {
         calibration,

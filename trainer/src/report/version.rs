@@ -96,8 +96,8 @@ fn refinement_table(r: &RefineReport) -> Table {
         rows,
         highlighted: vec![chosen],
         note: format!(
-            "Fitted on {} judged pairs of the training photos the law allows; candidates measured on {} pairs of {} of those photos left out of the fit, the best mean of the two τs kept (bold), then refitted on all. Score only: Search ranks by the cosine.",
-            r.pairs, r.validation_pairs, r.validation_photos
+            "Outcome: {:?}. {} judged pairs of the training photos the law allows; while choosing, candidates were fitted on the {} pairs whose photo and text are both outside a set-aside {} photos and {} texts, and measured on the {} pairs whose photo and text are both inside it; the best mean of the two τs (bold) was refitted on all {} pairs. Score only: Search ranks by the cosine.",
+            r.outcome, r.pairs, r.choice_fit_pairs, r.validation_photos, r.validation_texts, r.validation_pairs, r.pairs
         ),
     }
 }
