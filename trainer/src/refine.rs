@@ -42,8 +42,8 @@ impl Default for RefineConfig {
     fn default() -> Self {
         RefineConfig {
             enabled: true,
-            alphas: vec![0.3, 1.0, 3.0, 10.0, 100.0],
-            strengths: vec![0.5, 1.0, 2.0, 4.0],
+            alphas: vec![1.0, 10.0, 100.0, 1000.0],
+            strengths: vec![1.0, 2.0, 4.0, 8.0],
             val_fraction: 1.0 / 3.0,
             seed: 42,
         }
@@ -297,7 +297,7 @@ mod tests {
         assert!(report.used && report.outcome == Outcome::Used, "{report:?}");
         let g = g.expect("weights");
         assert_eq!(report.weights.len(), 8);
-        assert_eq!(report.candidates.len(), 1 + 5 * 4);
+        assert_eq!(report.candidates.len(), 1 + 4 * 4);
         assert!(report.validation_photos == 13 && report.validation_texts == 667, "{report:?}");
         assert!(report.validation_pairs > 100 && report.choice_fit_pairs > 3 * report.validation_pairs, "{report:?}");
         // Dimension 0 carries the judgments: its weight dominates.

@@ -99,7 +99,7 @@ fn trains_a_tiny_scorer_and_loads_it_back() {
     // dimension by the refinement when validation kept it, under its own calibration; Search's
     // calibration is fitted on the towers' inner product.
     let refinement = &manifest.training["score_refinement"];
-    assert_eq!(refinement["candidates"].as_array().unwrap().len(), 1 + 5 * 4, "{refinement}");
+    assert_eq!(refinement["candidates"].as_array().unwrap().len(), 1 + 4 * 4, "{refinement}");
     assert_eq!(refinement["outcome"] == "used", refinement["used"] == true, "{refinement}");
     assert_eq!(manifest.hyperparameters["score_refinement"]["enabled"], true);
     let refined = refinement["used"].as_bool().unwrap();
@@ -160,7 +160,7 @@ fn trains_a_tiny_scorer_and_loads_it_back() {
     assert_eq!(table.matches("font-weight:bold").count(), 1, "the chosen candidate");
     assert!(html.contains("R@1, queries describing a child"));
     let table = &html[html.find("refinement from the judged pairs</h2>").expect("refinement table")..];
-    assert_eq!(table[..table.find("</table>").unwrap()].matches("<tr").count(), 1 + 1 + 5 * 4, "header, cosine, candidates");
+    assert_eq!(table[..table.find("</table>").unwrap()].matches("<tr").count(), 1 + 1 + 4 * 4, "header, cosine, candidates");
     let queries = fs::read_to_string(root.join("data/image_search/test_queries.csv")).unwrap();
     let mut child_photos = HashSet::new();
     for l in queries.lines().skip(1) {
