@@ -261,6 +261,7 @@ mod tests {
         let g0 = weights(&x, &w, &mu, 0.0);
         assert!((g0 - 1.0).abs().max().double_value(&[]) < 1e-12, "strength 0 is the cosine");
         let g = weights(&x, &w, &mu, 2.0);
+        assert!((g.narrow(0, 1, 3) - 1.0).abs().max().double_value(&[]) < 1e-12, "dimensions w leaves alone keep weight 1");
         // The learnt term's spread is twice the cosine's.
         let cos_sd = x.sum_dim_intlist([1i64].as_slice(), false, Kind::Double).std(true).double_value(&[]);
         let term_sd = x.select(1, 0).std(true).double_value(&[]) * (g.double_value(&[0]) - 1.0);
