@@ -177,6 +177,10 @@ struct TrainArgs {
     /// better than the plain cosine (Kendall τ); Search is unchanged.
     #[arg(long, env = "IMAGESEARCH_SCORE_REFINEMENT", default_value = "on", value_parser = on_off, action = clap::ArgAction::Set)]
     score_refinement: bool,
+    /// Fewest validation pairs (photo and text both unseen by the fit) Score's refinement is
+    /// chosen on; with fewer, Score keeps the plain cosine.
+    #[arg(long, env = "IMAGESEARCH_SCORE_REFINEMENT_MIN_PAIRS", default_value_t = 1000, value_parser = at_least(1))]
+    score_refinement_min_pairs: usize,
 }
 
 #[derive(Args)]
@@ -317,7 +321,12 @@ fn main() -> anyhow::Result<()> {
                 query_bank: QueryBankConfig { size: a.query_bank, beta: a.query_bank_beta },
                 query_word_map: a.query_word_map,
                 judged_positives: a.judged_positives,
-                refine: RefineConfig { enabled: a.score_refinement, seed: a.seed, ..RefineConfig::default() },
+                refine: RefineConfig {
+                    enabled: a.score_refinement,
+                    min_validation_pairs: a.score_refinement_min_pairs,
+                    seed: a.seed,
+                    ..RefineConfig::default()
+                },
                 text_tuning: TuneConfig {
                     epochs: a.tune_text_epochs,
                     lr: a.tune_text_lr,

@@ -35,6 +35,9 @@ pub struct RefineConfig {
     pub strengths: Vec<f64>,
     /// Share of the judged training photos, and of their texts, set aside to choose `(α, s)`.
     pub val_fraction: f64,
+    /// Fewest set-aside pairs a choice is trusted on (below: the cosine; τ's noise on a few
+    /// hundred pairs is larger than the candidates' differences).
+    pub min_validation_pairs: usize,
     pub seed: u64,
 }
 
@@ -45,6 +48,7 @@ impl Default for RefineConfig {
             alphas: vec![1.0, 10.0, 100.0, 1000.0],
             strengths: vec![1.0, 2.0, 4.0, 8.0],
             val_fraction: 1.0 / 3.0,
+            min_validation_pairs: 1000,
             seed: 42,
         }
     }
@@ -77,7 +81,7 @@ impl Candidate {
 pub enum Outcome {
     /// `--score-refinement off`.
     Disabled,
-    /// Too few pairs to fit on or to choose with.
+    /// Too few pairs to fit on or to choose with ([`RefineConfig::min_validation_pairs`]).
     TooFewPairs,
     /// No candidate beat the cosine on the validation pairs.
     CosineNotBeaten,
@@ -191,7 +195,7 @@ pub fn fit(cfg: &RefineConfig, pairs: &[&JudgedPair], products: &Tensor, target:
     report.validation_pairs = val_rows.len();
     report.validation_photos = val_photos;
     report.validation_texts = val_texts;
-    if fit_rows.len() < 2 || val_rows.is_empty() {
+    if fit_rows.len() < 2 || val_rows.len() < cfg.min_validation_pairs.max(1) {
         return (report, None);
     }
     let x = products.to_kind(Kind::Double);
@@ -268,6 +272,11 @@ mod tests {
         assert!((term_sd - 2.0 * cos_sd).abs() < 1e-9, "{term_sd} vs {cos_sd}");
     }
 
+    /// The default settings, trusting a choice on the few validation pairs of these tests.
+    fn small() -> RefineConfig {
+        RefineConfig { min_validation_pairs: 10, ..RefineConfig::default() }
+    }
+
     /// Judged pairs on 40 photos whose human target follows dimension 0 of the product while
     /// the cosine is mostly noise from the other dimensions.
     fn synthetic(n: usize) -> (Vec<JudgedPair>, Tensor, Vec<f64>) {
@@ -294,7 +303,7 @@ mod tests {
     fn fit_learns_what_the_judges_reward_and_beats_the_cosine_on_validation() {
         let (pairs, x, target) = synthetic(2000);
         let refs: Vec<&JudgedPair> = pairs.iter().collect();
-        let (report, g) = fit(&RefineConfig::default(), &refs, &x, &target);
+        let (report, g) = fit(&small(), &refs, &x, &target);
         assert!(report.used && report.outcome == Outcome::Used, "{report:?}");
         let g = g.expect("weights");
         assert_eq!(report.weights.len(), 8);
@@ -316,8 +325,8 @@ mod tests {
         let (report, g) = fit(&off, &refs, &x, &target);
         assert!(!report.used && g.is_none() && report.candidates.is_empty());
         assert_eq!(report.outcome, Outcome::Disabled);
-        let (report, g) = fit(&RefineConfig::default(), &refs[..1], &x.narrow(0, 0, 1), &target[..1]);
-        assert!(g.is_none() && report.outcome == Outcome::TooFewPairs, "{report:?}");
+        let (report, g) = fit(&RefineConfig::default(), &refs, &x, &target);
+        assert!(g.is_none() && report.outcome == Outcome::TooFewPairs && report.validation_pairs > 10, "{report:?}");
         // Targets that are the cosine's own order: nothing beats the cosine.
         let cos: Vec<f64> = Vec::try_from(x.sum_dim_intlist([1i64].as_slice(), false, Kind::Double)).unwrap();
         let mut exact = pairs.clone();
@@ -328,7 +337,7 @@ mod tests {
         }
         let t: Vec<f64> = exact.iter().map(|p| p.target).collect();
         let refs: Vec<&JudgedPair> = exact.iter().collect();
-        let (report, g) = fit(&RefineConfig { strengths: vec![2.0], alphas: vec![100.0], ..RefineConfig::default() }, &refs, &x, &t);
+        let (report, g) = fit(&RefineConfig { strengths: vec![2.0], alphas: vec![100.0], ..small() }, &refs, &x, &t);
         assert!(report.candidates.len() == 2 && report.candidates[0].expert_tau_c.unwrap() > 0.85, "{report:?}");
         assert!(!report.used && g.is_none() && report.outcome == Outcome::CosineNotBeaten, "{report:?}");
     }
@@ -337,7 +346,7 @@ mod tests {
     fn the_choice_measures_on_photos_and_texts_the_fit_never_saw() {
         let (pairs, x, target) = synthetic(2000);
         let refs: Vec<&JudgedPair> = pairs.iter().collect();
-        let cfg = RefineConfig::default();
+        let cfg = small();
         let (fit_rows, val_rows, _, _) = choice_split(&cfg, &refs);
         let seen = |rows: &[i64], f: fn(&JudgedPair) -> &str| -> std::collections::HashSet<String> {
             rows.iter().map(|&i| f(refs[i as usize]).to_string()).collect()
