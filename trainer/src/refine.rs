@@ -6,11 +6,11 @@
 //! instead of the plain cosine (`g = 1`). The contrastive head learns which photo a caption was
 //! written for; the judgments say how well any text describes any photo, across queries,
 //! which is what Kendall's τ over the judged pairs measures. Search keeps the cosine: the
-//! weighting ranks a query's photos worse (README, "Score's refinement").
+//! weighting ranks a query's photos no better (README, "Score's refinement").
 //!
 //! The fit: `w = argmin ‖(X − μ)w − (y − ȳ)‖² + α·(tr G / E)·‖w‖²` with `X` the pairs'
 //! element-wise products `u ⊙ v` (`[N, E]`), `G = (X − μ)ᵀ(X − μ)`; then
-//! `g = 1 + s·w·std(cos)/std((X − μ)w)`, so the strength `s` is the learnt term's spread
+//! `g = 1 + s·w·std(cos)/std(Xw)`, so the strength `s` is the learnt term's spread
 //! relative to the cosine's. `s = 0` (no refinement) is always a candidate.
 //!
 //! The choice: a seeded share of the photos and a seeded share of the texts are set aside; the
@@ -113,8 +113,8 @@ pub struct RefineReport {
 }
 
 /// Centered ridge regression of `target` on the rows of `x` (both f64), for every `alpha`
-/// (relative to the mean eigenvalue of the Gram matrix); returns `(w, μ)` per alpha.
-pub fn ridge(x: &Tensor, target: &Tensor, alphas: &[f64]) -> Vec<(Tensor, Tensor)> {
+/// (relative to the mean eigenvalue of the Gram matrix); returns `w` per alpha.
+pub fn ridge(x: &Tensor, target: &Tensor, alphas: &[f64]) -> Vec<Tensor> {
     let mu = x.mean_dim([0i64].as_slice(), false, Kind::Double);
     let xc = x - &mu;
     let yc = target - target.mean(Kind::Double);
@@ -125,20 +125,29 @@ pub fn ridge(x: &Tensor, target: &Tensor, alphas: &[f64]) -> Vec<(Tensor, Tensor
     let eye = Tensor::eye(e, (Kind::Double, x.device()));
     alphas
         .iter()
-        .map(|&a| {
-            let w = Tensor::linalg_solve(&(&gram + &eye * (a * scale.max(1e-12))), &r, true).squeeze_dim(1);
-            (w, mu.shallow_clone())
-        })
+        .map(|&a| Tensor::linalg_solve(&(&gram + &eye * (a * scale.max(1e-12))), &r, true).squeeze_dim(1))
         .collect()
 }
 
-/// The weights `g` of a fitted `(w, μ)` at strength `s`, scaled on the rows of `x`.
-fn weights(x: &Tensor, w: &Tensor, mu: &Tensor, strength: f64) -> Tensor {
-    let cos = x.sum_dim_intlist([1i64].as_slice(), false, Kind::Double);
-    let learnt = (x - mu).matmul(w);
-    let spread = learnt.std(true).double_value(&[]);
-    let a = if spread > 0.0 { strength * cos.std(true).double_value(&[]) / spread } else { 0.0 };
-    w * a + 1.0
+/// The spread (standard deviation) of the plain cosine over the rows of `x`.
+fn cosine_spread(x: &Tensor) -> f64 {
+    x.sum_dim_intlist([1i64].as_slice(), false, Kind::Double).std(true).double_value(&[])
+}
+
+/// `w` scaled so that the learnt term's spread over the rows of `x` is `cos_spread`. The spread
+/// of `x·w` is that of `(x − μ)·w`: centring shifts every row's term by the same `μ·w`.
+fn unit_term(x: &Tensor, w: &Tensor, cos_spread: f64) -> Tensor {
+    let spread = x.matmul(w).std(true).double_value(&[]);
+    if spread > 0.0 {
+        w * (cos_spread / spread)
+    } else {
+        w.zeros_like()
+    }
+}
+
+/// Score's weights at strength `s`: `g = 1 + s·unit`.
+fn weights(unit: &Tensor, strength: f64) -> Tensor {
+    unit * strength + 1.0
 }
 
 /// Scores of the rows of `x` under weights `g` (None: the plain cosine).
@@ -209,9 +218,11 @@ pub fn fit(cfg: &RefineConfig, pairs: &[&JudgedPair], products: &Tensor, target:
     let baseline = Candidate { alpha: 0.0, strength: 0.0, expert_tau_c: c0, crowd_tau_b: b0 };
     let mut best = baseline.clone();
     report.candidates.push(baseline);
-    for (&alpha, (w, mu)) in cfg.alphas.iter().zip(ridge(&xf, &yf, &cfg.alphas)) {
+    let fit_spread = cosine_spread(&xf);
+    for (&alpha, w) in cfg.alphas.iter().zip(ridge(&xf, &yf, &cfg.alphas)) {
+        let unit = unit_term(&xf, &w, fit_spread);
         for &strength in &cfg.strengths {
-            let g = weights(&xf, &w, &mu, strength);
+            let g = weights(&unit, strength);
             let (c, b) = taus(Some(&g));
             let cand = Candidate { alpha, strength, expert_tau_c: c, crowd_tau_b: b };
             if cand.objective() > best.objective() {
@@ -224,8 +235,8 @@ pub fn fit(cfg: &RefineConfig, pairs: &[&JudgedPair], products: &Tensor, target:
         report.outcome = Outcome::CosineNotBeaten;
         return (report, None);
     }
-    let (w, mu) = ridge(&x, &y, &[best.alpha]).remove(0);
-    let g = weights(&x, &w, &mu, best.strength).to_kind(Kind::Float).to_device(Device::Cpu);
+    let w = ridge(&x, &y, &[best.alpha]).remove(0);
+    let g = weights(&unit_term(&x, &w, cosine_spread(&x)), best.strength).to_kind(Kind::Float).to_device(Device::Cpu);
     let values = Vec::<f32>::try_from(&g).unwrap_or_default();
     if values.is_empty() || !values.iter().all(|v| v.is_finite()) {
         report.outcome = Outcome::NonFiniteRefit;
@@ -250,9 +261,9 @@ mod tests {
         let truth = Tensor::from_slice(&[1.0f64, -2.0, 0.0, 0.5, 3.0, 0.0]);
         let y = x.matmul(&truth) + 7.0;
         let fits = ridge(&x, &y, &[1e-9, 10.0]);
-        let (w, _) = &fits[0];
+        let w = &fits[0];
         assert!((w - &truth).abs().max().double_value(&[]) < 1e-6, "{w}");
-        let (w10, _) = &fits[1];
+        let w10 = &fits[1];
         assert!(w10.norm().double_value(&[]) < 0.5 * truth.norm().double_value(&[]), "α shrinks the weights");
     }
 
@@ -261,10 +272,10 @@ mod tests {
         tch::manual_seed(4);
         let x = Tensor::randn([200, 4], (Kind::Double, Device::Cpu));
         let w = Tensor::from_slice(&[1.0f64, 0.0, 0.0, 0.0]);
-        let mu = Tensor::zeros([4], (Kind::Double, Device::Cpu));
-        let g0 = weights(&x, &w, &mu, 0.0);
+        let unit = unit_term(&x, &w, cosine_spread(&x));
+        let g0 = weights(&unit, 0.0);
         assert!((g0 - 1.0).abs().max().double_value(&[]) < 1e-12, "strength 0 is the cosine");
-        let g = weights(&x, &w, &mu, 2.0);
+        let g = weights(&unit, 2.0);
         assert!((g.narrow(0, 1, 3) - 1.0).abs().max().double_value(&[]) < 1e-12, "dimensions w leaves alone keep weight 1");
         // The learnt term's spread is twice the cosine's.
         let cos_sd = x.sum_dim_intlist([1i64].as_slice(), false, Kind::Double).std(true).double_value(&[]);
